@@ -1,0 +1,15 @@
+# Task datasets: one parquet per (model family, task), shared by every model of the family (design §4).
+
+rule dataset:
+    input:
+        TOKENIZER if config["source"] == "suite" else [],
+    output:
+        "data/tasks/{family}/{task}.parquet",
+    params:
+        n=lambda w: config["tasks"][w.task].get("n_examples", 70),
+        seed=lambda w: config["tasks"][w.task].get("seed", 42),
+    log:
+        "logs/datasets/{family}/{task}.log",
+    shell:
+        "circuit-stability dataset --task {wildcards.task} --tokenizer " + TOKENIZER +
+        " --n-examples {params.n} --seed {params.seed} --out {output} 2> {log}"

@@ -1,0 +1,38 @@
+# Embedded suite: corpus + tokenizer, then one training job per model (design §6).
+
+if config["source"] == "suite":
+
+    rule corpus:
+        output:
+            tokens="data/corpus/{family}/tokens.npy",
+            tokenizer=directory("data/corpus/{family}/tokenizer"),
+            meta="data/corpus/{family}/corpus.json",
+        params:
+            seed=SUITE["corpus"].get("seed", 0),
+            weights=json.dumps(SUITE["corpus"].get("weights", {}), sort_keys=True),
+            training=json.dumps({k: TRAINING[k] for k in ("batch_size", "context", "max_steps")}),
+        log:
+            "logs/corpus/{family}.log",
+        shell:
+            "circuit-stability corpus --out data/corpus/{wildcards.family} --seed {params.seed} "
+            "--weights '{params.weights}' --training '{params.training}' 2> {log}"
+
+    rule train:
+        input:
+            tokens=f"data/corpus/{FAMILY}/tokens.npy",
+            tokenizer=f"data/corpus/{FAMILY}/tokenizer",
+        output:
+            checkpoints=expand("models/{{model}}/step{step}/model.safetensors", step=STEPS),
+            log_table="models/{model}/train_log.parquet",
+            manifest="models/{model}/suite.json",
+        params:
+            shape=lambda w: json.dumps(SUITE["models"][w.model], sort_keys=True),
+            training=json.dumps(TRAINING, sort_keys=True),
+            seed=config["seed"],
+        threads: THREADS
+        log:
+            "logs/train/{model}.log",
+        shell:
+            "circuit-stability train --corpus data/corpus/" + FAMILY + " --out models/{wildcards.model} "
+            "--shape '{params.shape}' --training '{params.training}' --seed {params.seed} "
+            "--threads {threads} 2> {log}"

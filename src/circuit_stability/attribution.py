@@ -1,0 +1,314 @@
+"""Edge attribution on a ``TransformerBridge``: EAP, EAP-IG and exact activation patching (design §4–5).
+
+Notation (shapes as in TransformerLens): ``a_u`` is writer ``u``'s output ``[batch, pos, d_model]``; ``in_v``
+is reader ``v``'s input (the residual stream it reads, before its layer norm). With clean inputs ``z`` and
+corrupted inputs ``z'``, ``Δa_u = a_u(z') − a_u(z)``.
+
+- **Edge score** (Hanna et al. 2024, "Have faith in faithfulness", §3, EAP-IG equation; Syed et al. 2023 for
+  EAP): ``score(u→v) = (1/N) Σ_examples Σ_{pos, d} Δa_u · (1/|α|) Σ_{α} ∂M(e' + α(e − e'))/∂in_v`` where ``e``,
+  ``e'`` are the clean and corrupted token embeddings, the model otherwise runs on the clean tokens, and ``M``
+  is the per-example task metric. ``α = k/m, k = 1..m`` is EAP-IG as in the paper's equation (the default),
+  ``k = 0..m−1`` as hannamw/EAP-IG's code, ``α = 1`` is EAP (gradient at the clean input), ``α = 0`` takes the
+  gradient at the corrupted input (TransformerLens' "denoising" EAP, with the opposite sign).
+  Sign: ``score ≈ M(model with edge u→v corrupted) − M(model)``; a negative score means the edge supports the task.
+- **Patching** an edge: during the clean run ``in_v ← in_v − a_u(current run) + a_u(z')`` (Hanna et al. 2024;
+  reference.md §3.3). Exact patching patches one edge per forward; circuit evaluation patches every edge
+  outside the circuit. Both go through :func:`patched_metric`, which evaluates many edge masks in one batched
+  forward (masks stacked along the batch).
+
+All accumulation is float32 whatever the model dtype; the device is the model's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from circuit_stability.graph import QKV, Graph
+from circuit_stability.tasks.base import TaskDataset, example_metric
+
+METHODS = ("EAP", "EAP-IG", "exact")
+IG_CONVENTIONS = ("paper", "code")
+
+
+def interpolation_points(method: str, ig_steps: int = 5, convention: str = "paper") -> list[float]:
+    """The α at which gradients are taken (α = 1 is the clean input, α = 0 the corrupted one).
+
+    Args:
+        method: ``"EAP"`` (α = 1; Syed et al. 2023) or ``"EAP-IG"`` (Hanna et al. 2024).
+        ig_steps: m, the number of EAP-IG points.
+        convention: ``"paper"``: k/m for k = 1..m (the paper's equation, right end); ``"code"``: k/m for
+            k = 0..m−1 (hannamw/EAP-IG's code, left end).
+
+    Raises:
+        ValueError: for an unknown method or convention, or ``ig_steps < 1``.
+    """
+    if method == "EAP":
+        return [1.0]
+    if method != "EAP-IG":
+        raise ValueError(f"no interpolation points for method {method!r}; gradient methods: ['EAP', 'EAP-IG']")
+    if ig_steps < 1:
+        raise ValueError(f"ig_steps must be >= 1; got {ig_steps}")
+    if convention == "paper":
+        return [k / ig_steps for k in range(1, ig_steps + 1)]
+    if convention == "code":
+        return [k / ig_steps for k in range(ig_steps)]
+    raise ValueError(f"unknown EAP-IG convention {convention!r}; valid: {list(IG_CONVENTIONS)}")
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Batched task prompts (see :meth:`TaskDataset.tensors`): ``clean``/``corrupted`` ``[n, pos]`` long,
+    ``position`` ``[n]``, ``answer_ids``/``flags`` ``[n, n_answers]``, and the metric name."""
+
+    clean: torch.Tensor
+    corrupted: torch.Tensor
+    position: torch.Tensor
+    answer_ids: torch.Tensor
+    flags: torch.Tensor
+    metric: str
+
+    @classmethod
+    def from_dataset(cls, ds: TaskDataset, pad_id: int, device: str | torch.device = "cpu") -> "Prompts":
+        t = ds.tensors(pad_id)
+        return cls(**{k: v.to(device) for k, v in t.items()}, metric=ds.metric)
+
+    def __len__(self) -> int:
+        return self.clean.shape[0]
+
+    def chunks(self, batch_size: int) -> Iterator["Prompts"]:
+        """Consecutive batches of at most ``batch_size`` examples, trimmed to their longest prompt."""
+        for s in range(0, len(self), batch_size):
+            e = min(s + batch_size, len(self))
+            width = int(self.position[s:e].max()) + 1  # nothing after the read position matters (causal)
+            yield Prompts(self.clean[s:e, :width], self.corrupted[s:e, :width], self.position[s:e],
+                          self.answer_ids[s:e], self.flags[s:e], self.metric)
+
+    def metric_values(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[n]`` per-example metric from ``[n, pos, d_vocab]`` logits."""
+        return example_metric(logits, self.position, self.answer_ids, self.flags, self.metric)
+
+
+def _device(bridge) -> torch.device:
+    return next(bridge.parameters()).device
+
+
+def _writer_hooks(graph: Graph, buf: torch.Tensor) -> list:
+    """Forward hooks copying every writer's output into ``buf[writer, batch, pos, d_model]`` (float32)."""
+    H = graph.n_heads
+
+    def embed(x, hook):
+        buf[0] = x.detach()
+
+    def result(layer):
+        s = graph.writer_index(layer, 0)
+
+        def f(x, hook):  # [batch, pos, head, d_model]
+            buf[s : s + H] = x.detach().permute(2, 0, 1, 3)
+        return f
+
+    def mlp(layer):
+        i = graph.writer_index(layer)
+
+        def f(x, hook):
+            buf[i] = x.detach()
+        return f
+
+    hooks = [("hook_embed", embed)]
+    for l in range(graph.n_layers):
+        hooks += [(f"blocks.{l}.attn.hook_result", result(l)), (f"blocks.{l}.hook_mlp_out", mlp(l))]
+    return hooks
+
+
+def _reader_hook_names(graph: Graph) -> list[tuple[str, int, list[int]]]:
+    """``(hook name, n_upstream, reader columns)`` for every reader hook point, in forward order."""
+    out = []
+    for l in range(graph.n_layers):
+        for c in QKV:
+            cols = [graph.reader_index(l, h, c) for h in range(graph.n_heads)]
+            out.append((f"blocks.{l}.hook_{c}_input", int(graph.n_upstream[cols[0]]), cols))
+        m = graph.reader_index(l)
+        out.append((f"blocks.{l}.hook_mlp_in", int(graph.n_upstream[m]), [m]))
+    out.append((f"blocks.{graph.n_layers - 1}.hook_resid_post", graph.n_writers, [graph.logits_index]))
+    return out
+
+
+def writer_outputs(bridge, graph: Graph, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass recording every writer's output.
+
+    Args:
+        tokens: ``[batch, pos]`` token ids.
+
+    Returns:
+        ``(acts, logits)``: ``acts`` ``[n_writers, batch, pos, d_model]`` float32 (writer order of
+        :class:`Graph`), ``logits`` ``[batch, pos, d_vocab]``.
+    """
+    d_model = bridge.cfg.d_model
+    buf = torch.empty((graph.n_writers, *tokens.shape, d_model), dtype=torch.float32, device=tokens.device)
+    with torch.no_grad(), bridge.hooks(fwd_hooks=_writer_hooks(graph, buf)):
+        logits = bridge(tokens)
+    return buf, logits
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Edge scores and the baseline metrics measured on the way.
+
+    Attributes:
+        scores: ``[n_writers, n_readers]`` float32 numpy, NaN where there is no edge (units: metric units).
+        metric_clean: mean task metric on clean prompts, m(M).
+        metric_corrupted: mean task metric on corrupted prompts.
+        per_example_clean: ``[n]`` clean metric per example.
+    """
+
+    scores: np.ndarray
+    metric_clean: float
+    metric_corrupted: float
+    per_example_clean: np.ndarray
+
+
+def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float], batch_size: int = 70) -> Attribution:
+    """Gradient-based edge scores (EAP for ``alphas=[1]``, EAP-IG for ``interpolation_points``).
+
+    Costs per batch: 2 forward passes (clean, corrupted) + ``len(alphas)`` forward/backward passes; one
+    backward pass scores every edge (the activation differences ``Δa`` are contracted with the gradient at
+    every reader input inside the backward hooks). Formula and sign: module docstring.
+
+    Args:
+        bridge: from :func:`circuit_stability.models.load_model` (split q/k/v inputs and head results on).
+        graph: the model's :class:`Graph`.
+        prompts: clean/corrupted pairs.
+        alphas: interpolation points (see :func:`interpolation_points`).
+        batch_size: examples per forward pass.
+
+    Returns:
+        :class:`Attribution` (scores are means over examples).
+
+    Raises:
+        ValueError: if ``alphas`` is empty or has values outside [0, 1].
+    """
+    if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
+        raise ValueError(f"alphas must be a non-empty list of values in [0, 1]; got {alphas}")
+    device = _device(bridge)
+    dtype = next(bridge.parameters()).dtype
+    scores = torch.zeros((graph.n_writers, graph.n_readers), dtype=torch.float32, device=device)
+    clean_vals, corr_vals = [], []
+    readers = _reader_hook_names(graph)
+    for batch in prompts.chunks(batch_size):
+        a_clean, logits = writer_outputs(bridge, graph, batch.clean)
+        clean_vals.append(batch.metric_values(logits))
+        a_corr, logits = writer_outputs(bridge, graph, batch.corrupted)
+        corr_vals.append(batch.metric_values(logits))
+        e_clean, e_corr = a_clean[0], a_corr[0]
+        delta = (a_corr - a_clean).flatten(1)  # [W, batch·pos·d]
+        del a_clean, a_corr
+
+        def bwd(n_up: int, cols: list[int]):
+            def f(grad, hook):
+                g = grad.float()
+                if g.ndim == 4:  # [batch, pos, head, d] -> [batch·pos·d, head]
+                    g = g.permute(0, 1, 3, 2).reshape(-1, g.shape[2])
+                else:
+                    g = g.reshape(-1, 1)
+                scores[:n_up, cols[0] : cols[-1] + 1] += delta[:n_up] @ g
+            return f
+
+        bwd_hooks = [(name, bwd(n_up, cols)) for name, n_up, cols in readers]
+        for alpha in alphas:
+            emb = (e_corr + alpha * (e_clean - e_corr)).to(dtype).requires_grad_(True)
+            with torch.enable_grad(), bridge.hooks(fwd_hooks=[("hook_embed", lambda x, hook: emb)],
+                                                   bwd_hooks=bwd_hooks):
+                logits = bridge(batch.clean)
+                batch.metric_values(logits).sum().backward()
+    scores /= len(prompts) * len(alphas)
+    out = scores.cpu().numpy()
+    out[~graph.edge_mask] = np.nan
+    clean_all = torch.cat(clean_vals)
+    return Attribution(out, float(clean_all.mean()), float(torch.cat(corr_vals).mean()),
+                       clean_all.cpu().numpy())
+
+
+def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, batch_size: int = 70,
+                   max_bytes: int = 2 << 30) -> torch.Tensor:
+    """Mean task metric with every edge *not* in ``keep`` patched to its corrupted value, for many masks.
+
+    For mask ``c`` and each reader ``v``: ``in_v ← in_v − Σ_{u: keep[c,u,v]=0} (a_u(current) − a_u(corrupted))``
+    (reference.md §3.3). The corrupted forward runs once per batch and is reused for every mask; the masks
+    are stacked along the batch, as many per forward as ``max_bytes`` allows.
+
+    Args:
+        keep: ``[n_masks, n_writers, n_readers]`` bool (or 0/1): True keeps the edge clean. Entries that are
+            not edges are ignored.
+        batch_size: examples per forward pass (before stacking masks).
+        max_bytes: budget for the stacked writer buffer ``n_masks·batch·pos·n_writers·d_model·4`` bytes.
+
+    Returns:
+        ``[n_masks]`` float32: mean metric over examples for each mask (m(C) of design §5).
+
+    Raises:
+        ValueError: if ``keep`` does not have shape ``[n_masks, n_writers, n_readers]``.
+    """
+    if keep.ndim != 3 or tuple(keep.shape[1:]) != (graph.n_writers, graph.n_readers):
+        raise ValueError(f"keep must be [n_masks, {graph.n_writers}, {graph.n_readers}]; got {tuple(keep.shape)}")
+    device = _device(bridge)
+    drop_all = (~keep.to(device=device, dtype=torch.bool)).float()  # [C, W, R]
+    n_masks = drop_all.shape[0]
+    total = torch.zeros(n_masks, dtype=torch.float32, device=device)
+    readers = _reader_hook_names(graph)
+    d_model = bridge.cfg.d_model
+    for batch in prompts.chunks(batch_size):
+        a_corr, _ = writer_outputs(bridge, graph, batch.corrupted)  # [W, B, P, d]
+        B, P = batch.clean.shape
+        per_mask = graph.n_writers * B * P * d_model * 4
+        step = max(1, min(n_masks, max_bytes // max(1, per_mask)))
+        for c0 in range(0, n_masks, step):
+            drop = drop_all[c0 : c0 + step]
+            C = drop.shape[0]
+            cur = torch.empty((graph.n_writers, C * B, P, d_model), dtype=torch.float32, device=device)
+
+            def fwd(n_up: int, cols: list[int]):
+                d_sub = drop[:, :n_up, cols[0] : cols[-1] + 1]  # [C, w, r]
+                if not bool(d_sub.any()):
+                    return lambda x, hook: None
+
+                def f(x, hook):
+                    diff = cur[:n_up].view(n_up, C, -1) - a_corr[:n_up].view(n_up, 1, -1)  # [w, C, B·P·d]
+                    corr = torch.einsum("cwr,wcx->crx", d_sub, diff).view(C, len(cols), B, P, d_model)
+                    if x.ndim == 4:  # [C·B, P, head, d]
+                        corr = corr.permute(0, 2, 3, 1, 4).reshape(C * B, P, len(cols), d_model)
+                    else:
+                        corr = corr[:, 0].reshape(C * B, P, d_model)
+                    return x - corr.to(x.dtype)
+                return f
+
+            hooks = _writer_hooks(graph, cur) + [(name, fwd(n_up, cols)) for name, n_up, cols in readers]
+            rep = lambda t: t.repeat(C, *([1] * (t.ndim - 1)))  # noqa: E731
+            with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
+                logits = bridge(rep(batch.clean))
+            vals = example_metric(logits, rep(batch.position), rep(batch.answer_ids), rep(batch.flags), batch.metric)
+            total[c0 : c0 + C] += vals.view(C, B).sum(1)
+    return total / len(prompts)
+
+
+def exact_scores(bridge, graph: Graph, prompts: Prompts, batch_size: int = 70, max_bytes: int = 2 << 30) -> np.ndarray:
+    """Exact activation patching of every edge: ``M(edge u→v corrupted) − M(model)``, one edge at a time.
+
+    The ground truth the gradient methods approximate; costs one forward per edge (batched along the batch).
+
+    Returns:
+        ``[n_writers, n_readers]`` float32 numpy, NaN where there is no edge.
+    """
+    src, dst = graph.edge_index
+    base = patched_metric(bridge, graph, prompts, torch.ones((1, graph.n_writers, graph.n_readers), dtype=torch.bool),
+                          batch_size, max_bytes)[0]
+    out = np.full((graph.n_writers, graph.n_readers), np.nan, dtype=np.float32)
+    chunk = 256
+    for s in range(0, len(src), chunk):
+        e = min(s + chunk, len(src))
+        keep = torch.ones((e - s, graph.n_writers, graph.n_readers), dtype=torch.bool)
+        keep[torch.arange(e - s), torch.as_tensor(src[s:e]), torch.as_tensor(dst[s:e])] = False
+        out[src[s:e], dst[s:e]] = (patched_metric(bridge, graph, prompts, keep, batch_size, max_bytes) - base).cpu().numpy()
+    return out

@@ -1,0 +1,147 @@
+"""The computational graph of edge attribution: nodes, edges and their dense index (design §4).
+
+Nodes (as in EAP-IG and MIB): ``input`` (the token embedding), one node per attention head ``a{l}.h{h}``, one
+per MLP ``m{l}``, and ``logits``. *Writers* are the nodes whose outputs are added into the residual stream
+(input, heads, MLPs); *readers* are the inputs that read the residual stream: each head's query, key and value
+input (``a{l}.h{h}<q|k|v>``), each MLP's input and the logits. An edge ``u->v`` joins a writer to a reader
+downstream of it; with parallel attention + MLP (GPT-NeoX/Pythia) MLP ``l`` does not read layer ``l``'s heads.
+
+Writers are numbered ``input, a0.h0 … a0.h{H-1}, m0, a1.h0, …``; readers ``a0.h0<q> … a0.h{H-1}<q>, <k>…, <v>…,
+m0, a1…, logits``. The writers a reader can see always form a prefix of the writer order, so one integer per
+reader (:attr:`Graph.n_upstream`) describes the whole edge set and a ``[n_writers, n_readers]`` boolean mask
+(:attr:`Graph.edge_mask`) indexes every score table. Edges are listed in row-major order of that mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+QKV = ("q", "k", "v")
+
+
+def edge_count(n_layers: int, n_heads: int, parallel_attn_mlp: bool = True) -> int:
+    """Number of edges, design §4: E = Σ_{l<L} (1 + l(H+1))(3H+1) + 1 + L(H+1) with parallel attention.
+
+    Without parallel attention MLP ``l`` also reads the ``H`` heads of layer ``l``: ``+ L·H`` edges.
+    """
+    e = sum((1 + l * (n_heads + 1)) * (3 * n_heads + 1) for l in range(n_layers)) + 1 + n_layers * (n_heads + 1)
+    return e if parallel_attn_mlp else e + n_layers * n_heads
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The edge graph of a model with ``n_layers`` layers of ``n_heads`` heads (immutable; one per model shape).
+
+    Attributes:
+        n_layers: L.
+        n_heads: H.
+        parallel_attn_mlp: True for GPT-NeoX/Pythia (MLP l reads only layers < l).
+    """
+
+    n_layers: int
+    n_heads: int
+    parallel_attn_mlp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_layers < 1 or self.n_heads < 1:
+            raise ValueError(f"a graph needs n_layers, n_heads >= 1; got {self.n_layers}, {self.n_heads}")
+
+    # ---- writers (forward nodes)
+    @property
+    def n_writers(self) -> int:
+        """1 + L(H+1): input, every head, every MLP."""
+        return 1 + self.n_layers * (self.n_heads + 1)
+
+    def writer_index(self, layer: int, head: int | None = None) -> int:
+        """Index of head ``a{layer}.h{head}`` (or of MLP ``m{layer}`` when ``head`` is None)."""
+        return 1 + layer * (self.n_heads + 1) + (self.n_heads if head is None else head)
+
+    @cached_property
+    def writer_names(self) -> list[str]:
+        names = ["input"]
+        for l in range(self.n_layers):
+            names += [f"a{l}.h{h}" for h in range(self.n_heads)] + [f"m{l}"]
+        return names
+
+    # ---- readers (backward nodes)
+    @property
+    def readers_per_layer(self) -> int:
+        """3H + 1: the q, k, v inputs of every head and the MLP input."""
+        return 3 * self.n_heads + 1
+
+    @property
+    def n_readers(self) -> int:
+        """L(3H+1) + 1."""
+        return self.n_layers * self.readers_per_layer + 1
+
+    def reader_index(self, layer: int, head: int | None = None, qkv: str | None = None) -> int:
+        """Index of ``a{layer}.h{head}<qkv>`` (or of ``m{layer}`` when ``head`` is None)."""
+        base = layer * self.readers_per_layer
+        if head is None:
+            return base + 3 * self.n_heads
+        return base + QKV.index(qkv) * self.n_heads + head
+
+    @property
+    def logits_index(self) -> int:
+        return self.n_layers * self.readers_per_layer
+
+    @cached_property
+    def reader_names(self) -> list[str]:
+        names = []
+        for l in range(self.n_layers):
+            for c in QKV:
+                names += [f"a{l}.h{h}<{c}>" for h in range(self.n_heads)]
+            names.append(f"m{l}")
+        return names + ["logits"]
+
+    # ---- edges
+    @cached_property
+    def n_upstream(self) -> np.ndarray:
+        """``[n_readers]`` int: reader ``v`` reads writers ``0 … n_upstream[v]−1``."""
+        out = np.empty(self.n_readers, dtype=np.int64)
+        for l in range(self.n_layers):
+            before = 1 + l * (self.n_heads + 1)
+            s = l * self.readers_per_layer
+            out[s : s + 3 * self.n_heads] = before
+            out[s + 3 * self.n_heads] = before if self.parallel_attn_mlp else before + self.n_heads
+        out[-1] = self.n_writers
+        return out
+
+    @cached_property
+    def edge_mask(self) -> np.ndarray:
+        """``[n_writers, n_readers]`` bool: True where ``writer -> reader`` is an edge."""
+        return np.arange(self.n_writers)[:, None] < self.n_upstream[None, :]
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.n_upstream.sum())
+
+    @cached_property
+    def edge_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(src, dst)``: writer and reader index of every edge, ``[n_edges]`` each, row-major order."""
+        src, dst = np.nonzero(self.edge_mask)
+        return src, dst
+
+    @cached_property
+    def edge_names(self) -> list[str]:
+        src, dst = self.edge_index
+        w, r = self.writer_names, self.reader_names
+        return [f"{w[s]}->{r[d]}" for s, d in zip(src, dst)]
+
+    def reader_node(self, reader: int) -> str:
+        """Node name of a reader (``a1.h2<q>`` → ``a1.h2``)."""
+        return self.reader_names[reader].split("<")[0]
+
+    @classmethod
+    def from_config(cls, cfg) -> "Graph":
+        """Graph of a model from a config with ``n_layers``/``n_heads`` (TransformerLens) or
+        ``num_hidden_layers``/``num_attention_heads`` (Hugging Face) and optional parallel-attention flag."""
+        n_layers = getattr(cfg, "n_layers", None) or getattr(cfg, "num_hidden_layers")
+        n_heads = getattr(cfg, "n_heads", None) or getattr(cfg, "num_attention_heads")
+        parallel = getattr(cfg, "parallel_attn_mlp", None)
+        if parallel is None:
+            parallel = getattr(cfg, "use_parallel_residual", True)
+        return cls(int(n_layers), int(n_heads), bool(parallel))

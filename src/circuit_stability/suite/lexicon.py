@@ -1,0 +1,61 @@
+"""Word lists and templates shared by the corpus grammar and the task generators.
+
+One source of truth: the corpus (what the embedded suite is trained on) and the evaluation datasets
+(tasks/) draw their words from here, so every evaluation word occurs in training, and the split between
+templates seen in training and templates held out of it is defined once.
+
+Sources: IOI names, places, objects and templates follow Wang et al. (2023) as used by Tigges et al. (2024)
+(reference.md §2.1); Gendered-Pronoun names and attributes follow reference.md §2.2.
+"""
+
+from __future__ import annotations
+
+# --- names (single words; Wang et al.'s list starts Aaron, Adam, Alan, …; GP names from reference.md §2.2)
+MALE_NAMES = (
+    "Aaron Adam Alan Alex Andrew Brian Carl Charles Chris Daniel David Eric Frank Gary George Jack James "
+    "Jason John Joe Kevin Mark Matthew Michael Paul Peter Richard Robert Ryan Sean Steven Thomas Tim William"
+).split()
+FEMALE_NAMES = (
+    "Alice Amy Anna Carol Emily Emma Grace Hannah Helen Jane Jessica Judy Julie Karen Kate Laura Lisa Lucy "
+    "Maria Mary Nancy Rachel Rose Ruth Sarah Susan"
+).split()
+NAMES = tuple(MALE_NAMES + FEMALE_NAMES)
+
+PLACES = ("store", "garden", "restaurant", "school", "hospital", "office", "house", "station")
+OBJECTS = ("ring", "kiss", "bone", "basketball", "computer", "necklace", "drink", "snack")
+
+# --- IOI templates (Wang et al. 2023, BABA family; the ABBA family swaps the first two names).
+# [A] is the indirect object (IO), [B] the subject (S). The prompt ends just before the final [A].
+IOI_TEMPLATES_BABA = (
+    "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Then, [B] and [A] had a lot of fun at the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Then, [B] and [A] were working at the [PLACE]. [B] decided to give a [OBJECT] to [A]",
+    "Then, [B] and [A] were thinking about going to the [PLACE]. [B] wanted to give a [OBJECT] to [A]",
+    "Then, [B] and [A] had a long argument, and afterwards [B] said to [A]",
+    "After [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to [A]",
+    "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give it to [A]",
+    "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give the [OBJECT] to [A]",
+    "While [B] and [A] were working at the [PLACE], [B] gave a [OBJECT] to [A]",
+    "While [B] and [A] were commuting to the [PLACE], [B] gave a [OBJECT] to [A]",
+    "After the lunch, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Afterwards, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Then, [B] and [A] had a long argument. Afterwards [B] said to [A]",
+    "The [PLACE] [B] and [A] went to had a [OBJECT]. [B] gave it to [A]",
+    "Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to [A]",
+)
+# Templates with these indices never appear in the training corpus (the "held_out" split).
+IOI_HELD_OUT = frozenset({3, 8, 13})
+
+# --- filler vocabulary
+NOUNS = (
+    "cat dog bird horse teacher doctor farmer child friend king queen student writer singer baker "
+    "driver painter pilot"
+).split()
+ADJECTIVES = "happy tired busy quiet kind brave late early hungry young old calm".split()
+VERBS_PAST = "saw liked found helped called visited met thanked".split()
+ORDINAL_SEQUENCES = (
+    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split(),
+    "January February March April May June July August September October November December".split(),
+    "one two three four five six seven eight nine ten".split(),
+    "first second third fourth fifth sixth seventh eighth ninth tenth".split(),
+)

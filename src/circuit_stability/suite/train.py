@@ -1,0 +1,156 @@
+"""Train one GPT-NeoX model of the embedded suite and save its checkpoints on a Pythia-like schedule.
+
+Like Pythia (Biderman et al. 2023): every model of the suite sees the same token stream in the same order,
+uses rotary embeddings and parallel attention + MLP (``use_parallel_residual``), untied embeddings, AdamW with
+linear warm-up and cosine decay to 10% of the peak learning rate, and checkpoints at
+:func:`checkpoints.checkpoint_schedule`. Each checkpoint is a Hugging Face folder (``config.json``,
+``model.safetensors``, tokenizer files) that :func:`circuit_stability.models.load_model` boots exactly like a
+Pythia checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+from circuit_stability.artifacts import atomic_dir, write_parquet
+from circuit_stability.checkpoints import tokens_seen
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Architecture of one suite member (GPT-NeoX hyperparameters, as in Pythia's configs)."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_mlp: int | None = None  # default 4 · d_model, as Pythia
+    rotary_pct: float = 0.25  # Pythia's value
+
+    def hf_config(self, vocab_size: int, context: int) -> GPTNeoXConfig:
+        """The ``GPTNeoXConfig`` of this shape (no dropout, untied embeddings, parallel residual)."""
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        return GPTNeoXConfig(
+            vocab_size=vocab_size, hidden_size=self.d_model, num_hidden_layers=self.n_layers,
+            num_attention_heads=self.n_heads, intermediate_size=self.d_mlp or 4 * self.d_model,
+            max_position_embeddings=context, rotary_pct=self.rotary_pct, use_parallel_residual=True,
+            tie_word_embeddings=False, attention_dropout=0.0, hidden_dropout=0.0,
+            bos_token_id=0, eos_token_id=0, pad_token_id=1,
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by every model of a suite (one token stream, one order)."""
+
+    batch_size: int = 32
+    context: int = 64
+    max_steps: int = 2000
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decay to 10% of peak, as Pythia
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at optimizer step ``step`` (0-based): linear warm-up, then cosine to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_model(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray, tokenizer: PreTrainedTokenizerFast,
+                out_dir: Path, checkpoint_steps: list[int], threads: int = 1) -> pd.DataFrame:
+    """Train one model on ``tokens`` and save a checkpoint at every step of ``checkpoint_steps``.
+
+    Args:
+        shape: architecture.
+        cfg: optimisation settings; ``cfg.seed`` fixes the initialisation.
+        tokens: ``[max_steps, batch_size, context]`` int token stream; row ``s`` is the batch of step ``s``.
+        tokenizer: saved beside every checkpoint.
+        out_dir: checkpoints go to ``out_dir/step{step}/`` (each written atomically).
+        checkpoint_steps: steps to save (0 = initialisation, ``s`` = after ``s`` optimizer updates).
+        threads: torch intra-op threads.
+
+    Returns:
+        The training log, one row per step: ``step``, ``tokens_seen``, ``loss`` (nats/token), ``lr``.
+
+    Raises:
+        ValueError: if ``tokens`` has the wrong shape or a checkpoint step exceeds ``cfg.max_steps``.
+    """
+    if tokens.shape != (cfg.max_steps, cfg.batch_size, cfg.context):
+        raise ValueError(f"tokens has shape {tokens.shape}; expected "
+                         f"(max_steps, batch_size, context) = {(cfg.max_steps, cfg.batch_size, cfg.context)}")
+    if max(checkpoint_steps) > cfg.max_steps or min(checkpoint_steps) < 0:
+        raise ValueError(f"checkpoint steps must lie in [0, {cfg.max_steps}]; got {checkpoint_steps}")
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(cfg.seed)
+    model = GPTNeoXForCausalLM(shape.hf_config(len(tokenizer), cfg.context))
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    to_save = set(checkpoint_steps)
+
+    def save(step: int) -> None:
+        with atomic_dir(out_dir / f"step{step}") as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+
+    if 0 in to_save:
+        save(0)
+    data = torch.from_numpy(tokens.astype(np.int64))
+    log = []
+    bar = tqdm(range(cfg.max_steps), desc=f"train {out_dir.name}", mininterval=2.0)
+    for step in bar:
+        lr = learning_rate(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = data[step]
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        log.append((step + 1, tokens_seen(step + 1, cfg.batch_size, cfg.context), loss.item(), lr))
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step + 1 in to_save:
+            model.eval()
+            save(step + 1)
+            model.train()
+    return pd.DataFrame(log, columns=["step", "tokens_seen", "loss", "lr"])
+
+
+def build_token_stream(docs_encoded: list[list[int]], eos_id: int, cfg: TrainConfig) -> np.ndarray:
+    """Concatenate documents (each followed by EOS) and cut the stream into ``[max_steps, batch, context]``.
+
+    Raises:
+        ValueError: if the documents hold fewer tokens than ``max_steps · batch · context``.
+    """
+    need = cfg.max_steps * cfg.batch_size * cfg.context
+    flat = np.fromiter((t for doc in docs_encoded for t in (*doc, eos_id)), dtype=np.int32)
+    if flat.size < need:
+        raise ValueError(f"corpus has {flat.size} tokens; training needs {need} (max_steps·batch·context)")
+    return flat[:need].reshape(cfg.max_steps, cfg.batch_size, cfg.context)
+
+
+def shape_summary(shape: ModelShape, vocab_size: int, context: int) -> dict:
+    """Parameter count and hyperparameters of a suite member (for the suite manifest)."""
+    model = GPTNeoXForCausalLM(shape.hf_config(vocab_size, context))
+    return {**asdict(shape), "n_params": sum(p.numel() for p in model.parameters())}
+
+
+__all__ = ["ModelShape", "TrainConfig", "learning_rate", "train_model", "build_token_stream", "shape_summary"]

@@ -1,0 +1,84 @@
+"""Indirect Object Identification (Wang et al. 2023; Tigges et al. 2024 §2.4; reference.md §2.1).
+
+"Then, Mary and John went to the store. John gave a drink to" → " Mary". The indirect object (IO) is the name
+mentioned once, the subject (S) the name mentioned twice. Corruption "ABB→ABA": the second mention of S (S2) is
+replaced by IO, keeping every position, so the corrupted prompt favours S. Metric: logit difference
+logit[IO] − logit[S] at the last prompt token.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from circuit_stability.suite import lexicon as lx
+from circuit_stability.tasks.base import TaskDataset, TokenizationError, single_token_id
+
+N_EXAMPLES = 70  # Tigges et al. (2024): from_ioi(model, 70)
+
+
+def _fill(template: str, io: str, s: str, s2: str, abba: bool, place: str, obj: str) -> str:
+    """Fill a BABA template; ``s2`` is written at the second subject mention. ``abba`` swaps the first pair."""
+    text = template.replace("[B] and [A]", "[A] and [B]", 1) if abba else template
+    first = text.index("[B]")
+    second = text.index("[B]", first + 3)
+    text = text[:second] + s2 + text[second + 3:]
+    return text.replace("[A]", io).replace("[B]", s).replace("[PLACE]", place).replace("[OBJECT]", obj)
+
+
+def ioi_dataset(tokenizer, n_examples: int = N_EXAMPLES, seed: int = 42,
+                names: tuple[str, ...] = lx.NAMES) -> TaskDataset:
+    """Generate ``n_examples`` IOI pairs, half ABBA and half BABA, over all of Wang et al.'s templates.
+
+    Templates in :data:`lexicon.IOI_HELD_OUT` never occur in the embedded suite's corpus; their examples get
+    ``split = "held_out"``, the others ``"seen"``.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer; every ``" " + name`` must be one token.
+        n_examples: number of pairs (default 70, as the paper).
+        seed: numpy seed; the same seed gives the same dataset.
+        names: candidate names (two distinct ones per prompt).
+
+    Returns:
+        A :class:`TaskDataset` with answers ``[IO, S]``, flags ``[+1, −1]`` and metric ``logit_diff``.
+
+    Raises:
+        TokenizationError: naming every name that is not a single token.
+        ValueError: if ``n_examples < 1`` or fewer than two names are given.
+    """
+    if n_examples < 1:
+        raise ValueError(f"n_examples must be >= 1; got {n_examples}")
+    if len(names) < 2:
+        raise ValueError(f"IOI needs at least two names; got {list(names)}")
+    name_ids, bad = {}, []
+    for name in names:
+        try:
+            name_ids[name] = single_token_id(tokenizer, " " + name)
+        except TokenizationError:
+            bad.append(name)
+    if bad:
+        raise TokenizationError(
+            f"IOI names {bad} are not single tokens (with a leading space) in tokenizer "
+            f"{getattr(tokenizer, 'name_or_path', '?')!r}; pass names that are")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_examples):
+        t = int(rng.integers(len(lx.IOI_TEMPLATES_BABA)))
+        io, s = (names[j] for j in rng.choice(len(names), size=2, replace=False))
+        abba = i % 2 == 0
+        place, obj = lx.PLACES[int(rng.integers(len(lx.PLACES)))], lx.OBJECTS[int(rng.integers(len(lx.OBJECTS)))]
+        template = lx.IOI_TEMPLATES_BABA[t]
+        assert template.endswith(" [A]")
+        prompt = template[: -len(" [A]")]
+        clean_text = _fill(prompt, io, s, s, abba, place, obj)
+        corrupted_text = _fill(prompt, io, s, io, abba, place, obj)
+        clean = tokenizer(clean_text, add_special_tokens=False)["input_ids"]
+        corrupted = tokenizer(corrupted_text, add_special_tokens=False)["input_ids"]
+        rows.append({
+            "clean": clean, "corrupted": corrupted, "clean_text": clean_text, "corrupted_text": corrupted_text,
+            "position": len(clean) - 1, "answer_ids": [name_ids[io], name_ids[s]], "flags": [1, -1],
+            "split": "held_out" if t in lx.IOI_HELD_OUT else "seen", "template": t,
+            "order": "ABBA" if abba else "BABA",
+        })
+    frame = pd.DataFrame(rows)
+    return TaskDataset("ioi", "logit_diff", frame, getattr(tokenizer, "name_or_path", "?"), seed)

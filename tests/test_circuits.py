@@ -1,0 +1,74 @@
+"""Greedy selection, pruning, faithfulness and the minimal-circuit search."""
+
+import numpy as np
+import pytest
+
+from circuit_stability.attribution import edge_attribution, interpolation_points
+from circuit_stability.circuits import (circuit_nodes, faithfulness, greedy_circuit, minimal_circuit, prune)
+from circuit_stability.graph import Graph
+
+
+def _random_scores(graph, seed=0):
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=(graph.n_writers, graph.n_readers)).astype(np.float32)
+    s[~graph.edge_mask] = np.nan
+    return s
+
+
+def _connected(graph, mask):
+    """Every edge of mask lies on a path input -> ... -> logits inside mask."""
+    node_of_reader = [graph.reader_node(r) for r in range(graph.n_readers)]
+    edges = [(graph.writer_names[u], node_of_reader[v]) for u, v in zip(*np.nonzero(mask))]
+    fwd, bwd = {"input"}, {"logits"}
+    for _ in range(len(edges) + 1):
+        fwd |= {b for a, b in edges if a in fwd}
+        bwd |= {a for a, b in edges if b in bwd}
+    return all(a in fwd and b in bwd for a, b in edges)
+
+
+@pytest.mark.parametrize("n", [1, 5, 20, 60])
+def test_greedy_circuits_are_connected_after_pruning(n):
+    graph = Graph(3, 4)
+    scores = _random_scores(graph, n)
+    before = scores.copy()
+    chosen = greedy_circuit(graph, scores, n)
+    pruned = prune(graph, chosen)
+    np.testing.assert_array_equal(scores, before)  # the caller's scores are never mutated
+    assert chosen.sum() == n and pruned.sum() <= n
+    assert not (pruned & ~chosen).any()
+    assert _connected(graph, pruned)
+    assert set(circuit_nodes(graph, pruned)) <= set(graph.writer_names) | {"logits"}
+
+
+def test_greedy_starts_from_the_logits():
+    graph = Graph(2, 2)
+    scores = np.where(graph.edge_mask, 0.1, np.nan).astype(np.float32)
+    scores[graph.writer_index(1, 1), graph.logits_index] = -5.0  # the strongest |score| into logits
+    scores[0, graph.reader_index(0, 0, "q")] = 9.0  # stronger, but not reachable from logits yet
+    first = greedy_circuit(graph, scores, 1)
+    assert first[graph.writer_index(1, 1), graph.logits_index] and first.sum() == 1
+
+
+def test_all_nan_scores_are_an_error():
+    graph = Graph(2, 2)
+    with pytest.raises(ValueError, match="all NaN"):
+        greedy_circuit(graph, np.full((graph.n_writers, graph.n_readers), np.nan), 3)
+
+
+def test_faithfulness_definitions():
+    assert faithfulness(4.0, 5.0, -5.0) == {"paper": 0.8, "normalized": 0.9}
+    assert np.isnan(faithfulness(1.0, 0.0, 0.0)["paper"])
+
+
+def test_minimal_circuit_on_trained_model(trained_bridge, ioi_prompts):
+    bridge, graph = trained_bridge, Graph.from_config(trained_bridge.cfg)
+    scores = edge_attribution(bridge, graph, ioi_prompts, interpolation_points("EAP-IG", 5)).scores
+    res = minimal_circuit(bridge, graph, scores, ioi_prompts, threshold=0.8, max_fraction=0.05)
+    print(f"\nminimal circuit: size {res.size}, {int(res.edges.sum())} edges of {graph.n_edges}, "
+          f"f_paper={res.curve[res.size]['paper']:.3f}, sizes evaluated {sorted(res.curve)}")
+    assert res.reached and res.curve[res.size]["paper"] >= 0.8
+    assert res.size <= int(0.05 * graph.n_edges)
+    assert _connected(graph, res.edges)
+    smaller = [n for n in res.curve if n < res.size]
+    assert all(res.curve[n]["paper"] < 0.8 for n in smaller if n >= res.size // 2)  # binary search boundary
+    assert len(res.curve) <= 16

@@ -1,0 +1,144 @@
+"""End to end: `snakemake` on config/quick.yaml in a temporary directory (real Snakemake, real models)."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from circuit_stability.artifacts import parquet_metadata
+from circuit_stability.checkpoints import checkpoint_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("quick-s", "quick-m")
+STEPS = checkpoint_schedule(200, 100, log_until=4)
+SCORED = (0, 200)
+
+pytestmark = pytest.mark.slow
+
+
+def _copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in ("Snakefile", "rules", "config", "profiles"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
+    return dest
+
+
+def _snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run(["snakemake", "--cores", "2", "--configfile", "config/quick.yaml", *args], cwd=cwd,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def _planned_jobs(cwd: Path) -> dict[str, int]:
+    """Rule -> job count that a dry run would execute."""
+    out = _snakemake(cwd, "-n")
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def _artefacts() -> list[str]:
+    paths = ["data/corpus/quick/tokens.npy", "data/corpus/quick/tokenizer/tokenizer.json",
+             "data/tasks/quick/ioi.parquet", "results/tables/behavior.parquet", "results/tables/circuits.parquet",
+             "reports/figures/behavior_ioi.png", "reports/figures/circuit_size.png"]
+    for m in MODELS:
+        paths += [f"models/{m}/train_log.parquet"] + [f"models/{m}/step{s}/model.safetensors" for s in STEPS]
+        paths += [f"results/behavior/{m}/ioi/step{s}.json" for s in STEPS]
+        paths += [f"results/scores/{m}/ioi/step{s}.parquet" for s in SCORED]
+        paths += [f"results/circuits/{m}/ioi/step{s}.json" for s in SCORED]
+    return paths
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    cwd = _copy_workflow(tmp_path_factory.mktemp("study"))
+    _snakemake(cwd)
+    return cwd
+
+
+def test_every_artefact_is_produced(study):
+    missing = [p for p in _artefacts() if not (study / p).exists()]
+    assert not missing
+
+
+def test_second_run_does_nothing(study):
+    assert _planned_jobs(study) == {}
+
+
+def test_scores_and_circuit_contracts(study):
+    scores = pd.read_parquet(study / "results/scores/quick-m/ioi/step200.parquet")
+    meta = parquet_metadata(study / "results/scores/quick-m/ioi/step200.parquet")
+    assert list(scores.columns) == ["src", "dst", "score"] and scores["score"].dtype == np.float32
+    assert len(scores) == 102 and "input->a0.h0<q>" in set(scores["src"].astype(str) + "->" + scores["dst"].astype(str))
+    for key in ("model", "step", "task", "method", "ig_steps", "n_examples", "metric", "version", "seed"):
+        assert key in meta
+    assert (meta["method"], meta["ig_steps"], meta["step"]) == ("EAP-IG", 5, 200)
+    circuit = json.loads((study / "results/circuits/quick-m/ioi/step200.json").read_text())
+    for key in ("model", "step", "task", "method", "threshold", "edges", "nodes", "n_edges", "reached",
+                "metric_circuit", "metric_model", "metric_empty", "faithfulness"):
+        assert key in circuit
+    assert circuit["n_edges"] == len(circuit["edges"])
+    behavior = pd.read_parquet(study / "results/tables/behavior.parquet")
+    assert {"model", "step", "tokens_seen", "task", "metric", "accuracy", "split"} <= set(behavior.columns)
+    assert (behavior["tokens_seen"] == behavior["step"] * 8 * 64).all()
+
+
+def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study):
+    target = study / "results/scores/quick-m/ioi/step200.parquet"
+    others = {p: p.stat().st_mtime_ns for p in (study / "results/scores").rglob("*.parquet") if p != target}
+    behavior = {p: p.stat().st_mtime_ns for p in (study / "results/behavior").rglob("*.json")}
+    target.unlink()
+    assert _planned_jobs(study) == {"scores": 1, "circuit": 1, "tables": 1, "figures": 1, "all": 1}
+    _snakemake(study)
+    assert target.exists()
+    assert {p: p.stat().st_mtime_ns for p in others} == others
+    assert {p: p.stat().st_mtime_ns for p in behavior} == behavior
+
+
+def test_killed_run_resumes_and_reproduces_the_first_run(study, tmp_path):
+    """kill -9 mid-run, then re-run: only unfinished jobs run again, no partial file counts as complete, and
+    the finished study is identical (scores, circuits, checkpoints) to an uninterrupted run from scratch."""
+    cwd = _copy_workflow(tmp_path / "second")
+    proc = subprocess.Popen(["snakemake", "--cores", "2", "--configfile", "config/quick.yaml"], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not list((cwd / "results").glob("behavior/*/ioi/step0.json")) and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {p for p in _artefacts() if (cwd / p).exists()}
+    assert "data/corpus/quick/tokens.npy" in done_before and len(done_before) < len(_artefacts())
+    subprocess.run(["snakemake", "--unlock", "--configfile", "config/quick.yaml"], cwd=cwd, check=True,
+                   capture_output=True)
+    planned = _planned_jobs(cwd)
+    assert "corpus" not in planned and planned.get("scores", 0) >= 1
+    _snakemake(cwd)
+    assert all((cwd / p).exists() for p in _artefacts())
+    for p in _artefacts():  # atomic writes: every file under its final name is complete and readable
+        if p.endswith(".parquet"):
+            pd.read_parquet(cwd / p)
+        elif p.endswith(".json"):
+            json.loads((cwd / p).read_text())
+    for m in MODELS:
+        for s in SCORED:
+            a = pd.read_parquet(study / f"results/scores/{m}/ioi/step{s}.parquet")
+            b = pd.read_parquet(cwd / f"results/scores/{m}/ioi/step{s}.parquet")
+            pd.testing.assert_frame_equal(a, b)
+            ca = json.loads((study / f"results/circuits/{m}/ioi/step{s}.json").read_text())
+            cb = json.loads((cwd / f"results/circuits/{m}/ioi/step{s}.json").read_text())
+            ca.pop("seconds"), cb.pop("seconds")
+            assert ca == cb
+        w = f"models/{m}/step200/model.safetensors"
+        assert (study / w).read_bytes() == (cwd / w).read_bytes()
