@@ -12,6 +12,8 @@ rule behavior:
     threads: THREADS
     resources:
         gpu=1,
+    message:
+        "Behaviour: model {wildcards.model}, task {wildcards.task}, steps {params.steps}"
     log:
         "logs/behavior/{model}/{task}.log",
     shell:

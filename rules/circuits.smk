@@ -15,6 +15,8 @@ rule circuit:
     threads: THREADS
     resources:
         gpu=1,
+    message:
+        "Minimal circuit: model {wildcards.model}, task {wildcards.task}, step {wildcards.step}"
     log:
         "logs/circuits/{model}/{task}/step{step}.log",
     shell:

@@ -14,6 +14,8 @@ rule scores:
     threads: THREADS
     resources:
         gpu=1,
+    message:
+        "Edge scores ({params.method}): model {wildcards.model}, task {wildcards.task}, step {wildcards.step}"
     log:
         "logs/scores/{model}/{task}/step{step}.log",
     shell:

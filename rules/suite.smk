@@ -30,6 +30,8 @@ if config["source"] == "suite":
             training=json.dumps(TRAINING, sort_keys=True),
             seed=config["seed"],
         threads: THREADS
+        message:
+            "Training suite model {wildcards.model} (checkpoints at steps " + ", ".join(map(str, STEPS)) + ")"
         log:
             "logs/train/{model}.log",
         shell:

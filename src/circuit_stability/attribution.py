@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from circuit_stability.graph import QKV, Graph
+from circuit_stability.progress import Progress
 from circuit_stability.tasks.base import TaskDataset, example_metric
 
 METHODS = ("EAP", "EAP-IG", "exact")
@@ -197,6 +198,9 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
     scores = torch.zeros((graph.n_writers, graph.n_readers), dtype=torch.float32, device=device)
     clean_vals, corr_vals = [], []
     readers = _reader_hook_names(graph)
+    n_batches = -(-len(prompts) // batch_size)
+    progress = Progress(f"edge attribution ({len(alphas)} interpolation point(s), {graph.n_edges} edges)",
+                        n_batches * len(alphas), "backward passes")
     for batch in prompts.chunks(batch_size):
         a_clean, logits = writer_outputs(bridge, graph, batch.clean)
         clean_vals.append(batch.metric_values(logits))
@@ -223,6 +227,7 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
                                                    bwd_hooks=bwd_hooks):
                 logits = bridge(batch.clean)
                 batch.metric_values(logits).sum().backward()
+            progress.update()
     scores /= len(prompts) * len(alphas)
     out = scores.cpu().numpy()
     out[~graph.edge_mask] = np.nan
@@ -306,9 +311,11 @@ def exact_scores(bridge, graph: Graph, prompts: Prompts, batch_size: int = 70, m
                           batch_size, max_bytes)[0]
     out = np.full((graph.n_writers, graph.n_readers), np.nan, dtype=np.float32)
     chunk = 256
+    progress = Progress(f"exact patching of {len(src)} edges", len(src), "edges")
     for s in range(0, len(src), chunk):
         e = min(s + chunk, len(src))
         keep = torch.ones((e - s, graph.n_writers, graph.n_readers), dtype=torch.bool)
         keep[torch.arange(e - s), torch.as_tensor(src[s:e]), torch.as_tensor(dst[s:e])] = False
         out[src[s:e], dst[s:e]] = (patched_metric(bridge, graph, prompts, keep, batch_size, max_bytes) - base).cpu().numpy()
+        progress.update(e - s)
     return out

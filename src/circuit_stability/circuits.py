@@ -25,6 +25,7 @@ import torch
 
 from circuit_stability.attribution import Prompts, patched_metric
 from circuit_stability.graph import Graph
+from circuit_stability.progress import Progress
 
 
 def _reader_groups(graph: Graph) -> tuple[dict[int, list[int]], list[int | None]]:
@@ -184,9 +185,13 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
             masks[n] = prune(graph, greedy_circuit(graph, scores, n))
         return masks[n]
 
+    progress = Progress(f"minimal-circuit search over 1..{max_n} edges", None, "circuit sizes evaluated")
+
     def evaluate(extra: list[np.ndarray]) -> list[float]:
         keep = torch.from_numpy(np.stack(extra))
-        return patched_metric(bridge, graph, prompts, keep, batch_size, max_bytes).tolist()
+        values = patched_metric(bridge, graph, prompts, keep, batch_size, max_bytes).tolist()
+        progress.update(len(extra))
+        return values
 
     grid = sorted({int(round(x)) for x in np.geomspace(1, max_n, num=min(grid_points, max_n))})
     full = graph.edge_mask
@@ -205,6 +210,7 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
     first = next((i for i, f in enumerate(f_grid) if f >= threshold), None)
     if first is None:
         size = grid[-1]
+        progress.close()
         return CircuitSearch(size, circuit(size), False, m_model, m_empty, metric_of[size], curve)
     lo, hi = (grid[first - 1] + 1 if first > 0 else 1), grid[first]
     while lo < hi:
@@ -214,4 +220,5 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
             hi = mid
         else:
             lo = mid + 1
+    progress.close()
     return CircuitSearch(hi, circuit(hi), True, m_model, m_empty, metric_of[hi], curve)
