@@ -79,6 +79,9 @@ include: "rules/scores.smk"
 include: "rules/circuits.smk"
 include: "rules/report.smk"
 
+# `snakemake --report reports/report.html`: this text heads the report; rules mark figures with report().
+report: "report/workflow.rst"
+
 
 rule all:
     default_target: True

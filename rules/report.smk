@@ -14,15 +14,23 @@ rule tables:
         "--out results/tables 2> {log}"
 
 
+# Figures are marked for `snakemake --report reports/report.html`: caption (what it shows, from which tables)
+# and category (the paper figure it reproduces).
 rule figures:
     input:
         rules.tables.output,
     output:
-        expand("reports/figures/behavior_{task}.png", task=TASKS),
-        "reports/figures/circuit_size.png",
+        [report(f"reports/figures/behavior_{task}.png", caption="../report/behavior.rst",
+                category="Figure 1: behaviour over training", labels={"figure": "task behaviour", "task": task})
+         for task in TASKS],
+        report("reports/figures/circuit_size.png", caption="../report/circuit_size.rst",
+               category="Figure 5: circuit size over training",
+               labels={"figure": "minimal-circuit size", "task": ", ".join(TASKS)}),
     params:
         models=",".join(MODELS),
+        dpi=config.get("plots", {}).get("dpi", 120),
     log:
         "logs/figures.log",
     shell:
-        "circuit-stability plot --tables results/tables --out reports/figures --models {params.models} 2> {log}"
+        "circuit-stability plot --tables results/tables --out reports/figures --models {params.models} "
+        "--dpi {params.dpi} 2> {log}"

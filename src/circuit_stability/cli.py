@@ -309,7 +309,7 @@ def cmd_plot(a: argparse.Namespace) -> None:
     """Draw the figures from the tables (never recomputes anything)."""
     from circuit_stability import plots
 
-    plots.make_figures(Path(a.tables), Path(a.out), model_order=a.models.split(","))
+    plots.make_figures(Path(a.tables), Path(a.out), model_order=a.models.split(","), dpi=a.dpi)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--tables", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--models", required=True, help="comma-separated model order (smallest first)")
+    s.add_argument("--dpi", type=int, default=120, help="figure resolution (dots per inch)")
     s.set_defaults(fn=cmd_plot)
 
     args = p.parse_args(argv)

@@ -32,13 +32,13 @@ def _tokens_axis(ax, frame: pd.DataFrame) -> None:
     ax.grid(alpha=0.3)
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path, dpi: int = 120) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
 
 
-def behavior_figure(behavior: pd.DataFrame, task: str, model_order: list[str], path: Path) -> None:
+def behavior_figure(behavior: pd.DataFrame, task: str, model_order: list[str], path: Path, dpi: int = 120) -> None:
     """Task metric (split 'all') against tokens seen, one line per model."""
     frame = behavior[(behavior["task"] == task) & (behavior["split"] == "all")]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -50,7 +50,7 @@ def behavior_figure(behavior: pd.DataFrame, task: str, model_order: list[str], p
     ax.set_ylabel(METRIC_LABELS.get(frame["metric_name"].iloc[0], "metric"))
     ax.set_title(f"{TASK_TITLES.get(task, task)} behaviour over training")
     ax.legend(title="model")
-    _save(fig, path)
+    _save(fig, path, dpi)
 
 
 def task_learnt(circuits: pd.DataFrame) -> pd.Series:
@@ -59,7 +59,7 @@ def task_learnt(circuits: pd.DataFrame) -> pd.Series:
     return (circuits["metric_model"] >= 0.5 * final) & (final > 0)
 
 
-def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Path) -> None:
+def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120) -> None:
     """Minimal-circuit size (edges) against tokens seen; hollow markers where the threshold was not reached."""
     tasks = sorted(set(circuits["task"]))
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
@@ -79,17 +79,17 @@ def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Pa
         ax.set_ylabel("circuit size (edges)")
         ax.set_title(f"{TASK_TITLES.get(task, task)}: minimal circuit\n(hollow: not reached; grey x: task not yet learnt)")
         ax.legend(title="model")
-    _save(fig, path)
+    _save(fig, path, dpi)
 
 
-def make_figures(tables: Path, out: Path, model_order: list[str]) -> list[Path]:
-    """Draw every figure from ``tables/behavior.parquet`` and ``tables/circuits.parquet`` into ``out``."""
+def make_figures(tables: Path, out: Path, model_order: list[str], dpi: int = 120) -> list[Path]:
+    """Draw every figure from ``tables/behavior.parquet`` and ``tables/circuits.parquet`` into ``out`` (PNG)."""
     behavior = pd.read_parquet(tables / "behavior.parquet")
     circuits = pd.read_parquet(tables / "circuits.parquet")
     paths = []
     for task in sorted(set(behavior["task"])):
         paths.append(out / f"behavior_{task}.png")
-        behavior_figure(behavior, task, model_order, paths[-1])
+        behavior_figure(behavior, task, model_order, paths[-1], dpi)
     paths.append(out / "circuit_size.png")
-    circuit_size_figure(circuits, model_order, paths[-1])
+    circuit_size_figure(circuits, model_order, paths[-1], dpi)
     return paths
