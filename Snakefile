@@ -78,6 +78,7 @@ include: "rules/behavior.smk"
 include: "rules/scores.smk"
 include: "rules/circuits.smk"
 include: "rules/report.smk"
+include: "rules/tracking.smk"
 
 # `snakemake --report reports/report.html`: this text heads the report; rules mark figures with report().
 report: "report/workflow.rst"
@@ -94,3 +95,4 @@ rule all:
         "results/tables/circuits.parquet",
         expand("reports/figures/behavior_{task}.png", task=TASKS),
         "reports/figures/circuit_size.png",
+        rules.track.output,  # MLflow: every (model, task, step) logged (rules/tracking.smk)

@@ -19,6 +19,8 @@ rule circuit:
         "Minimal circuit: model {wildcards.model}, task {wildcards.task}, step {wildcards.step}"
     log:
         "logs/circuits/{model}/{task}/step{step}.log",
+    benchmark:
+        "logs/benchmarks/circuit/{model}/{task}/step{step}.tsv"
     shell:
         "circuit-stability circuit {params.model} --dataset {input.dataset} --step {wildcards.step} "
         "--scores {input.scores} --threshold {params.threshold} --max-fraction {params.max_fraction} "

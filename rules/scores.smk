@@ -18,6 +18,8 @@ rule scores:
         "Edge scores ({params.method}): model {wildcards.model}, task {wildcards.task}, step {wildcards.step}"
     log:
         "logs/scores/{model}/{task}/step{step}.log",
+    benchmark:
+        "logs/benchmarks/scores/{model}/{task}/step{step}.tsv"
     shell:
         "circuit-stability scores {params.model} --dataset {input.dataset} --step {wildcards.step} "
         "--method {params.method} --ig-steps {params.ig_steps} --ig-convention {params.convention} "

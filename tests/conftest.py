@@ -88,3 +88,48 @@ def trainable(bridge):
         for p in params:
             p.requires_grad_(False)
             p.grad = None
+
+
+# ---------------------------------------------------------------- a versioned quick study (tests/test_tracking.py):
+# one build shared by the tests that need it, so the suite pays for it once.
+def study_env() -> dict[str, str]:
+    """Environment for subprocesses: this interpreter's scripts first on PATH, default MLflow URI, a git identity."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.org", GIT_COMMITTER_NAME="test",
+               GIT_COMMITTER_EMAIL="test@example.org", DVC_NO_ANALYTICS="1")
+    return env
+
+
+def run_ok(cmd: list[str], cwd: Path, timeout: int = 900):
+    """Run a command; fail the test with its output tail unless it exits 0."""
+    import subprocess
+
+    out = subprocess.run(cmd, cwd=cwd, env=study_env(), capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def versioned_study(tmp_path_factory) -> Path:
+    """A git repository made from this checkout, with the quick study built by ``snakemake --cores 4``
+    (4 jobs at once; the MLflow database is the default ``<repo>/mlflow.db``)."""
+    import subprocess
+
+    base = tmp_path_factory.mktemp("versioned")
+    repo = base / "origin"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = ROOT / rel
+        if src.is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            (repo / rel).write_bytes(src.read_bytes())
+    run_ok(["git", "init", "-q"], repo)
+    run_ok(["git", "add", "-A"], repo)
+    run_ok(["git", "commit", "-qm", "quick study"], repo)
+    run_ok(["snakemake", "--cores", "4", "--configfile", "config/quick.yaml"], repo)
+    return repo

@@ -100,7 +100,7 @@ def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study):
     others = {p: p.stat().st_mtime_ns for p in (study / "results/scores").rglob("*.parquet") if p != target}
     behavior = {p: p.stat().st_mtime_ns for p in (study / "results/behavior").rglob("*.json")}
     target.unlink()
-    assert _planned_jobs(study) == {"scores": 1, "circuit": 1, "tables": 1, "figures": 1, "all": 1}
+    assert _planned_jobs(study) == {"scores": 1, "circuit": 1, "tables": 1, "figures": 1, "track": 1, "all": 1}
     _snakemake(study)
     assert target.exists()
     assert {p: p.stat().st_mtime_ns for p in others} == others

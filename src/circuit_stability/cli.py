@@ -312,6 +312,36 @@ def cmd_plot(a: argparse.Namespace) -> None:
     plots.make_figures(Path(a.tables), Path(a.out), model_order=a.models.split(","), dpi=a.dpi)
 
 
+# ---------------------------------------------------------------- tracking and data versioning (design §7)
+def cmd_track(a: argparse.Namespace) -> None:
+    """Log every (model, task, step) of a study to MLflow, idempotently (one serial writer: the track rule)."""
+    from circuit_stability.tracking import track_study
+
+    s = track_study(a.study, a.behavior, a.scores or [], a.circuits or [], a.figures or [], a.configfile or [],
+                    a.config_hash, a.seed, a.tracking_uri, a.project_dir, a.benchmarks, a.out)
+    _log(f"track {a.study}: {len(s['logged'])} run(s) logged, {len(s['unchanged'])} unchanged, "
+         f"{len(s['superseded'])} superseded; parent run {s['parent_run_id']} at {s['tracking_uri']}")
+
+
+def _add_versioning_commands(sub) -> None:
+    """The ``track`` subcommand."""
+    s = sub.add_parser("track", help="log a study's per-checkpoint results to MLflow (idempotent)")
+    s.add_argument("--study", required=True, help="MLflow experiment name")
+    s.add_argument("--behavior", nargs="+", required=True, help="behaviour JSONs")
+    s.add_argument("--scores", nargs="*", help="scores parquet files")
+    s.add_argument("--circuits", nargs="*", help="circuit JSONs")
+    s.add_argument("--figures", nargs="*", help="figures, logged to the parent run")
+    s.add_argument("--configfile", nargs="*", help="study config file(s), logged to the parent run")
+    s.add_argument("--config-hash", default="", help="circuit_stability.config.config_hash of the study config")
+    s.add_argument("--seed", type=int, default=None, help="the study seed")
+    s.add_argument("--tracking-uri", default=None,
+                   help="default: $MLFLOW_TRACKING_URI, else sqlite:///<absolute project dir>/mlflow.db")
+    s.add_argument("--project-dir", default=".", help="project checkout (git commit, dirty flag)")
+    s.add_argument("--benchmarks", default=None, help="folder of Snakemake benchmark TSVs (peak memory)")
+    s.add_argument("--out", default=None, help="summary JSON (run id per model/task/step)")
+    s.set_defaults(fn=cmd_track)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="circuit-stability", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
@@ -378,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--models", required=True, help="comma-separated model order (smallest first)")
     s.add_argument("--dpi", type=int, default=120, help="figure resolution (dots per inch)")
     s.set_defaults(fn=cmd_plot)
+    _add_versioning_commands(sub)
 
     args = p.parse_args(argv)
     args.fn(args)

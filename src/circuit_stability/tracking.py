@@ -1,0 +1,415 @@
+"""MLflow tracking (design §7): one experiment per study, one run per (model, task, step), one parent run per
+pipeline invocation that logged something.
+
+SQLite loses runs under parallel writers ("database is locked"), so the per-checkpoint jobs never talk to
+MLflow. One serial Snakemake rule, ``track``, runs after them and calls :func:`track_study`, which reads the
+artefacts they wrote (behaviour JSON, scores parquet metadata, circuit JSON, Snakemake benchmark files) and
+logs them. It is idempotent: each checkpoint's run is found again by its tags (study, model, task, step);
+when the artefacts' content is unchanged (same MD5, the hash DVC stores for the file) nothing is logged,
+and when a job was re-run and its artefacts changed, a new run is logged and the old one is tagged
+``cs.superseded_by`` and moved to MLflow's "deleted" lifecycle stage (hidden in the UI, kept in the database;
+``mlflow gc`` purges it). Writers on the same SQLite database are serialised with a file lock beside it, and
+each call is retried while the database reports itself locked, so concurrent ``track`` processes (two
+studies built at once) neither lose nor duplicate runs.
+
+Run contents. Params: study, model, task, step, method, seed, config hash, git commit and dirty flag (plus the
+analysis settings found in the artefacts). Metrics, logged with ``step=`` the training step so MLflow plots
+them over training: task metric, accuracy, faithfulness (f_paper, f_norm), circuit size, seconds, peak RSS.
+Tags: the same identifiers, and the MD5 of each artefact. Artefacts: the behaviour and circuit JSON (small)
+and a pointer to the scores parquet (large: path, MD5, size, how to ``dvc pull`` it). The parent run holds the
+figures, the config file(s) and every model's curves over training as metric histories.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from circuit_stability.artifacts import parquet_metadata, read_json, write_json
+
+KIND = "cs.kind"  # "checkpoint" (one (model, task, step)) or "pipeline" (one invocation of the track rule)
+CHECKPOINT, PIPELINE = "checkpoint", "pipeline"
+CONTENT = "cs.content"  # hash of the MD5s of a checkpoint's artefacts: unchanged content, nothing to log
+SUPERSEDED_BY = "cs.superseded_by"
+PARENT = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under this parent
+
+
+def default_tracking_uri(project_dir: str | Path = ".") -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<absolute project dir>/mlflow.db`` (design §7)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_dir).resolve() / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``sqlite:////abs/x.db`` is absolute), else ``None``."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def git_state(project_dir: str | Path = ".") -> dict[str, str]:
+    """``{"commit": <HEAD sha or "unknown">, "dirty": "true"/"false"/"unknown"}`` of the project's git checkout.
+
+    Dirty means tracked files differ from HEAD (untracked and ignored files, such as artefacts, do not count).
+    """
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(project_dir), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": "unknown", "dirty": "unknown"}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit.strip(), "dirty": "unknown" if status is None else str(bool(status.strip())).lower()}
+
+
+def file_md5(path: str | Path) -> str:
+    """MD5 of a file's bytes: the hash DVC 3 records for it (so a run can name the exact cached object)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_benchmark(path: str | Path) -> dict[str, float] | None:
+    """Wall seconds and peak RSS (MB) from a Snakemake ``benchmark:`` TSV, or ``None`` if there is none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    lines = path.read_text().strip().splitlines()
+    if len(lines) < 2:
+        return None
+    row = dict(zip(lines[0].split("\t"), lines[-1].split("\t")))
+    out = {}
+    for key, name in (("s", "seconds"), ("max_rss", "max_rss_mb")):
+        try:
+            out[name] = float(row[key])
+        except (KeyError, ValueError):
+            pass
+    return out or None
+
+
+@dataclass
+class Checkpoint:
+    """The artefacts of one (model, task, step): behaviour JSON, and where scored, scores parquet and circuit."""
+
+    model: str
+    task: str
+    step: int
+    behavior: Path | None = None
+    scores: Path | None = None
+    circuit: Path | None = None
+
+    @property
+    def key(self) -> str:
+        """``model/task/step``: the run's identity within a study."""
+        return f"{self.model}/{self.task}/{self.step}"
+
+    def md5s(self) -> dict[str, str]:
+        """MD5 of each artefact present, by kind."""
+        return {kind: file_md5(p) for kind in ("behavior", "scores", "circuit") if (p := getattr(self, kind))}
+
+
+def collect_checkpoints(behavior: list[str | Path], scores: list[str | Path],
+                        circuits: list[str | Path]) -> dict[tuple[str, str, int], Checkpoint]:
+    """Group artefact files by the (model, task, step) written inside them (not parsed from file names)."""
+    found: dict[tuple[str, str, int], Checkpoint] = {}
+
+    def slot(meta: dict) -> Checkpoint:
+        key = (str(meta["model"]), str(meta["task"]), int(meta["step"]))
+        return found.setdefault(key, Checkpoint(*key))
+
+    for p in behavior:
+        slot(read_json(p)).behavior = Path(p)
+    for p in scores:
+        slot(parquet_metadata(p)).scores = Path(p)
+    for p in circuits:
+        slot(read_json(p)).circuit = Path(p)
+    return dict(sorted(found.items()))
+
+
+def checkpoint_payload(cp: Checkpoint, common: dict[str, str], benchmarks: Path | None = None
+                       ) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:
+    """``(params, metrics, tags)`` of one checkpoint's run, read from its artefacts.
+
+    ``common`` holds the study-wide params (study, seed, config hash, git commit and dirty flag). Metrics are
+    the ones of design §7 (``task_metric``, ``accuracy``, ``f_paper``, ``f_norm``, ``circuit_size``,
+    ``seconds``, ``peak_rss_mb``) plus per-split and diagnostic values; all belong at ``step=cp.step``.
+    """
+    params = {**common, "model": cp.model, "task": cp.task, "step": str(cp.step), "method": "none"}
+    metrics: dict[str, float] = {}
+    if cp.behavior:
+        b = read_json(cp.behavior)
+        params.update(metric_name=b["metric_name"], n_examples=str(b["n_examples"]))
+        metrics.update(task_metric=b["metric"], accuracy=b["accuracy"], task_metric_corrupted=b["metric_corrupted"],
+                       tokens_seen=b["tokens_seen"])
+        for split, v in b.get("splits", {}).items():
+            metrics[f"task_metric_{split}"] = v["metric"]
+            metrics[f"accuracy_{split}"] = v["accuracy"]
+    seconds = {}
+    if cp.scores:
+        m = parquet_metadata(cp.scores)
+        params.update(method=str(m["method"]), ig_steps=str(m.get("ig_steps")),
+                      ig_convention=str(m.get("ig_convention")), task_seed=str(m.get("seed")),
+                      version=str(m.get("version")))
+        if "seconds" in m:
+            seconds["scores"] = float(m["seconds"])
+    if cp.circuit:
+        c = read_json(cp.circuit)
+        f = c["faithfulness"][str(c["size"])]
+        params.update(method=str(c["method"]), threshold=str(c["threshold"]), max_fraction=str(c["max_fraction"]))
+        metrics.update(circuit_size=c["n_edges"], circuit_nodes=len(c["nodes"]), f_paper=f["paper"],
+                       f_norm=f["normalized"], circuit_reached=float(bool(c["reached"])),
+                       circuit_fraction=c["n_edges"] / c["total_edges"], total_edges=c["total_edges"],
+                       metric_model=c["metric_model"], metric_circuit=c["metric_circuit"],
+                       metric_empty=c["metric_empty"])
+        if "seconds" in c:
+            seconds["circuit"] = float(c["seconds"])
+    for kind, s in seconds.items():
+        metrics[f"{kind}_seconds"] = s
+    if seconds:
+        metrics["seconds"] = sum(seconds.values())
+    if benchmarks is not None:  # whole-job wall time and peak memory, measured by Snakemake
+        rss = []
+        for rule in ("scores", "circuit"):
+            bench = read_benchmark(benchmarks / rule / cp.model / cp.task / f"step{cp.step}.tsv")
+            if bench and "max_rss_mb" in bench:
+                metrics[f"{rule}_peak_rss_mb"] = bench["max_rss_mb"]
+                rss.append(bench["max_rss_mb"])
+            if bench and "seconds" in bench:
+                metrics[f"{rule}_job_seconds"] = bench["seconds"]
+        if rss:
+            metrics["peak_rss_mb"] = max(rss)
+    md5s = cp.md5s()
+    tags = {KIND: CHECKPOINT, "cs.study": common["study"], "cs.model": cp.model, "cs.task": cp.task,
+            "cs.step": str(cp.step), "config_hash": common["config_hash"], "git_commit": common["git_commit"],
+            "git_dirty": common["git_dirty"], "mlflow.source.git.commit": common["git_commit"],
+            CONTENT: hashlib.sha256(json.dumps(md5s, sort_keys=True).encode()).hexdigest()[:16],
+            **{f"dvc.md5.{kind}": h for kind, h in md5s.items()},
+            **{f"cs.path.{kind}": str(p) for kind in ("behavior", "scores", "circuit") if (p := getattr(cp, kind))}}
+    return params, {k: float(v) for k, v in metrics.items() if v is not None}, tags
+
+
+@contextmanager
+def tracking_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``<database>.lock`` for a SQLite URI (no-op for a tracking server)."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _locked_error(exc: BaseException) -> bool:
+    while exc is not None:
+        if "database is locked" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class _Retrying:
+    """Proxy of an ``MlflowClient`` whose calls are retried (with back-off) while SQLite says it is locked."""
+
+    def __init__(self, client, attempts: int = 10):
+        self._client, self._attempts = client, attempts
+
+    def __getattr__(self, name):
+        fn = getattr(self._client, name)
+
+        def call(*args, **kwargs):
+            for attempt in range(self._attempts):
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as e:  # noqa: BLE001 (MlflowException wraps sqlalchemy's OperationalError)
+                    if not _locked_error(e) or attempt == self._attempts - 1:
+                        raise
+                    time.sleep(min(5.0, 0.2 * 2 ** attempt))
+        return call
+
+
+def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created (or restored from MLflow's trash) if needed."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except Exception:  # created meanwhile by another writer (tracking server): use that one
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+def _active_checkpoint_runs(client, experiment_id: str, study: str) -> dict[str, list]:
+    """Active checkpoint runs of a study by ``model/task/step``, newest first."""
+    from mlflow.entities import ViewType
+
+    runs: dict[str, list] = {}
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.`{KIND}` = '{CHECKPOINT}' AND tags.`cs.study` = '{study}'",
+                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time DESC"])
+        for r in page:
+            t = r.data.tags
+            runs.setdefault(f"{t['cs.model']}/{t['cs.task']}/{t['cs.step']}", []).append(r)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _log(client, run_id: str, params: dict | None = None, metrics: dict | None = None, step: int = 0,
+         tags: dict | None = None, series: list[tuple[str, float, int]] | None = None) -> None:
+    """Params, tags and metrics (``metrics`` at ``step``; ``series`` as (key, value, step)) in batches."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    ms = [Metric(k, v, now, step) for k, v in (metrics or {}).items()]
+    ms += [Metric(k, v, now, s) for k, v, s in (series or [])]
+    ps = [Param(k, str(v)) for k, v in (params or {}).items()]
+    ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    while ms or ps or ts:  # MLflow caps one batch at 100 params, 100 tags and 1000 entries in all
+        p, ps = ps[:100], ps[100:]
+        t, ts = ts[:100], ts[100:]
+        n = 1000 - len(p) - len(t)
+        m, ms = ms[:n], ms[n:]
+        client.log_batch(run_id, metrics=m, params=p, tags=t)
+
+
+def _study_series(checkpoints: dict[tuple[str, str, int], Checkpoint]) -> list[tuple[str, float, int]]:
+    """Every model's curves over training, as parent-run metric histories ``{model}/{task}/{metric}``."""
+    series = []
+    for (model, task, step), cp in checkpoints.items():
+        if cp.behavior:
+            b = read_json(cp.behavior)
+            series += [(f"{model}/{task}/task_metric", float(b["metric"]), step),
+                       (f"{model}/{task}/accuracy", float(b["accuracy"]), step)]
+        if cp.circuit:
+            c = read_json(cp.circuit)
+            f = c["faithfulness"][str(c["size"])]
+            series += [(f"{model}/{task}/circuit_size", float(c["n_edges"]), step),
+                       (f"{model}/{task}/f_paper", float(f["paper"]), step),
+                       (f"{model}/{task}/f_norm", float(f["normalized"]), step)]
+    return series
+
+
+def _pointer(cp: Checkpoint, md5: str, folder: Path) -> Path:
+    """A small JSON naming the scores parquet (too large to copy into every run) and how to fetch it."""
+    path = folder / "scores.pointer.json"
+    path.write_text(json.dumps({
+        "path": str(cp.scores), "md5": md5, "bytes": cp.scores.stat().st_size,
+        "dvc_cache_object": f".dvc/cache/files/md5/{md5[:2]}/{md5[2:]}",
+        "fetch": "dvc pull scores  # the DVC stage whose output folder holds this file"},
+        indent=1) + "\n")
+    return path
+
+
+def track_study(study: str, behavior: list[str | Path], scores: list[str | Path], circuits: list[str | Path],
+                figures: list[str | Path] = (), configfiles: list[str | Path] = (), config_hash: str = "",
+                seed: int | None = None, tracking_uri: str | None = None, project_dir: str | Path = ".",
+                benchmarks: str | Path | None = None, out: str | Path | None = None) -> dict:
+    """Log a study's per-checkpoint artefacts to MLflow, idempotently; write a summary JSON to ``out``.
+
+    Args:
+        study: experiment name (``config["study"]``).
+        behavior, scores, circuits: the per-checkpoint artefacts (design §3).
+        figures, configfiles: logged as artefacts of the parent run.
+        config_hash: :func:`circuit_stability.config.config_hash` of the study config.
+        seed: the study seed.
+        tracking_uri: default :func:`default_tracking_uri` of ``project_dir``.
+        project_dir: the project checkout (git state; default database location).
+        benchmarks: folder of Snakemake benchmark TSVs ``<rule>/<model>/<task>/step<step>.tsv``.
+        out: summary JSON (tracking URI, experiment, parent run, run id per ``model/task/step``).
+
+    Returns:
+        The summary: ``logged`` (new runs), ``unchanged``, ``superseded`` (old run ids), ``runs``.
+    """
+    from mlflow import MlflowClient
+
+    uri = tracking_uri or default_tracking_uri(project_dir)
+    db = sqlite_path(uri)
+    artifact_location = (db.resolve().parent / "mlartifacts" / study).as_uri() if db else None
+    git = git_state(project_dir)
+    common = {"study": study, "seed": str(seed), "config_hash": config_hash, "git_commit": git["commit"],
+              "git_dirty": git["dirty"]}
+    checkpoints = collect_checkpoints(behavior, scores, circuits)
+    bench = Path(benchmarks) if benchmarks else None
+    with tracking_lock(uri):
+        client = _Retrying(MlflowClient(uri))
+        exp_id = ensure_experiment(client, study, artifact_location)
+        existing = _active_checkpoint_runs(client, exp_id, study)
+        started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        parent = client.create_run(exp_id, run_name=f"pipeline {started}",
+                                   tags={KIND: PIPELINE, "cs.study": study, "config_hash": config_hash,
+                                         "git_commit": git["commit"], "git_dirty": git["dirty"],
+                                         "mlflow.source.git.commit": git["commit"]}).info.run_id
+        summary = {"tracking_uri": uri, "experiment": study, "experiment_id": exp_id, "parent_run_id": parent,
+                   "logged": [], "unchanged": [], "superseded": [], "runs": {}}
+        with tempfile.TemporaryDirectory() as tmp:
+            for cp in checkpoints.values():
+                params, metrics, tags = checkpoint_payload(cp, common, bench)
+                old = existing.get(cp.key, [])
+                if old and old[0].data.tags.get(CONTENT) == tags[CONTENT]:
+                    summary["unchanged"].append(cp.key)
+                    summary["runs"][cp.key] = old[0].info.run_id
+                    stale = old[1:]
+                else:
+                    run = client.create_run(exp_id, run_name=f"{cp.model} {cp.task} step {cp.step}",
+                                            tags={**tags, PARENT: parent})
+                    run_id = run.info.run_id
+                    _log(client, run_id, params=params, metrics=metrics, step=cp.step)
+                    for kind in ("behavior", "circuit"):
+                        if (p := getattr(cp, kind)) is not None:
+                            client.log_artifact(run_id, str(p), kind)
+                    if cp.scores is not None:
+                        folder = Path(tmp) / cp.key.replace("/", "_")
+                        folder.mkdir()
+                        client.log_artifact(run_id, str(_pointer(cp, tags["dvc.md5.scores"], folder)), "scores")
+                    client.set_terminated(run_id, "FINISHED")
+                    summary["logged"].append(cp.key)
+                    summary["runs"][cp.key] = run_id
+                    stale = old
+                for r in stale:  # re-run jobs: the older run is superseded, not duplicated
+                    client.set_tag(r.info.run_id, SUPERSEDED_BY, summary["runs"][cp.key])
+                    client.delete_run(r.info.run_id)
+                    summary["superseded"].append(r.info.run_id)
+        models = sorted({k[0] for k in checkpoints})
+        tasks = sorted({k[1] for k in checkpoints})
+        _log(client, parent, params={**common, "models": ",".join(models), "tasks": ",".join(tasks),
+                                     "n_checkpoints": len(checkpoints)},
+             tags={"cs.logged": len(summary["logged"]), "cs.unchanged": len(summary["unchanged"]),
+                   "cs.superseded": len(summary["superseded"]),
+                   "mlflow.note.content": f"Pipeline invocation of study `{study}` (config {config_hash}, git "
+                                          f"{git['commit'][:12]}, dirty: {git['dirty']}): logged "
+                                          f"{len(summary['logged'])} checkpoint run(s), "
+                                          f"{len(summary['unchanged'])} unchanged. Metrics `model/task/name` "
+                                          "are the study's curves over training (x axis: step)."},
+             series=_study_series(checkpoints))
+        for f in figures:
+            client.log_artifact(parent, str(f), "figures")
+        for f in configfiles:
+            client.log_artifact(parent, str(f), "config")
+        client.set_terminated(parent, "FINISHED")
+    if out is not None:
+        write_json(summary, out)
+    return summary
