@@ -90,8 +90,8 @@ def trainable(bridge):
             p.grad = None
 
 
-# ---------------------------------------------------------------- a versioned quick study (tests/test_tracking.py):
-# one build shared by the tests that need it, so the suite pays for it once.
+# ---------------------------------------------------------------- a versioned quick study (tests/test_dvc.py,
+# tests/test_tracking.py): one build shared by both files, so the suite pays for it once.
 def study_env() -> dict[str, str]:
     """Environment for subprocesses: this interpreter's scripts first on PATH, default MLflow URI, a git identity."""
     import os
@@ -115,7 +115,8 @@ def run_ok(cmd: list[str], cwd: Path, timeout: int = 900):
 
 @pytest.fixture(scope="session")
 def versioned_study(tmp_path_factory) -> Path:
-    """A git repository made from this checkout, with the quick study built by ``snakemake --cores 4``
+    """A git repository made from this checkout, its DVC stages set to config/quick.yaml and its default DVC
+    remote to a temporary folder (``<tmp>/remote``), with the quick study built by ``snakemake --cores 4``
     (4 jobs at once; the MLflow database is the default ``<repo>/mlflow.db``)."""
     import subprocess
 
@@ -128,7 +129,10 @@ def versioned_study(tmp_path_factory) -> Path:
         if src.is_file():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             (repo / rel).write_bytes(src.read_bytes())
+    dvc_yaml = repo / "dvc.yaml"
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("configfile: config/config.yaml", "configfile: config/quick.yaml"))
     run_ok(["git", "init", "-q"], repo)
+    run_ok(["dvc", "remote", "add", "-d", "-f", "test", str(base / "remote")], repo)
     run_ok(["git", "add", "-A"], repo)
     run_ok(["git", "commit", "-qm", "quick study"], repo)
     run_ok(["snakemake", "--cores", "4", "--configfile", "config/quick.yaml"], repo)

@@ -323,8 +323,17 @@ def cmd_track(a: argparse.Namespace) -> None:
          f"{len(s['superseded'])} superseded; parent run {s['parent_run_id']} at {s['tracking_uri']}")
 
 
+def cmd_sync(a: argparse.Namespace) -> None:
+    """dvc pull, mark the pulled outputs up to date for Snakemake, then build only what is missing."""
+    from circuit_stability.sync import sync
+
+    extra = a.snakemake_args[1:] if a.snakemake_args[:1] == ["--"] else a.snakemake_args
+    raise SystemExit(sync(a.configfile or [], extra, cores=a.cores, pull=not a.no_pull, remote=a.remote,
+                          allow_missing=a.allow_missing, build=not a.no_build))
+
+
 def _add_versioning_commands(sub) -> None:
-    """The ``track`` subcommand."""
+    """The ``track`` and ``sync`` subcommands."""
     s = sub.add_parser("track", help="log a study's per-checkpoint results to MLflow (idempotent)")
     s.add_argument("--study", required=True, help="MLflow experiment name")
     s.add_argument("--behavior", nargs="+", required=True, help="behaviour JSONs")
@@ -340,6 +349,19 @@ def _add_versioning_commands(sub) -> None:
     s.add_argument("--benchmarks", default=None, help="folder of Snakemake benchmark TSVs (peak memory)")
     s.add_argument("--out", default=None, help="summary JSON (run id per model/task/step)")
     s.set_defaults(fn=cmd_track)
+
+    s = sub.add_parser("sync", help="dvc pull, mark pulled outputs up to date (snakemake --touch), then build",
+                       description="Pull-then-build: `dvc pull`; `snakemake --touch` on the outputs whose "
+                       "content DVC verifies against dvc.lock; `snakemake --cores <cores>`. Arguments after `--` "
+                       "go to every Snakemake call.")
+    s.add_argument("--configfile", nargs="+", default=None, help="study config (passed to Snakemake)")
+    s.add_argument("--cores", default="all", help="cores of the build (default: all)")
+    s.add_argument("--remote", "-r", default=None, help="DVC remote (default: the configured default remote)")
+    s.add_argument("--allow-missing", action="store_true", help="skip files the remote does not have")
+    s.add_argument("--no-pull", action="store_true", help="skip dvc pull (mark what is present, then build)")
+    s.add_argument("--no-build", action="store_true", help="stop after marking the pulled outputs up to date")
+    s.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="-- then extra Snakemake arguments")
+    s.set_defaults(fn=cmd_sync)
 
 
 def main(argv: list[str] | None = None) -> None:

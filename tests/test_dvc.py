@@ -1,0 +1,122 @@
+"""Data versioning (design §7): DVC stages over the Snakemake targets, `dvc push`/`dvc pull` through a local
+remote, the pull-then-build command on a fresh clone, and the Snakemake report. Real DVC, Snakemake, git."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, run_ok
+
+CONFIG = ["--configfile", "config/quick.yaml"]
+# The README's pull-then-build command, for the quick study on 2 cores.
+SYNC = ["circuit-stability", "sync", "--cores", "2", *CONFIG]
+
+
+def _jobs(text: str) -> dict[str, int]:
+    """Rule -> job count of the (first) Snakemake job table in ``text``; {} when there was nothing to do."""
+    if "Job stats:" not in text:
+        assert "Nothing to be done" in text, text[-3000:]
+        return {}
+    table = text.split("Job stats:")[1].split("\n\n")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def _plan(cwd: Path) -> dict[str, int]:
+    out = run_ok(["snakemake", "-n", *CONFIG], cwd)
+    return _jobs(out.stdout + out.stderr)
+
+
+def _set_dpi(cwd: Path, dpi: int) -> None:
+    cfg = cwd / "config/quick.yaml"
+    cfg.write_text(cfg.read_text() + f"\nplots: {{dpi: {dpi}}}\n")
+
+
+# ---------------------------------------------------------------- fast: the checked-in configuration
+def test_dvc_outputs_are_persisted_and_ignored_by_git():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert {"suite", "datasets", "behavior", "scores", "circuits", "report"} <= set(stages)
+    outs = []
+    for name, stage in stages.items():
+        assert stage["cmd"].startswith("snakemake "), name
+        for out in stage["outs"]:
+            (path, opts), = out.items()
+            assert opts.get("persist") is True, f"{name}: {path} is not persist: true (dvc repro would delete it)"
+            outs.append(path)
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *outs], cwd=ROOT, capture_output=True, text=True)
+    assert sorted(ignored.stdout.split()) == sorted(outs), "every DVC output must be git-ignored"
+    kept = ["dvc.yaml", "dvc.lock", ".dvc/config", ".dvcignore", "report/behavior.rst"]
+    assert subprocess.run(["git", "check-ignore", "--no-index", *kept], cwd=ROOT, capture_output=True).returncode == 1
+    config = (ROOT / ".dvc/config").read_text()
+    assert re.search(r"remote = (\w+)", config) and "url = " in config
+
+
+def test_every_versioned_artefact_lies_in_a_dvc_output():
+    """Each output of the study's DAG is inside a DVC stage output, except this machine's MLflow summary."""
+    outs = [next(iter(o)) for s in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values() for o in s["outs"]]
+    summary = run_ok(["snakemake", "--summary", *CONFIG], ROOT).stdout.splitlines()
+    files = [line.split("\t")[0] for line in summary[1:] if "\t" in line]
+    assert len(files) > 40
+    unversioned = [f for f in files if not any(f == o or f.startswith(o + "/") for o in outs)]
+    assert unversioned == ["results/tracking/quick.json"]
+
+
+# ---------------------------------------------------------------- slow: push, fresh clone, pull, build
+@pytest.fixture(scope="module")
+def pushed(versioned_study) -> Path:
+    """The quick study with its report built by the DVC `report` stage, committed (`dvc.lock`) and pushed."""
+    origin = versioned_study
+    run_ok(["dvc", "repro", "--single-item", "report"], origin)
+    run_ok(["dvc", "commit", "-f"], origin)
+    run_ok(["git", "add", "dvc.lock"], origin)
+    run_ok(["git", "commit", "-qm", "results of the quick study"], origin)
+    run_ok(["dvc", "push"], origin)
+    return origin
+
+
+def _clone(origin: Path, dest: Path) -> Path:
+    run_ok(["git", "clone", "-q", str(origin), str(dest)], dest.parent)
+    return dest
+
+
+@pytest.mark.slow
+def test_report_is_offline_and_contains_every_figure(pushed):
+    html = (pushed / "reports/report.html").read_text()
+    assert not re.search(r"<(script|img|link|iframe)[^>]+(src|href)=[\"']https?://", html), "report loads from the web"
+    for fig in ("behavior_ioi.png", "circuit_size.png"):
+        assert f"data:image/png;charset=utf8;filename={fig};base64," in html, f"{fig} is not embedded"
+    for text in ("Figure 1: behaviour over training", "Figure 5: circuit size over training",
+                 "results/tables/behavior.parquet", "results/tables/circuits.parquet"):
+        assert text in html
+
+
+@pytest.mark.slow
+def test_fresh_clone_pull_then_build_recomputes_nothing(pushed, tmp_path):
+    """Clone, then the README's build command: it pulls, computes nothing (it only logs the pulled results into
+    this clone's MLflow); a deleted figure is redrawn alone; a changed plotting option redraws only figures."""
+    clone = _clone(pushed, tmp_path / "fresh")
+    assert not (clone / "results").exists()
+    built = run_ok(SYNC, clone)
+    assert _jobs(built.stdout + built.stderr) == {"track": 1, "all": 1}
+    assert (clone / "results/scores/quick-m/ioi/step200.parquet").exists()
+    assert _plan(clone) == {}
+    assert "up to date" in run_ok(["dvc", "status"], clone).stdout
+
+    (clone / "reports/figures/circuit_size.png").unlink()
+    rebuilt = run_ok(["snakemake", "--cores", "2", *CONFIG], clone)
+    assert _jobs(rebuilt.stdout + rebuilt.stderr) == {"figures": 1, "track": 1, "all": 1}
+    assert (clone / "reports/figures/circuit_size.png").exists()
+    _set_dpi(clone, 80)
+    assert _plan(clone) == {"figures": 1, "track": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_plot_option_changed_before_the_first_build_redraws_only_figures(pushed, tmp_path):
+    """`dvc pull` by hand, a local plotting change, then the build command (without pulling again): the pulled
+    scores stay, only the figures are redrawn (the marking uses the committed config)."""
+    clone = _clone(pushed, tmp_path / "edited")
+    run_ok(["dvc", "pull"], clone)
+    _set_dpi(clone, 80)
+    run_ok([*SYNC, "--no-pull", "--no-build"], clone)
+    assert _plan(clone) == {"figures": 1, "track": 1, "all": 1}
