@@ -7,6 +7,7 @@ rule tables:
     output:
         behavior="results/tables/behavior.parquet",
         circuits="results/tables/circuits.parquet",
+        emergence="results/tables/emergence.parquet",
     log:
         "logs/tables.log",
     shell:
@@ -18,8 +19,9 @@ rule figures:
     input:
         rules.tables.output,
     output:
-        expand("reports/figures/behavior_{task}.png", task=TASKS),
+        "reports/figures/figure1_behavior.png",
         "reports/figures/circuit_size.png",
+        "reports/figures/emergence.png",
     params:
         models=",".join(MODELS),
     log:
