@@ -96,25 +96,32 @@ def _device(bridge) -> torch.device:
     return next(bridge.parameters()).device
 
 
-def _writer_hooks(graph: Graph, buf: torch.Tensor) -> list:
-    """Forward hooks copying every writer's output into ``buf[writer, batch, pos, d_model]`` (float32)."""
+def _writer_hooks(graph: Graph, buf: torch.Tensor, subtract: bool = False) -> list:
+    """Forward hooks writing every writer's output into ``buf[writer, batch, pos, d_model]`` (float32):
+    copied, or subtracted from what ``buf`` holds when ``subtract``."""
     H = graph.n_heads
 
+    def put(dst: torch.Tensor, x: torch.Tensor) -> None:
+        if subtract:
+            dst -= x.detach()
+        else:
+            dst.copy_(x.detach())
+
     def embed(x, hook):
-        buf[0] = x.detach()
+        put(buf[0], x)
 
     def result(layer):
         s = graph.writer_index(layer, 0)
 
         def f(x, hook):  # [batch, pos, head, d_model]
-            buf[s : s + H] = x.detach().permute(2, 0, 1, 3)
+            put(buf[s : s + H], x.permute(2, 0, 1, 3))
         return f
 
     def mlp(layer):
         i = graph.writer_index(layer)
 
         def f(x, hook):
-            buf[i] = x.detach()
+            put(buf[i], x)
         return f
 
     hooks = [("hook_embed", embed)]
@@ -136,19 +143,23 @@ def _reader_hook_names(graph: Graph) -> list[tuple[str, int, list[int]]]:
     return out
 
 
-def writer_outputs(bridge, graph: Graph, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def writer_outputs(bridge, graph: Graph, tokens: torch.Tensor, out: torch.Tensor | None = None,
+                   subtract: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass recording every writer's output.
 
     Args:
         tokens: ``[batch, pos]`` token ids.
+        out: optional buffer to write into (shape below); a new one is allocated if None.
+        subtract: subtract the outputs from ``out`` instead of overwriting it (``out − a``, in place).
 
     Returns:
         ``(acts, logits)``: ``acts`` ``[n_writers, batch, pos, d_model]`` float32 (writer order of
         :class:`Graph`), ``logits`` ``[batch, pos, d_vocab]``.
     """
     d_model = bridge.cfg.d_model
-    buf = torch.empty((graph.n_writers, *tokens.shape, d_model), dtype=torch.float32, device=tokens.device)
-    with torch.no_grad(), bridge.hooks(fwd_hooks=_writer_hooks(graph, buf)):
+    buf = out if out is not None else torch.empty((graph.n_writers, *tokens.shape, d_model), dtype=torch.float32,
+                                                  device=tokens.device)
+    with torch.no_grad(), bridge.hooks(fwd_hooks=_writer_hooks(graph, buf, subtract)):
         logits = bridge(tokens)
     return buf, logits
 
@@ -170,7 +181,15 @@ class Attribution:
     per_example_clean: np.ndarray
 
 
-def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float], batch_size: int = 70) -> Attribution:
+def activation_bytes(graph: Graph, n_examples: int, n_positions: int, d_model: int) -> int:
+    """Bytes of one float32 activation buffer ``[n_writers, batch, pos, d_model]``: the dominant memory term of
+    :func:`edge_attribution`, which fills one buffer with the clean outputs and subtracts the corrupted ones
+    from it in place (design §5)."""
+    return graph.n_writers * n_examples * n_positions * d_model * 4
+
+
+def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float], batch_size: int = 70,
+                     max_bytes: int = 4 << 30) -> Attribution:
     """Gradient-based edge scores (EAP for ``alphas=[1]``, EAP-IG for ``interpolation_points``).
 
     Costs per batch: 2 forward passes (clean, corrupted) + ``len(alphas)`` forward/backward passes; one
@@ -182,7 +201,9 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
         graph: the model's :class:`Graph`.
         prompts: clean/corrupted pairs.
         alphas: interpolation points (see :func:`interpolation_points`).
-        batch_size: examples per forward pass.
+        batch_size: examples per forward pass, lowered so that the activation-difference buffer
+            (:func:`activation_bytes`, held once, plus the same again for transient copies) fits in ``max_bytes``.
+        max_bytes: memory budget of the activation buffers.
 
     Returns:
         :class:`Attribution` (scores are means over examples).
@@ -197,14 +218,17 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
     scores = torch.zeros((graph.n_writers, graph.n_readers), dtype=torch.float32, device=device)
     clean_vals, corr_vals = [], []
     readers = _reader_hook_names(graph)
+    width = int(prompts.position.max()) + 1
+    per_example = 2 * activation_bytes(graph, 1, width, bridge.cfg.d_model)
+    batch_size = max(1, min(batch_size, max_bytes // per_example))
     for batch in prompts.chunks(batch_size):
-        a_clean, logits = writer_outputs(bridge, graph, batch.clean)
+        buf, logits = writer_outputs(bridge, graph, batch.clean)
         clean_vals.append(batch.metric_values(logits))
-        a_corr, logits = writer_outputs(bridge, graph, batch.corrupted)
+        e_clean = buf[0].clone()
+        _, logits = writer_outputs(bridge, graph, batch.corrupted, out=buf, subtract=True)  # buf = a − a'
         corr_vals.append(batch.metric_values(logits))
-        e_clean, e_corr = a_clean[0], a_corr[0]
-        delta = (a_corr - a_clean).flatten(1)  # [W, batch·pos·d]
-        del a_clean, a_corr
+        e_corr = e_clean - buf[0]
+        delta = buf.neg_().flatten(1)  # Δa = a(corrupted) − a(clean), [W, batch·pos·d], in place
 
         def bwd(n_up: int, cols: list[int]):
             def f(grad, hook):

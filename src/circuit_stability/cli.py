@@ -257,7 +257,7 @@ def read_scores(path: str | Path):
 # ---------------------------------------------------------------- circuits
 def cmd_circuit(a: argparse.Namespace) -> None:
     """Minimal circuit by greedy selection + faithfulness search (design §5) -> circuit JSON."""
-    from circuit_stability.circuits import circuit_nodes, minimal_circuit
+    from circuit_stability.circuits import circuit_nodes, faithfulness_summaries, minimal_circuit
 
     steps = _steps(a)
     a.ds = _load_dataset(a.dataset)
@@ -269,6 +269,7 @@ def cmd_circuit(a: argparse.Namespace) -> None:
             raise ValueError(f"scores of step {step} were computed on {sgraph}, but the model has {graph}")
         res = minimal_circuit(bridge, graph, scores, prompts, a.threshold, a.max_fraction, a.grid_points,
                               a.batch_size)
+        mib = faithfulness_summaries(bridge, graph, scores, prompts, batch_size=a.batch_size)
         in_circuit = res.edges[graph.edge_mask]
         edges = [name for name, keep in zip(graph.edge_names, in_circuit) if keep]
         write_json({
@@ -279,6 +280,7 @@ def cmd_circuit(a: argparse.Namespace) -> None:
             "size": res.size, "edges": edges, "nodes": circuit_nodes(graph, res.edges), "n_edges": len(edges),
             "reached": res.reached, "metric_circuit": res.metric_circuit, "metric_model": res.metric_model,
             "metric_empty": res.metric_empty, "faithfulness": {str(k): v for k, v in sorted(res.curve.items())},
+            "mib": mib,
             "seconds": round(time.time() - t0, 3), "version": __version__}, Path(a.out_dir) / f"step{step}.json")
         f = res.curve[res.size]["paper"]
         _log(f"circuit {a.model} {a.ds.task} step {step}: {len(edges)} edges, f_paper={f:.3f}, "

@@ -32,14 +32,15 @@ def behavior_table(paths: list[str | Path]) -> pd.DataFrame:
 
 def circuit_table(paths: list[str | Path]) -> pd.DataFrame:
     """Rows ``model, step, tokens_seen, task, method, n_edges, n_nodes, size, reached, metric_model,
-    metric_empty, metric_circuit, total_edges, f_paper, f_norm`` from circuit JSONs."""
+    metric_empty, metric_circuit, total_edges, f_paper, f_norm, cpr, cmd`` from circuit JSONs."""
     rows = []
     for p in paths:
         c = json.loads(Path(p).read_text())
         f = c["faithfulness"][str(c["size"])]
         rows.append({k: c[k] for k in ("model", "step", "tokens_seen", "task", "method", "n_edges", "size",
                                        "reached", "metric_model", "metric_empty", "metric_circuit", "total_edges")}
-                    | {"n_nodes": len(c["nodes"]), "f_paper": f["paper"], "f_norm": f["normalized"]})
+                    | {"n_nodes": len(c["nodes"]), "f_paper": f["paper"], "f_norm": f["normalized"],
+                       "cpr": c.get("mib", {}).get("cpr", np.nan), "cmd": c.get("mib", {}).get("cmd", np.nan)})
     return pd.DataFrame(rows).sort_values(["model", "task", "step"], kind="stable", ignore_index=True)
 
 
