@@ -17,6 +17,7 @@ for i, chunk in enumerate(chunked(SCORED)):
             threshold=CIRCUITS.get("threshold", 0.8),
             max_fraction=CIRCUITS.get("max_fraction", 0.05),
             grid=CIRCUITS.get("grid_points", 8),
+            selection=CIRCUITS.get("selection", "greedy"),
         threads: THREADS
         resources:
             gpu=1,
@@ -25,5 +26,6 @@ for i, chunk in enumerate(chunked(SCORED)):
         shell:
             "circuit-stability circuit {params.model} --dataset {input.dataset} --steps {params.steps} "
             "--scores-dir results/scores/{wildcards.model}/{wildcards.task} --threshold {params.threshold} "
-            "--max-fraction {params.max_fraction} --grid-points {params.grid} --threads {threads} "
+            "--max-fraction {params.max_fraction} --grid-points {params.grid} --selection {params.selection} "
+            "--threads {threads} "
             "--out-dir results/circuits/{wildcards.model}/{wildcards.task} 2> {log}"

@@ -8,6 +8,7 @@ rule tables:
         behavior="results/tables/behavior.parquet",
         circuits="results/tables/circuits.parquet",
         emergence="results/tables/emergence.parquet",
+        faithfulness="results/tables/faithfulness.parquet",
     log:
         "logs/tables.log",
     shell:
@@ -22,6 +23,7 @@ rule figures:
         "reports/figures/figure1_behavior.png",
         "reports/figures/circuit_size.png",
         "reports/figures/emergence.png",
+        "reports/figures/faithfulness_curves.png",
     params:
         models=",".join(MODELS),
     log:

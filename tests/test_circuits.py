@@ -108,3 +108,21 @@ def test_area_under_and_mib_summaries(trained_bridge, ioi_prompts):
     mib = faithfulness_summaries(bridge, graph, scores, ioi_prompts)
     assert mib["fractions"]["1.0"]["normalized"] == pytest.approx(1.0, abs=1e-4)  # the full graph
     assert 0 < mib["cpr"] <= 1.5 and mib["cmd"] >= 0
+
+
+def test_top_n_selection():
+    from circuit_stability.circuits import select_circuit, top_n_circuit
+
+    graph = Graph(2, 2)
+    scores = _random_scores(graph, 3)
+    before = scores.copy()
+    vals = scores[graph.edge_mask]
+    absolute = top_n_circuit(graph, scores, 5)
+    signed = top_n_circuit(graph, scores, 5, absolute=False)
+    assert absolute.sum() == signed.sum() == 5
+    assert np.sort(np.abs(scores[absolute]))[0] >= np.sort(np.abs(vals))[-5]
+    assert np.sort(scores[signed])[-1] <= np.sort(vals)[4]  # the five most negative (task-supporting) edges
+    np.testing.assert_array_equal(scores, before)
+    assert _connected(graph, select_circuit(graph, scores, 5, "topn-abs"))
+    with pytest.raises(ValueError, match="valid: \\['greedy', 'topn-abs', 'topn-signed'\\]"):
+        select_circuit(graph, scores, 5, "random")

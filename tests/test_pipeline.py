@@ -53,8 +53,9 @@ def _planned_jobs(cwd: Path) -> dict[str, int]:
 def _artefacts() -> list[str]:
     paths = ["data/corpus/quick/tokens.npy", "data/corpus/quick/tokenizer/tokenizer.json",
              *[f"data/tasks/quick/{t}.parquet" for t in TASKS], "results/tables/behavior.parquet", "results/tables/circuits.parquet",
-             "results/tables/emergence.parquet", "reports/figures/figure1_behavior.png",
-             "reports/figures/circuit_size.png", "reports/figures/emergence.png"]
+             "results/tables/emergence.parquet", "results/tables/faithfulness.parquet",
+             "reports/figures/figure1_behavior.png", "reports/figures/circuit_size.png",
+             "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png"]
     for m in MODELS:
         paths += [f"models/{m}/train_log.parquet"] + [f"models/{m}/step{s}/model.safetensors" for s in STEPS]
         for t in TASKS:

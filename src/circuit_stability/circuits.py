@@ -87,6 +87,49 @@ def greedy_circuit(graph: Graph, scores: np.ndarray, n_edges: int, absolute: boo
     return chosen
 
 
+def top_n_circuit(graph: Graph, scores: np.ndarray, n_edges: int, absolute: bool = True) -> np.ndarray:
+    """The ``n_edges`` edges with the largest |score| (``absolute``) or the most negative score (signed: in our
+    sign convention a negative score means the edge supports the task), ties broken by edge index.
+
+    Returns:
+        ``[n_writers, n_readers]`` bool mask (before pruning). ``scores`` is not modified.
+
+    Raises:
+        ValueError: for scores of the wrong shape or all NaN, or ``n_edges < 0``.
+    """
+    if scores.shape != (graph.n_writers, graph.n_readers):
+        raise ValueError(f"scores must be [{graph.n_writers}, {graph.n_readers}]; got {scores.shape}")
+    if n_edges < 0:
+        raise ValueError(f"n_edges must be >= 0; got {n_edges}")
+    src, dst = graph.edge_index
+    vals = scores[src, dst].astype(np.float64)
+    if vals.size == 0 or np.all(np.isnan(vals)):
+        raise ValueError("edge scores are empty or all NaN: no circuit can be chosen from them")
+    key = -np.abs(vals) if absolute else vals
+    order = np.lexsort((np.arange(len(vals)), np.where(np.isnan(key), np.inf, key)))[:n_edges]
+    mask = np.zeros_like(graph.edge_mask)
+    mask[src[order], dst[order]] = True
+    return mask
+
+
+SELECTIONS = {
+    "greedy": lambda g, s, n: greedy_circuit(g, s, n, absolute=True),
+    "topn-abs": lambda g, s, n: top_n_circuit(g, s, n, absolute=True),
+    "topn-signed": lambda g, s, n: top_n_circuit(g, s, n, absolute=False),
+}
+
+
+def select_circuit(graph: Graph, scores: np.ndarray, n_edges: int, selection: str = "greedy") -> np.ndarray:
+    """Choose ``n_edges`` edges by ``selection`` (one of :data:`SELECTIONS`) and prune dead nodes (a copy).
+
+    Raises:
+        ValueError: naming the valid selections, for an unknown one.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; valid: {sorted(SELECTIONS)}")
+    return prune(graph, SELECTIONS[selection](graph, scores, n_edges))
+
+
 def prune(graph: Graph, edges: np.ndarray) -> np.ndarray:
     """Drop dead nodes (reference.md §3.3 ``prune_dead_nodes``) from a copy of ``edges``.
 
@@ -193,7 +236,7 @@ def search_minimal_size(faithfulness_of, max_n: int, threshold: float = 0.8,
 
 def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, threshold: float = 0.8,
                     max_fraction: float = 0.05, grid_points: int = 8, batch_size: int = 70,
-                    max_bytes: int = 2 << 30) -> CircuitSearch:
+                    max_bytes: int = 2 << 30, selection: str = "greedy") -> CircuitSearch:
     """Smallest greedy circuit with f_paper ≥ ``threshold`` among sizes 1 … ⌊max_fraction · E⌋ (design §5).
 
     m(M), m(∅) and the log-spaced grid of :func:`search_minimal_size` are evaluated in one batched forward
@@ -208,6 +251,8 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
         raise ValueError(f"threshold must be > 0; got {threshold}")
     if not 0 < max_fraction <= 1:
         raise ValueError(f"max_fraction must be in (0, 1]; got {max_fraction}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; valid: {sorted(SELECTIONS)}")
     edge_vals = scores[graph.edge_mask]
     if edge_vals.size == 0 or np.all(np.isnan(edge_vals)):
         raise ValueError("edge scores are empty or all NaN: no circuit can be chosen from them")
@@ -215,7 +260,7 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
 
     def circuit(n: int) -> np.ndarray:
         if n not in masks:
-            masks[n] = prune(graph, greedy_circuit(graph, scores, n))
+            masks[n] = select_circuit(graph, scores, n, selection)
         return masks[n]
 
     def evaluate(extra: list[np.ndarray]) -> list[float]:
@@ -252,7 +297,7 @@ def area_under(fractions: list[float], values: list[float]) -> float:
 
 def faithfulness_summaries(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts,
                            fractions: tuple[float, ...] = MIB_FRACTIONS, batch_size: int = 70,
-                           max_bytes: int = 2 << 30) -> dict:
+                           max_bytes: int = 2 << 30, selection: str = "greedy") -> dict:
     """MIB's summaries of the faithfulness curve of greedy circuits (Mueller et al. 2025, §3):
     CPR = ∫ f_norm d(fraction) and CMD = ∫ |1 − f_norm| d(fraction), trapezoids over ``fractions`` of the edges.
 
@@ -263,7 +308,7 @@ def faithfulness_summaries(bridge, graph: Graph, scores: np.ndarray, prompts: Pr
     """
     sizes = [max(1, int(round(f * graph.n_edges))) for f in fractions]
     masks = [graph.edge_mask, np.zeros_like(graph.edge_mask)]
-    masks += [graph.edge_mask if n >= graph.n_edges else prune(graph, greedy_circuit(graph, scores, n)) for n in sizes]
+    masks += [graph.edge_mask if n >= graph.n_edges else select_circuit(graph, scores, n, selection) for n in sizes]
     values = patched_metric(bridge, graph, prompts, torch.from_numpy(np.stack(masks)), batch_size, max_bytes).tolist()
     m_model, m_empty = values[0], values[1]
     table = {str(f): {"n": n, **faithfulness(m, m_model, m_empty)} for f, n, m in zip(fractions, sizes, values[2:])}

@@ -268,13 +268,14 @@ def cmd_circuit(a: argparse.Namespace) -> None:
         if graph != sgraph:
             raise ValueError(f"scores of step {step} were computed on {sgraph}, but the model has {graph}")
         res = minimal_circuit(bridge, graph, scores, prompts, a.threshold, a.max_fraction, a.grid_points,
-                              a.batch_size)
-        mib = faithfulness_summaries(bridge, graph, scores, prompts, batch_size=a.batch_size)
+                              a.batch_size, selection=a.selection)
+        mib = faithfulness_summaries(bridge, graph, scores, prompts, batch_size=a.batch_size,
+                                     selection=a.selection)
         in_circuit = res.edges[graph.edge_mask]
         edges = [name for name, keep in zip(graph.edge_names, in_circuit) if keep]
         write_json({
             "model": a.model, "step": step, "task": a.ds.task, "method": meta["method"],
-            "tokens_seen": step * a.tokens_per_step, "selection": "greedy |score| from logits, dead nodes pruned",
+            "tokens_seen": step * a.tokens_per_step, "selection": a.selection, "pruned": True,
             "threshold": a.threshold, "max_fraction": a.max_fraction,
             "max_edges": max(1, int(a.max_fraction * graph.n_edges)), "total_edges": graph.n_edges,
             "size": res.size, "edges": edges, "nodes": circuit_nodes(graph, res.edges), "n_edges": len(edges),
@@ -290,11 +291,12 @@ def cmd_circuit(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- tables and figures
 def cmd_tables(a: argparse.Namespace) -> None:
     """Collect per-checkpoint JSONs into long-format parquet tables (design §4 tables)."""
-    from circuit_stability.tables import behavior_table, circuit_table, emergence_table
+    from circuit_stability.tables import behavior_table, circuit_table, emergence_table, faithfulness_table
 
     behavior = behavior_table(a.behavior)
     write_parquet(behavior, Path(a.out) / "behavior.parquet")
     write_parquet(circuit_table(a.circuits), Path(a.out) / "circuits.parquet")
+    write_parquet(faithfulness_table(a.circuits), Path(a.out) / "faithfulness.parquet")
     write_parquet(emergence_table(behavior), Path(a.out) / "emergence.parquet")
 
 
@@ -351,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--threshold", type=float, default=0.8)
     s.add_argument("--max-fraction", type=float, default=0.05)
     s.add_argument("--grid-points", type=int, default=8)
+    s.add_argument("--selection", default="greedy", choices=["greedy", "topn-abs", "topn-signed"])
     s.set_defaults(fn=cmd_circuit)
 
     s = sub.add_parser("tables", help="aggregate behaviour and circuit JSONs into parquet tables")

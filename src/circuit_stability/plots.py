@@ -4,6 +4,9 @@
   (Tigges et al. 2024, Figure 1: IOI and Gendered-Pronoun logit difference, Greater-Than and SVA probability
   difference; log x-axis, linear near 0 so the initialisation, step 0, is shown).
 - ``emergence.png``: tokens seen when each task first reaches half its final metric, per model and task.
+- ``faithfulness_curves.png``: f_norm against the fraction of edges kept (MIB's grid) for the largest model,
+  one panel per task, one line per selected checkpoint (the first at which the task is learnt, the middle
+  one, the last), with CPR (area under the curve) in the legend.
 - ``circuit_size.png``: minimal-circuit size in edges against tokens seen, one line per model, one panel per
   task (Tigges et al. 2024, Figure 5 left); hollow markers where no circuit reached the threshold. Before the
   task is learnt (m(M) below half its final value) f_paper = m(C)/m(M) divides by a near-zero metric and the
@@ -120,12 +123,39 @@ def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Pa
     _save(fig, path)
 
 
-FIGURES = ("figure1_behavior.png", "circuit_size.png", "emergence.png")
+def faithfulness_figure(faith: pd.DataFrame, circuits: pd.DataFrame, model_order: list[str], path: Path) -> None:
+    """f_norm against the fraction of edges for the largest model at three checkpoints, one panel per task."""
+    model = [m for m in model_order if m in set(circuits["model"])][-1]
+    tasks = _tasks(circuits)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        c = circuits[(circuits["model"] == model) & (circuits["task"] == task)].sort_values("step")
+        learnt = c[task_learnt(c)]
+        steps = sorted({int(learnt["step"].iloc[0]), int(learnt["step"].iloc[len(learnt) // 2]),
+                        int(c["step"].iloc[-1])}) if len(learnt) else [int(c["step"].iloc[-1])]
+        for step in steps:
+            f = faith[(faith["model"] == model) & (faith["task"] == task) & (faith["step"] == step)
+                      & (faith["source"] == "mib")].sort_values("fraction")
+            cpr = c.loc[c["step"] == step, "cpr"].iloc[0]
+            ax.plot(f["fraction"], f["f_norm"], marker="o", ms=3, label=f"step {step} (CPR {cpr:.2f})")
+        ax.set_xscale("log")
+        ax.axhline(1, color="grey", lw=0.8)
+        ax.set_xlabel("fraction of edges kept")
+        ax.set_ylabel("f_norm = (m(C) − m(∅)) / (m(M) − m(∅))")
+        ax.set_title(f"{model}: {TASK_TITLES.get(task, task)}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+FIGURES = ("figure1_behavior.png", "circuit_size.png", "emergence.png", "faithfulness_curves.png")
 
 
 def make_figures(tables: Path, out: Path, model_order: list[str]) -> list[Path]:
-    """Draw :data:`FIGURES` from ``tables/{behavior,circuits,emergence}.parquet`` into ``out``."""
+    """Draw :data:`FIGURES` from ``tables/{behavior,circuits,emergence,faithfulness}.parquet`` into ``out``."""
     behavior_figure(pd.read_parquet(tables / "behavior.parquet"), model_order, out / FIGURES[0])
     circuit_size_figure(pd.read_parquet(tables / "circuits.parquet"), model_order, out / FIGURES[1])
     emergence_figure(pd.read_parquet(tables / "emergence.parquet"), model_order, out / FIGURES[2])
+    circuits = pd.read_parquet(tables / "circuits.parquet")
+    faithfulness_figure(pd.read_parquet(tables / "faithfulness.parquet"), circuits, model_order, out / FIGURES[3])
     return [out / f for f in FIGURES]

@@ -44,6 +44,23 @@ def circuit_table(paths: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["model", "task", "step"], kind="stable", ignore_index=True)
 
 
+def faithfulness_table(paths: list[str | Path]) -> pd.DataFrame:
+    """Long-format faithfulness curves: rows ``model, step, tokens_seen, task, n (greedy size), n_edges (after
+    pruning), fraction (of all edges, for MIB's grid, else NaN), f_paper, f_norm, source ('search'|'mib')``."""
+    rows = []
+    for p in paths:
+        c = json.loads(Path(p).read_text())
+        base = {k: c[k] for k in ("model", "step", "tokens_seen", "task")}
+        for n, v in c["faithfulness"].items():
+            rows.append({**base, "n": int(n), "n_edges": v["n_edges"], "fraction": np.nan, "f_paper": v["paper"],
+                         "f_norm": v["normalized"], "source": "search"})
+        for frac, v in c.get("mib", {}).get("fractions", {}).items():
+            rows.append({**base, "n": v["n"], "n_edges": v["n"], "fraction": float(frac), "f_paper": v["paper"],
+                         "f_norm": v["normalized"], "source": "mib"})
+    return pd.DataFrame(rows).sort_values(["model", "task", "step", "source", "n"], kind="stable",
+                                          ignore_index=True)
+
+
 def emergence_table(behavior: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
     """Onset of each task in each model: the first step whose metric (split 'all') is ≥ ``fraction`` × the final
     checkpoint's metric.
