@@ -123,6 +123,17 @@ def test_masks_batched_equal_one_by_one(trained_bridge, ioi_prompts):
     torch.testing.assert_close(together, apart, atol=1e-4, rtol=1e-5)
 
 
+def test_both_patching_forms_agree(trained_bridge, ioi_prompts):
+    """in − Σ_dropped Δ and in(corrupted) + Σ_kept Δ are the same patched input (the reader input is the sum of
+    its upstream writers); masks of every density."""
+    bridge, graph = trained_bridge, Graph.from_config(trained_bridge.cfg)
+    gen = torch.Generator().manual_seed(1)
+    keep = torch.rand((4, graph.n_writers, graph.n_readers), generator=gen) < torch.tensor([0.02, 0.3, 0.7, 0.98])[:, None, None]
+    a = patched_metric(bridge, graph, ioi_prompts, keep, form="keep")
+    b = patched_metric(bridge, graph, ioi_prompts, keep, form="drop")
+    torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
+
+
 def test_scores_are_deterministic(trained_bridge, ioi_prompts):
     bridge, graph = trained_bridge, Graph.from_config(trained_bridge.cfg)
     a = edge_attribution(bridge, graph, ioi_prompts, interpolation_points("EAP-IG", 5)).scores

@@ -255,19 +255,36 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
                        clean_all.cpu().numpy())
 
 
+def _reader_input_hooks(graph: Graph, store: dict) -> list:
+    """Forward hooks recording each reader group's input (unpatched run): ``store[name]`` ``[batch, pos, d]``
+    (one copy for the q/k/v inputs, which are the same residual stream for every head)."""
+
+    def rec(name):
+        def f(x, hook):
+            store[name] = (x[:, :, 0] if x.ndim == 4 else x).detach().float()
+        return f
+
+    return [(name, rec(name)) for name, _, _ in _reader_hook_names(graph)]
+
+
 def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, batch_size: int = 70,
-                   max_bytes: int = 2 << 30) -> torch.Tensor:
+                   max_bytes: int = 2 << 30, form: str | None = None) -> torch.Tensor:
     """Mean task metric with every edge *not* in ``keep`` patched to its corrupted value, for many masks.
 
     For mask ``c`` and each reader ``v``: ``in_v ← in_v − Σ_{u: keep[c,u,v]=0} (a_u(current) − a_u(corrupted))``
-    (reference.md §3.3). The corrupted forward runs once per batch and is reused for every mask; the masks
-    are stacked along the batch, as many per forward as ``max_bytes`` allows.
+    (reference.md §3.3), computed in whichever of two equal forms touches fewer writers: that one, or
+    ``in_v ← in_v(corrupted) + Σ_{u: keep[c,u,v]=1} (a_u(current) − a_u(corrupted))`` (the reader input is the
+    sum of its upstream writers' outputs plus constant biases), which costs only the circuit's own edges.
+    The corrupted forward runs once per batch and is reused for every mask; masks keeping every edge are the
+    clean run and masks keeping none the corrupted run (no patched forward); the others are stacked along the
+    batch, as many per forward as ``max_bytes`` allows.
 
     Args:
         keep: ``[n_masks, n_writers, n_readers]`` bool (or 0/1): True keeps the edge clean. Entries that are
             not edges are ignored.
         batch_size: examples per forward pass (before stacking masks).
         max_bytes: budget for the stacked writer buffer ``n_masks·batch·pos·n_writers·d_model·4`` bytes.
+        form: force ``"keep"`` or ``"drop"`` (for tests); by default the cheaper one per reader group.
 
     Returns:
         ``[n_masks]`` float32: mean metric over examples for each mask (m(C) of design §5).
@@ -278,42 +295,65 @@ def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, b
     if keep.ndim != 3 or tuple(keep.shape[1:]) != (graph.n_writers, graph.n_readers):
         raise ValueError(f"keep must be [n_masks, {graph.n_writers}, {graph.n_readers}]; got {tuple(keep.shape)}")
     device = _device(bridge)
-    drop_all = (~keep.to(device=device, dtype=torch.bool)).float()  # [C, W, R]
-    n_masks = drop_all.shape[0]
-    total = torch.zeros(n_masks, dtype=torch.float32, device=device)
+    edges = torch.as_tensor(graph.edge_mask, device=device)
+    keep_all = keep.to(device=device, dtype=torch.bool) & edges  # [C, W, R]
+    n_kept = keep_all.flatten(1).sum(1)
+    full, empty = n_kept == graph.n_edges, n_kept == 0
+    patched = torch.nonzero(~full & ~empty).flatten().tolist()
+    total = torch.zeros(keep_all.shape[0], dtype=torch.float32, device=device)
     readers = _reader_hook_names(graph)
     d_model = bridge.cfg.d_model
     for batch in prompts.chunks(batch_size):
-        a_corr, _ = writer_outputs(bridge, graph, batch.corrupted)  # [W, B, P, d]
+        in_corr: dict[str, torch.Tensor] = {}
+        a_corr = torch.empty((graph.n_writers, *batch.corrupted.shape, d_model), dtype=torch.float32, device=device)
+        with torch.no_grad(), bridge.hooks(fwd_hooks=_writer_hooks(graph, a_corr) + _reader_input_hooks(graph, in_corr)):
+            total[empty] += batch.metric_values(bridge(batch.corrupted)).sum()
+        if bool(full.any()):
+            with torch.no_grad():
+                total[full] += batch.metric_values(bridge(batch.clean)).sum()
         B, P = batch.clean.shape
         per_mask = graph.n_writers * B * P * d_model * 4
-        step = max(1, min(n_masks, max_bytes // max(1, per_mask)))
-        for c0 in range(0, n_masks, step):
-            drop = drop_all[c0 : c0 + step]
-            C = drop.shape[0]
+        step = max(1, min(len(patched), max_bytes // max(1, per_mask)))
+        for c0 in range(0, len(patched), step):
+            ids = patched[c0 : c0 + step]
+            kept = keep_all[ids].float()  # [C, W, R]
+            C = len(ids)
             cur = torch.empty((graph.n_writers, C * B, P, d_model), dtype=torch.float32, device=device)
 
-            def fwd(n_up: int, cols: list[int]):
-                d_sub = drop[:, :n_up, cols[0] : cols[-1] + 1]  # [C, w, r]
-                if not bool(d_sub.any()):
-                    return lambda x, hook: None
+            def fwd(name: str, n_up: int, cols: list[int]):
+                k_sub = kept[:, :n_up, cols[0] : cols[-1] + 1]  # [C, w, r]
+                d_sub = 1.0 - k_sub
+                uses_keep = k_sub.amax(dim=(0, 2)) > 0
+                uses_drop = d_sub.amax(dim=(0, 2)) > 0
+                keep_form = int(uses_keep.sum()) <= int(uses_drop.sum()) if form is None else form == "keep"
+                w_idx = torch.nonzero(uses_keep if keep_form else uses_drop).flatten()
+                coef = (k_sub if keep_form else d_sub)[:, w_idx]  # [C, k, r]
+                r = len(cols)
+
+                def correction() -> torch.Tensor:  # Σ_u coef[c,u,r] (a_u(current) − a_u(corrupted)) -> [C, r, B, P, d]
+                    diff = cur[w_idx].view(len(w_idx), C, -1) - a_corr[w_idx].view(len(w_idx), 1, -1)
+                    return torch.einsum("cwr,wcx->crx", coef, diff).view(C, r, B, P, d_model)
 
                 def f(x, hook):
-                    diff = cur[:n_up].view(n_up, C, -1) - a_corr[:n_up].view(n_up, 1, -1)  # [w, C, B·P·d]
-                    corr = torch.einsum("cwr,wcx->crx", d_sub, diff).view(C, len(cols), B, P, d_model)
-                    if x.ndim == 4:  # [C·B, P, head, d]
-                        corr = corr.permute(0, 2, 3, 1, 4).reshape(C * B, P, len(cols), d_model)
+                    if keep_form:
+                        base = in_corr[name].unsqueeze(0).expand(C, B, P, d_model)
+                        new = base.unsqueeze(1) + correction() if len(w_idx) else base.unsqueeze(1).expand(C, r, B, P, d_model)
                     else:
-                        corr = corr[:, 0].reshape(C * B, P, d_model)
-                    return x - corr.to(x.dtype)
+                        if not len(w_idx):
+                            return None
+                        xs = x.view(C, B, P, r, d_model).permute(0, 3, 1, 2, 4) if x.ndim == 4 else x.view(C, 1, B, P, d_model)
+                        new = xs.float() - correction()
+                    if x.ndim == 4:  # [C·B, P, head, d]
+                        return new.permute(0, 2, 3, 1, 4).reshape(C * B, P, r, d_model).to(x.dtype)
+                    return new[:, 0].reshape(C * B, P, d_model).to(x.dtype)
                 return f
 
-            hooks = _writer_hooks(graph, cur) + [(name, fwd(n_up, cols)) for name, n_up, cols in readers]
+            hooks = _writer_hooks(graph, cur) + [(name, fwd(name, n_up, cols)) for name, n_up, cols in readers]
             rep = lambda t: t.repeat(C, *([1] * (t.ndim - 1)))  # noqa: E731
             with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
                 logits = bridge(rep(batch.clean))
             vals = example_metric(logits, rep(batch.position), rep(batch.answer_ids), rep(batch.flags), batch.metric)
-            total[c0 : c0 + C] += vals.view(C, B).sum(1)
+            total[ids] += vals.view(C, B).sum(1)
     return total / len(prompts)
 
 
