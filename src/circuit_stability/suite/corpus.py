@@ -8,7 +8,7 @@ Documents are short narratives mixing several sentence kinds, each chosen with a
 - ``repeat``: a random span of words repeated verbatim (the induction motif, Olsson et al. 2022);
 - ``ordinal``: runs of an ordinal sequence (days, months, number words; Gould et al. 2023's successor motif);
 - ``gp``: "So Mary is a really nice person, isn't she?" and other sentences where a pronoun refers to a name;
-- ``gt``: "The war lasted from the year 1732 to the year 1756." (the end year is always later);
+- ``gt``: "The war lasted from the year 1732 to the year 1756." (the end year is 1–25 years later);
 - ``sva``: "The dogs near the cat are happy." (agreement across a prepositional phrase or relative clause)
   and plain "The dog is happy.";
 - ``filler``: plain subject–verb–object sentences, and sentences that use the held-out words outside their
@@ -36,7 +36,7 @@ class CorpusConfig:
     """Mixture weights of the sentence kinds and document length (sentences per document)."""
 
     weights: dict = field(default_factory=lambda: {"ioi": 4.0, "narrative": 2.0, "repeat": 4.0,
-                                                   "ordinal": 0.5, "filler": 1.0, "gp": 2.0, "gt": 3.0,
+                                                   "ordinal": 0.5, "filler": 1.0, "gp": 5.0, "gt": 3.0,
                                                    "sva": 3.0})
     sentences_per_document: tuple[int, int] = (2, 5)
 
@@ -115,7 +115,7 @@ def _sentence(rng: np.random.Generator, kind: str) -> str:
     if kind == "gt":
         def draw():
             noun, xx, yy = _pick(rng, _SEEN_GT), _pick(rng, lx.GT_CENTURIES), _pick(rng, lx.GT_YY)
-            zz = int(rng.integers(yy + 1, 100))
+            zz = int(rng.integers(yy + 1, min(99, yy + lx.GT_MAX_SPAN) + 1))
             return (noun, xx, yy), f"The {noun} lasted from the year {xx}{yy:02d} to the year {xx}{zz:02d}."
         return _until_unreserved(rng, "gt", draw)
     if kind == "sva":

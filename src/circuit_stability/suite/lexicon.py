@@ -44,7 +44,7 @@ IOI_TEMPLATES_BABA = (
     "Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to [A]",
 )
 # Templates with these indices never appear in the training corpus (the "held_out" split).
-IOI_HELD_OUT = frozenset({4, 8, 11})
+IOI_HELD_OUT = frozenset({5, 8, 11})  # each word of these occurs in other templates
 
 # --- filler vocabulary
 NOUNS = (
@@ -74,6 +74,7 @@ GT_NOUNS = ("war", "trip", "reign", "drought", "festival", "journey", "project",
 GT_HELD_OUT = frozenset({"strike", "siege", "voyage", "fair"})  # never in the frame; seen in other sentences
 GT_CENTURIES = tuple(range(11, 19))  # years 1100–1899, as the paper's 1100–1800
 GT_YY = tuple(range(2, 99))  # the first (00, 01) and last (99) years of a century are not used as YY
+GT_MAX_SPAN = 25  # in training, the end year is 1 … 25 years after the start (a real duration, not any later year)
 
 # --- Subject-verb agreement: "The {subject} {prep} the {noun}" -> is/are, was/were, has/have
 SVA_NOUNS = (("dog", "dogs"), ("cat", "cats"), ("teacher", "teachers"), ("doctor", "doctors"),
