@@ -46,24 +46,32 @@ missing = sorted(set(SCORED) - set(STEPS))
 if missing:
     raise ValueError(f"analysis.steps {missing} are not checkpoints of this study; valid steps: {STEPS}")
 
+# Per-checkpoint files, computed in chunks of `analysis.steps_per_job` checkpoints per job: one process loads
+# torch and TransformerLens once (~5 s) and then each checkpoint in turn. 1 = one job per checkpoint (GPU
+# scale, cluster-friendly); "all" = one job per (model, task) (tiny models, where imports dominate).
+PER_JOB = ANALYSIS.get("steps_per_job", 1)
+
+
+def chunked(steps):
+    size = len(steps) if PER_JOB == "all" else PER_JOB
+    return [steps[i : i + size] for i in range(0, len(steps), size)]
+
+
 wildcard_constraints:
     model="|".join(MODELS),
     task="|".join(TASKS),
     step=r"\d+",
 
 
-def checkpoint_input(wildcards):
-    """The local checkpoint a (model, step) job reads; nothing for hub models (downloaded when loaded)."""
-    if config["source"] != "suite":
-        return []
-    return f"models/{wildcards.model}/step{wildcards.step}/model.safetensors"
+def checkpoints_of(steps):
+    """Input function: the local checkpoints of `steps` for the job's model (none for hub models)."""
 
+    def inputs(wildcards):
+        if config["source"] != "suite":
+            return []
+        return expand("models/{model}/step{step}/model.safetensors", model=wildcards.model, step=steps)
 
-def all_checkpoints(wildcards):
-    """Every local checkpoint of a model (behaviour reads them all)."""
-    if config["source"] != "suite":
-        return []
-    return expand("models/{model}/step{step}/model.safetensors", model=wildcards.model, step=STEPS)
+    return inputs
 
 
 def model_args(wildcards):
@@ -91,8 +99,6 @@ rule all:
         expand("results/behavior/{model}/{task}/step{step}.json", model=MODELS, task=TASKS, step=STEPS),
         expand("results/scores/{model}/{task}/step{step}.parquet", model=MODELS, task=TASKS, step=SCORED),
         expand("results/circuits/{model}/{task}/step{step}.json", model=MODELS, task=TASKS, step=SCORED),
-        "results/tables/behavior.parquet",
-        "results/tables/circuits.parquet",
-        expand("reports/figures/behavior_{task}.png", task=TASKS),
-        "reports/figures/circuit_size.png",
+        rules.tables.output,
+        rules.figures.output,
         rules.track.output,  # MLflow: every (model, task, step) logged (rules/tracking.smk)

@@ -1,27 +1,35 @@
-# Minimal circuits: one JSON per (model, task, step) (design §4 circuit JSON, §5 definition).
+# Minimal circuits: one JSON per (model, task, step) (design §4 circuit JSON, §5), chunks of steps per job.
 
-rule circuit:
-    input:
-        scores="results/scores/{model}/{task}/step{step}.parquet",
-        dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
-        checkpoint=checkpoint_input,
-    output:
-        "results/circuits/{model}/{task}/step{step}.json",
-    params:
-        model=model_args,
-        threshold=CIRCUITS.get("threshold", 0.8),
-        max_fraction=CIRCUITS.get("max_fraction", 0.05),
-        grid=CIRCUITS.get("grid_points", 8),
-    threads: THREADS
-    resources:
-        gpu=1,
-    message:
-        "Minimal circuit: model {wildcards.model}, task {wildcards.task}, step {wildcards.step}"
-    log:
-        "logs/circuits/{model}/{task}/step{step}.log",
-    benchmark:
-        "logs/benchmarks/circuit/{model}/{task}/step{step}.tsv"
-    shell:
-        "circuit-stability circuit {params.model} --dataset {input.dataset} --step {wildcards.step} "
-        "--scores {input.scores} --threshold {params.threshold} --max-fraction {params.max_fraction} "
-        "--grid-points {params.grid} --threads {threads} --out {output} 2> {log}"
+for i, chunk in enumerate(chunked(SCORED)):
+
+    rule:
+        name:
+            f"circuit_{i}"
+        input:
+            scores=expand("results/scores/{{model}}/{{task}}/step{step}.parquet", step=chunk),
+            dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
+            checkpoints=checkpoints_of(chunk),
+        output:
+            expand("results/circuits/{{model}}/{{task}}/step{step}.json", step=chunk),
+        params:
+            model=model_args,
+            steps=",".join(map(str, chunk)),
+            threshold=CIRCUITS.get("threshold", 0.8),
+            max_fraction=CIRCUITS.get("max_fraction", 0.05),
+            grid=CIRCUITS.get("grid_points", 8),
+            selection=CIRCUITS.get("selection", "greedy"),
+        threads: THREADS
+        resources:
+            gpu=1,
+        message:
+            "Minimal circuits: model {wildcards.model}, task {wildcards.task}, steps {params.steps}"
+        log:
+            f"logs/circuits/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.log",
+        benchmark:
+            f"logs/benchmarks/circuit/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.tsv"
+        shell:
+            "circuit-stability circuit {params.model} --dataset {input.dataset} --steps {params.steps} "
+            "--scores-dir results/scores/{wildcards.model}/{wildcards.task} --threshold {params.threshold} "
+            "--max-fraction {params.max_fraction} --grid-points {params.grid} --selection {params.selection} "
+            "--threads {threads} "
+            "--out-dir results/circuits/{wildcards.model}/{wildcards.task} 2> {log}"

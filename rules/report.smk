@@ -7,6 +7,8 @@ rule tables:
     output:
         behavior="results/tables/behavior.parquet",
         circuits="results/tables/circuits.parquet",
+        emergence="results/tables/emergence.parquet",
+        faithfulness="results/tables/faithfulness.parquet",
     log:
         "logs/tables.log",
     shell:
@@ -14,18 +16,18 @@ rule tables:
         "--out results/tables 2> {log}"
 
 
-# Figures are marked for `snakemake --report reports/report.html`: caption (what it shows, from which tables)
-# and category (the paper figure it reproduces).
 rule figures:
     input:
         rules.tables.output,
     output:
-        [report(f"reports/figures/behavior_{task}.png", caption="../report/behavior.rst",
-                category="Figure 1: behaviour over training", labels={"figure": "task behaviour", "task": task})
-         for task in TASKS],
+        report("reports/figures/figure1_behavior.png", caption="../report/behavior.rst",
+               category="Figure 1: behaviour over training", labels={"figure": "task behaviour"}),
         report("reports/figures/circuit_size.png", caption="../report/circuit_size.rst",
-               category="Figure 5: circuit size over training",
-               labels={"figure": "minimal-circuit size", "task": ", ".join(TASKS)}),
+               category="Figure 5: circuit size over training", labels={"figure": "minimal-circuit size"}),
+        report("reports/figures/emergence.png", caption="../report/emergence.rst",
+               category="Figure 1: behaviour over training", labels={"figure": "emergence"}),
+        report("reports/figures/faithfulness_curves.png", caption="../report/faithfulness.rst",
+               category="Circuit faithfulness", labels={"figure": "faithfulness curves"}),
     params:
         models=",".join(MODELS),
         dpi=config.get("plots", {}).get("dpi", 120),

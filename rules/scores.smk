@@ -1,26 +1,31 @@
-# Edge scores: one parquet per (model, task, step) (design §4 scores parquet).
+# Edge scores: one parquet per (model, task, step) (design §4 scores parquet), chunks of steps per job.
 
-rule scores:
-    input:
-        dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
-        checkpoint=checkpoint_input,
-    output:
-        "results/scores/{model}/{task}/step{step}.parquet",
-    params:
-        model=model_args,
-        method=ANALYSIS.get("method", "EAP-IG"),
-        ig_steps=ANALYSIS.get("ig_steps", 5),
-        convention=ANALYSIS.get("ig_convention", "paper"),
-    threads: THREADS
-    resources:
-        gpu=1,
-    message:
-        "Edge scores ({params.method}): model {wildcards.model}, task {wildcards.task}, step {wildcards.step}"
-    log:
-        "logs/scores/{model}/{task}/step{step}.log",
-    benchmark:
-        "logs/benchmarks/scores/{model}/{task}/step{step}.tsv"
-    shell:
-        "circuit-stability scores {params.model} --dataset {input.dataset} --step {wildcards.step} "
-        "--method {params.method} --ig-steps {params.ig_steps} --ig-convention {params.convention} "
-        "--threads {threads} --out {output} 2> {log}"
+for i, chunk in enumerate(chunked(SCORED)):
+
+    rule:
+        name:
+            f"scores_{i}"
+        input:
+            dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
+            checkpoints=checkpoints_of(chunk),
+        output:
+            expand("results/scores/{{model}}/{{task}}/step{step}.parquet", step=chunk),
+        params:
+            model=model_args,
+            steps=",".join(map(str, chunk)),
+            method=ANALYSIS.get("method", "EAP-IG"),
+            ig_steps=ANALYSIS.get("ig_steps", 5),
+            convention=ANALYSIS.get("ig_convention", "paper"),
+        threads: THREADS
+        resources:
+            gpu=1,
+        message:
+            "Edge scores ({params.method}): model {wildcards.model}, task {wildcards.task}, steps {params.steps}"
+        log:
+            f"logs/scores/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.log",
+        benchmark:
+            f"logs/benchmarks/scores/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.tsv"
+        shell:
+            "circuit-stability scores {params.model} --dataset {input.dataset} --steps {params.steps} "
+            "--method {params.method} --ig-steps {params.ig_steps} --ig-convention {params.convention} "
+            "--threads {threads} --out-dir results/scores/{wildcards.model}/{wildcards.task} 2> {log}"

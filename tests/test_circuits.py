@@ -72,3 +72,57 @@ def test_minimal_circuit_on_trained_model(trained_bridge, ioi_prompts):
     smaller = [n for n in res.curve if n < res.size]
     assert all(res.curve[n]["paper"] < 0.8 for n in smaller if n >= res.size // 2)  # binary search boundary
     assert len(res.curve) <= 16
+
+
+def test_search_returns_smallest_qualifying_size_on_non_monotone_curve():
+    """f rises past 0.8 at n = 23, dips below it again at 40–60 and has a sub-threshold bump at 5."""
+    from circuit_stability.circuits import search_minimal_size
+
+    def f(n):
+        if n == 5:
+            return 0.7  # a bump that does not qualify
+        if 40 <= n <= 60:
+            return 0.5  # a dip after the first crossing
+        return 0.9 if n >= 23 else 0.1 + n / 100
+
+    calls = []
+
+    def faithfulness_of(sizes):
+        calls.append(list(sizes))
+        return [f(n) for n in sizes]
+
+    size, reached, evaluated = search_minimal_size(faithfulness_of, max_n=100, threshold=0.8, grid_points=8)
+    assert (size, reached) == (23, True)
+    assert len(calls[0]) == 8 and all(len(c) == 1 for c in calls[1:])  # the grid in one batch
+    assert len(evaluated) <= 16
+    none = search_minimal_size(lambda ns: [0.1 for _ in ns], max_n=100)
+    assert none[:2] == (100, False)
+
+
+def test_area_under_and_mib_summaries(trained_bridge, ioi_prompts):
+    from circuit_stability.circuits import area_under, faithfulness_summaries
+
+    assert area_under([0.0, 0.5, 1.0], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
+    bridge, graph = trained_bridge, Graph.from_config(trained_bridge.cfg)
+    scores = edge_attribution(bridge, graph, ioi_prompts, interpolation_points("EAP-IG", 5)).scores
+    mib = faithfulness_summaries(bridge, graph, scores, ioi_prompts)
+    assert mib["fractions"]["1.0"]["normalized"] == pytest.approx(1.0, abs=1e-4)  # the full graph
+    assert 0 < mib["cpr"] <= 1.5 and mib["cmd"] >= 0
+
+
+def test_top_n_selection():
+    from circuit_stability.circuits import select_circuit, top_n_circuit
+
+    graph = Graph(2, 2)
+    scores = _random_scores(graph, 3)
+    before = scores.copy()
+    vals = scores[graph.edge_mask]
+    absolute = top_n_circuit(graph, scores, 5)
+    signed = top_n_circuit(graph, scores, 5, absolute=False)
+    assert absolute.sum() == signed.sum() == 5
+    assert np.sort(np.abs(scores[absolute]))[0] >= np.sort(np.abs(vals))[-5]
+    assert np.sort(scores[signed])[-1] <= np.sort(vals)[4]  # the five most negative (task-supporting) edges
+    np.testing.assert_array_equal(scores, before)
+    assert _connected(graph, select_circuit(graph, scores, 5, "topn-abs"))
+    with pytest.raises(ValueError, match="valid: \\['greedy', 'topn-abs', 'topn-signed'\\]"):
+        select_circuit(graph, scores, 5, "random")

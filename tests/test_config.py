@@ -25,7 +25,8 @@ def test_shipped_configs_are_valid():
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    (lambda c: c["tasks"].update({"iio": {}}), r"tasks: unknown key\(s\) \['iio'\]; allowed keys: \['ioi'\]"),
+    (lambda c: c["tasks"].update({"iio": {}}),
+     r"tasks: unknown key\(s\) \['iio'\]; allowed keys: \['gp', 'greater_than', 'ioi', 'sva'\]"),
     (lambda c: c["analysis"].update({"steps": [0, -5]}), r"analysis.steps.1: -5 violates minimum 0"),
     (lambda c: c.update({"circuts": {}}), r"unknown key\(s\) \['circuts'\]; allowed keys: \[.*'circuits'"),
     (lambda c: c["analysis"].update({"method": "EAP-GI"}),
@@ -51,6 +52,6 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path, quick):
                          capture_output=True, text=True)
     assert out.returncode != 0
     text = out.stdout + out.stderr
-    assert "tasks: unknown key(s) ['greater-than']; allowed keys: ['ioi']" in text
+    assert "tasks: unknown key(s) ['greater-than']; allowed keys: ['gp', 'greater_than', 'ioi', 'sva']" in text
     assert "analysis.steps.0: -1 violates minimum 0" in text
     assert not (tmp_path / "data").exists() and not (tmp_path / "models").exists()  # no job ran

@@ -87,7 +87,7 @@ def _clone(origin: Path, dest: Path) -> Path:
 def test_report_is_offline_and_contains_every_figure(pushed):
     html = (pushed / "reports/report.html").read_text()
     assert not re.search(r"<(script|img|link|iframe)[^>]+(src|href)=[\"']https?://", html), "report loads from the web"
-    for fig in ("behavior_ioi.png", "circuit_size.png"):
+    for fig in ("figure1_behavior.png", "circuit_size.png", "emergence.png", "faithfulness_curves.png"):
         assert f"data:image/png;charset=utf8;filename={fig};base64," in html, f"{fig} is not embedded"
     for text in ("Figure 1: behaviour over training", "Figure 5: circuit size over training",
                  "results/tables/behavior.parquet", "results/tables/circuits.parquet"):

@@ -39,7 +39,7 @@ def test_multi_token_name_is_rejected(suite_tokenizer):
 
 
 def test_unknown_task():
-    with pytest.raises(ValueError, match="registered tasks: \\['ioi'\\]"):
+    with pytest.raises(ValueError, match="registered tasks"):
         make_dataset("ioi2", None)
 
 
@@ -78,3 +78,82 @@ def test_held_out_templates_never_in_corpus():
     for t in held:
         assert not pattern(t).search(text), t
     assert all(pattern(t).search(text) for t in seen)
+
+
+def _diff_positions(row):
+    clean, corrupted = np.array(row.clean), np.array(row.corrupted)
+    assert len(clean) == len(corrupted)
+    return np.nonzero(clean != corrupted)[0]
+
+
+def test_gendered_pronoun_pairs(suite_tokenizer):
+    ds = make_dataset("gp", suite_tokenizer)
+    he, she = (suite_tokenizer.convert_tokens_to_ids(t) for t in ("Ġhe", "Ġshe"))
+    assert len(ds) == 70 and ds.metric == "logit_diff"
+    assert (ds.frame["gender"] == "male").sum() == 35  # balanced
+    assert set(ds.frame["split"]) == {"seen", "held_out"}
+    for row in ds.frame.itertuples():
+        assert list(_diff_positions(row)) == [1]  # only the name differs
+        assert row.clean_text.startswith("So ") and row.clean_text.endswith(", isn't")
+        name = row.clean_text.split()[1]
+        correct = he if name in lexicon.MALE_NAMES else she
+        other = row.corrupted_text.split()[1]
+        assert (name in lexicon.MALE_NAMES) != (other in lexicon.MALE_NAMES)  # the other gender
+        assert list(row.answer_ids) == [correct, she if correct == he else he] and list(row.flags) == [1, -1]
+        assert (row.split == "held_out") == (row.attribute in lexicon.GP_HELD_OUT)
+
+
+def test_greater_than_pairs(suite_tokenizer):
+    ds = make_dataset("greater_than", suite_tokenizer)
+    assert len(ds) == 200 and ds.metric == "prob_diff"
+    two_digit = [suite_tokenizer.convert_tokens_to_ids(f"{y:02d}") for y in range(100)]
+    for row in ds.frame.itertuples():
+        (pos,) = _diff_positions(row)  # only the start year's last two digits differ
+        assert suite_tokenizer.convert_ids_to_tokens(row.corrupted[pos]) == "01"
+        assert suite_tokenizer.convert_ids_to_tokens(row.clean[pos]) == f"{row.yy:02d}"
+        assert list(row.answer_ids) == two_digit
+        assert list(row.flags) == [1 if y > row.yy else -1 for y in range(100)]
+        noun = row.clean_text.split()[1]
+        assert (row.split == "held_out") == (noun in lexicon.GT_HELD_OUT)
+    assert set(ds.frame["yy"]) == set(range(2, 99))  # YY cycles through 02 … 98
+
+
+def test_sva_pairs(suite_tokenizer):
+    ds = make_dataset("sva", suite_tokenizer)
+    assert len(ds) == 200 and ds.metric == "prob_diff"
+    singular = {suite_tokenizer.convert_tokens_to_ids("Ġ" + v) for v in lexicon.SVA_VERBS["singular"]}
+    for row in ds.frame.itertuples():
+        assert list(_diff_positions(row)) == [1]  # only the subject's number differs
+        subj, other = row.clean_text.split()[1], row.corrupted_text.split()[1]
+        pair = next(p for p in lexicon.SVA_NOUNS if subj in p)
+        assert set(pair) == {subj, other}
+        agree = {a for a, f in zip(row.answer_ids, row.flags) if f == 1}
+        assert (agree == singular) == (subj == pair[0])
+        assert (row.split == "held_out") == (pair[0] in lexicon.SVA_HELD_OUT)
+    assert set(ds.frame["distractor"]) == {"prep", "relative"}
+
+
+def test_no_evaluation_prompt_in_the_corpus(suite_tokenizer):
+    """No evaluation prompt of any task occurs verbatim (as whole words) in the training corpus."""
+    import re
+
+    from circuit_stability.suite.corpus import generate_documents
+
+    text = "\n".join(generate_documents(0, 5_000))
+    for task in ("ioi", "gp", "greater_than", "sva"):
+        for prompt in make_dataset(task, suite_tokenizer).frame["clean_text"]:
+            assert not re.search(r"(?<![A-Za-z0-9])" + re.escape(prompt) + r"(?![A-Za-z0-9])", text), (task, prompt)
+
+
+def test_multi_token_answer_is_an_error():
+    """A character-level tokenizer splits " she" into several tokens: the error names the word and tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set("ĠabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789',.?"))
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(chars)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, name_or_path="char-level")
+    with pytest.raises(TokenizationError, match=r"\[' he', ' she'\].*'char-level'"):
+        make_dataset("gp", fast)

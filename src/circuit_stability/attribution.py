@@ -97,25 +97,32 @@ def _device(bridge) -> torch.device:
     return next(bridge.parameters()).device
 
 
-def _writer_hooks(graph: Graph, buf: torch.Tensor) -> list:
-    """Forward hooks copying every writer's output into ``buf[writer, batch, pos, d_model]`` (float32)."""
+def _writer_hooks(graph: Graph, buf: torch.Tensor, subtract: bool = False) -> list:
+    """Forward hooks writing every writer's output into ``buf[writer, batch, pos, d_model]`` (float32):
+    copied, or subtracted from what ``buf`` holds when ``subtract``."""
     H = graph.n_heads
 
+    def put(dst: torch.Tensor, x: torch.Tensor) -> None:
+        if subtract:
+            dst -= x.detach()
+        else:
+            dst.copy_(x.detach())
+
     def embed(x, hook):
-        buf[0] = x.detach()
+        put(buf[0], x)
 
     def result(layer):
         s = graph.writer_index(layer, 0)
 
         def f(x, hook):  # [batch, pos, head, d_model]
-            buf[s : s + H] = x.detach().permute(2, 0, 1, 3)
+            put(buf[s : s + H], x.permute(2, 0, 1, 3))
         return f
 
     def mlp(layer):
         i = graph.writer_index(layer)
 
         def f(x, hook):
-            buf[i] = x.detach()
+            put(buf[i], x)
         return f
 
     hooks = [("hook_embed", embed)]
@@ -137,19 +144,23 @@ def _reader_hook_names(graph: Graph) -> list[tuple[str, int, list[int]]]:
     return out
 
 
-def writer_outputs(bridge, graph: Graph, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def writer_outputs(bridge, graph: Graph, tokens: torch.Tensor, out: torch.Tensor | None = None,
+                   subtract: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass recording every writer's output.
 
     Args:
         tokens: ``[batch, pos]`` token ids.
+        out: optional buffer to write into (shape below); a new one is allocated if None.
+        subtract: subtract the outputs from ``out`` instead of overwriting it (``out − a``, in place).
 
     Returns:
         ``(acts, logits)``: ``acts`` ``[n_writers, batch, pos, d_model]`` float32 (writer order of
         :class:`Graph`), ``logits`` ``[batch, pos, d_vocab]``.
     """
     d_model = bridge.cfg.d_model
-    buf = torch.empty((graph.n_writers, *tokens.shape, d_model), dtype=torch.float32, device=tokens.device)
-    with torch.no_grad(), bridge.hooks(fwd_hooks=_writer_hooks(graph, buf)):
+    buf = out if out is not None else torch.empty((graph.n_writers, *tokens.shape, d_model), dtype=torch.float32,
+                                                  device=tokens.device)
+    with torch.no_grad(), bridge.hooks(fwd_hooks=_writer_hooks(graph, buf, subtract)):
         logits = bridge(tokens)
     return buf, logits
 
@@ -171,7 +182,15 @@ class Attribution:
     per_example_clean: np.ndarray
 
 
-def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float], batch_size: int = 70) -> Attribution:
+def activation_bytes(graph: Graph, n_examples: int, n_positions: int, d_model: int) -> int:
+    """Bytes of one float32 activation buffer ``[n_writers, batch, pos, d_model]``: the dominant memory term of
+    :func:`edge_attribution`, which fills one buffer with the clean outputs and subtracts the corrupted ones
+    from it in place (design §5)."""
+    return graph.n_writers * n_examples * n_positions * d_model * 4
+
+
+def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float], batch_size: int = 70,
+                     max_bytes: int = 4 << 30) -> Attribution:
     """Gradient-based edge scores (EAP for ``alphas=[1]``, EAP-IG for ``interpolation_points``).
 
     Costs per batch: 2 forward passes (clean, corrupted) + ``len(alphas)`` forward/backward passes; one
@@ -183,7 +202,9 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
         graph: the model's :class:`Graph`.
         prompts: clean/corrupted pairs.
         alphas: interpolation points (see :func:`interpolation_points`).
-        batch_size: examples per forward pass.
+        batch_size: examples per forward pass, lowered so that the activation-difference buffer
+            (:func:`activation_bytes`, held once, plus the same again for transient copies) fits in ``max_bytes``.
+        max_bytes: memory budget of the activation buffers.
 
     Returns:
         :class:`Attribution` (scores are means over examples).
@@ -198,17 +219,20 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
     scores = torch.zeros((graph.n_writers, graph.n_readers), dtype=torch.float32, device=device)
     clean_vals, corr_vals = [], []
     readers = _reader_hook_names(graph)
+    width = int(prompts.position.max()) + 1
+    per_example = 2 * activation_bytes(graph, 1, width, bridge.cfg.d_model)
+    batch_size = max(1, min(batch_size, max_bytes // per_example))
     n_batches = -(-len(prompts) // batch_size)
     progress = Progress(f"edge attribution ({len(alphas)} interpolation point(s), {graph.n_edges} edges)",
                         n_batches * len(alphas), "backward passes")
     for batch in prompts.chunks(batch_size):
-        a_clean, logits = writer_outputs(bridge, graph, batch.clean)
+        buf, logits = writer_outputs(bridge, graph, batch.clean)
         clean_vals.append(batch.metric_values(logits))
-        a_corr, logits = writer_outputs(bridge, graph, batch.corrupted)
+        e_clean = buf[0].clone()
+        _, logits = writer_outputs(bridge, graph, batch.corrupted, out=buf, subtract=True)  # buf = a − a'
         corr_vals.append(batch.metric_values(logits))
-        e_clean, e_corr = a_clean[0], a_corr[0]
-        delta = (a_corr - a_clean).flatten(1)  # [W, batch·pos·d]
-        del a_clean, a_corr
+        e_corr = e_clean - buf[0]
+        delta = buf.neg_().flatten(1)  # Δa = a(corrupted) − a(clean), [W, batch·pos·d], in place
 
         def bwd(n_up: int, cols: list[int]):
             def f(grad, hook):
@@ -236,19 +260,36 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
                        clean_all.cpu().numpy())
 
 
+def _reader_input_hooks(graph: Graph, store: dict) -> list:
+    """Forward hooks recording each reader group's input (unpatched run): ``store[name]`` ``[batch, pos, d]``
+    (one copy for the q/k/v inputs, which are the same residual stream for every head)."""
+
+    def rec(name):
+        def f(x, hook):
+            store[name] = (x[:, :, 0] if x.ndim == 4 else x).detach().float()
+        return f
+
+    return [(name, rec(name)) for name, _, _ in _reader_hook_names(graph)]
+
+
 def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, batch_size: int = 70,
-                   max_bytes: int = 2 << 30) -> torch.Tensor:
+                   max_bytes: int = 2 << 30, form: str | None = None) -> torch.Tensor:
     """Mean task metric with every edge *not* in ``keep`` patched to its corrupted value, for many masks.
 
     For mask ``c`` and each reader ``v``: ``in_v ← in_v − Σ_{u: keep[c,u,v]=0} (a_u(current) − a_u(corrupted))``
-    (reference.md §3.3). The corrupted forward runs once per batch and is reused for every mask; the masks
-    are stacked along the batch, as many per forward as ``max_bytes`` allows.
+    (reference.md §3.3), computed in whichever of two equal forms touches fewer writers: that one, or
+    ``in_v ← in_v(corrupted) + Σ_{u: keep[c,u,v]=1} (a_u(current) − a_u(corrupted))`` (the reader input is the
+    sum of its upstream writers' outputs plus constant biases), which costs only the circuit's own edges.
+    The corrupted forward runs once per batch and is reused for every mask; masks keeping every edge are the
+    clean run and masks keeping none the corrupted run (no patched forward); the others are stacked along the
+    batch, as many per forward as ``max_bytes`` allows.
 
     Args:
         keep: ``[n_masks, n_writers, n_readers]`` bool (or 0/1): True keeps the edge clean. Entries that are
             not edges are ignored.
         batch_size: examples per forward pass (before stacking masks).
         max_bytes: budget for the stacked writer buffer ``n_masks·batch·pos·n_writers·d_model·4`` bytes.
+        form: force ``"keep"`` or ``"drop"`` (for tests); by default the cheaper one per reader group.
 
     Returns:
         ``[n_masks]`` float32: mean metric over examples for each mask (m(C) of design §5).
@@ -259,42 +300,65 @@ def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, b
     if keep.ndim != 3 or tuple(keep.shape[1:]) != (graph.n_writers, graph.n_readers):
         raise ValueError(f"keep must be [n_masks, {graph.n_writers}, {graph.n_readers}]; got {tuple(keep.shape)}")
     device = _device(bridge)
-    drop_all = (~keep.to(device=device, dtype=torch.bool)).float()  # [C, W, R]
-    n_masks = drop_all.shape[0]
-    total = torch.zeros(n_masks, dtype=torch.float32, device=device)
+    edges = torch.as_tensor(graph.edge_mask, device=device)
+    keep_all = keep.to(device=device, dtype=torch.bool) & edges  # [C, W, R]
+    n_kept = keep_all.flatten(1).sum(1)
+    full, empty = n_kept == graph.n_edges, n_kept == 0
+    patched = torch.nonzero(~full & ~empty).flatten().tolist()
+    total = torch.zeros(keep_all.shape[0], dtype=torch.float32, device=device)
     readers = _reader_hook_names(graph)
     d_model = bridge.cfg.d_model
     for batch in prompts.chunks(batch_size):
-        a_corr, _ = writer_outputs(bridge, graph, batch.corrupted)  # [W, B, P, d]
+        in_corr: dict[str, torch.Tensor] = {}
+        a_corr = torch.empty((graph.n_writers, *batch.corrupted.shape, d_model), dtype=torch.float32, device=device)
+        with torch.no_grad(), bridge.hooks(fwd_hooks=_writer_hooks(graph, a_corr) + _reader_input_hooks(graph, in_corr)):
+            total[empty] += batch.metric_values(bridge(batch.corrupted)).sum()
+        if bool(full.any()):
+            with torch.no_grad():
+                total[full] += batch.metric_values(bridge(batch.clean)).sum()
         B, P = batch.clean.shape
         per_mask = graph.n_writers * B * P * d_model * 4
-        step = max(1, min(n_masks, max_bytes // max(1, per_mask)))
-        for c0 in range(0, n_masks, step):
-            drop = drop_all[c0 : c0 + step]
-            C = drop.shape[0]
+        step = max(1, min(len(patched), max_bytes // max(1, per_mask)))
+        for c0 in range(0, len(patched), step):
+            ids = patched[c0 : c0 + step]
+            kept = keep_all[ids].float()  # [C, W, R]
+            C = len(ids)
             cur = torch.empty((graph.n_writers, C * B, P, d_model), dtype=torch.float32, device=device)
 
-            def fwd(n_up: int, cols: list[int]):
-                d_sub = drop[:, :n_up, cols[0] : cols[-1] + 1]  # [C, w, r]
-                if not bool(d_sub.any()):
-                    return lambda x, hook: None
+            def fwd(name: str, n_up: int, cols: list[int]):
+                k_sub = kept[:, :n_up, cols[0] : cols[-1] + 1]  # [C, w, r]
+                d_sub = 1.0 - k_sub
+                uses_keep = k_sub.amax(dim=(0, 2)) > 0
+                uses_drop = d_sub.amax(dim=(0, 2)) > 0
+                keep_form = int(uses_keep.sum()) <= int(uses_drop.sum()) if form is None else form == "keep"
+                w_idx = torch.nonzero(uses_keep if keep_form else uses_drop).flatten()
+                coef = (k_sub if keep_form else d_sub)[:, w_idx]  # [C, k, r]
+                r = len(cols)
+
+                def correction() -> torch.Tensor:  # Σ_u coef[c,u,r] (a_u(current) − a_u(corrupted)) -> [C, r, B, P, d]
+                    diff = cur[w_idx].view(len(w_idx), C, -1) - a_corr[w_idx].view(len(w_idx), 1, -1)
+                    return torch.einsum("cwr,wcx->crx", coef, diff).view(C, r, B, P, d_model)
 
                 def f(x, hook):
-                    diff = cur[:n_up].view(n_up, C, -1) - a_corr[:n_up].view(n_up, 1, -1)  # [w, C, B·P·d]
-                    corr = torch.einsum("cwr,wcx->crx", d_sub, diff).view(C, len(cols), B, P, d_model)
-                    if x.ndim == 4:  # [C·B, P, head, d]
-                        corr = corr.permute(0, 2, 3, 1, 4).reshape(C * B, P, len(cols), d_model)
+                    if keep_form:
+                        base = in_corr[name].unsqueeze(0).expand(C, B, P, d_model)
+                        new = base.unsqueeze(1) + correction() if len(w_idx) else base.unsqueeze(1).expand(C, r, B, P, d_model)
                     else:
-                        corr = corr[:, 0].reshape(C * B, P, d_model)
-                    return x - corr.to(x.dtype)
+                        if not len(w_idx):
+                            return None
+                        xs = x.view(C, B, P, r, d_model).permute(0, 3, 1, 2, 4) if x.ndim == 4 else x.view(C, 1, B, P, d_model)
+                        new = xs.float() - correction()
+                    if x.ndim == 4:  # [C·B, P, head, d]
+                        return new.permute(0, 2, 3, 1, 4).reshape(C * B, P, r, d_model).to(x.dtype)
+                    return new[:, 0].reshape(C * B, P, d_model).to(x.dtype)
                 return f
 
-            hooks = _writer_hooks(graph, cur) + [(name, fwd(n_up, cols)) for name, n_up, cols in readers]
+            hooks = _writer_hooks(graph, cur) + [(name, fwd(name, n_up, cols)) for name, n_up, cols in readers]
             rep = lambda t: t.repeat(C, *([1] * (t.ndim - 1)))  # noqa: E731
             with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
                 logits = bridge(rep(batch.clean))
             vals = example_metric(logits, rep(batch.position), rep(batch.answer_ids), rep(batch.flags), batch.metric)
-            total[c0 : c0 + C] += vals.view(C, B).sum(1)
+            total[ids] += vals.view(C, B).sum(1)
     return total / len(prompts)
 
 

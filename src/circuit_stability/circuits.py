@@ -88,6 +88,49 @@ def greedy_circuit(graph: Graph, scores: np.ndarray, n_edges: int, absolute: boo
     return chosen
 
 
+def top_n_circuit(graph: Graph, scores: np.ndarray, n_edges: int, absolute: bool = True) -> np.ndarray:
+    """The ``n_edges`` edges with the largest |score| (``absolute``) or the most negative score (signed: in our
+    sign convention a negative score means the edge supports the task), ties broken by edge index.
+
+    Returns:
+        ``[n_writers, n_readers]`` bool mask (before pruning). ``scores`` is not modified.
+
+    Raises:
+        ValueError: for scores of the wrong shape or all NaN, or ``n_edges < 0``.
+    """
+    if scores.shape != (graph.n_writers, graph.n_readers):
+        raise ValueError(f"scores must be [{graph.n_writers}, {graph.n_readers}]; got {scores.shape}")
+    if n_edges < 0:
+        raise ValueError(f"n_edges must be >= 0; got {n_edges}")
+    src, dst = graph.edge_index
+    vals = scores[src, dst].astype(np.float64)
+    if vals.size == 0 or np.all(np.isnan(vals)):
+        raise ValueError("edge scores are empty or all NaN: no circuit can be chosen from them")
+    key = -np.abs(vals) if absolute else vals
+    order = np.lexsort((np.arange(len(vals)), np.where(np.isnan(key), np.inf, key)))[:n_edges]
+    mask = np.zeros_like(graph.edge_mask)
+    mask[src[order], dst[order]] = True
+    return mask
+
+
+SELECTIONS = {
+    "greedy": lambda g, s, n: greedy_circuit(g, s, n, absolute=True),
+    "topn-abs": lambda g, s, n: top_n_circuit(g, s, n, absolute=True),
+    "topn-signed": lambda g, s, n: top_n_circuit(g, s, n, absolute=False),
+}
+
+
+def select_circuit(graph: Graph, scores: np.ndarray, n_edges: int, selection: str = "greedy") -> np.ndarray:
+    """Choose ``n_edges`` edges by ``selection`` (one of :data:`SELECTIONS`) and prune dead nodes (a copy).
+
+    Raises:
+        ValueError: naming the valid selections, for an unknown one.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; valid: {sorted(SELECTIONS)}")
+    return prune(graph, SELECTIONS[selection](graph, scores, n_edges))
+
+
 def prune(graph: Graph, edges: np.ndarray) -> np.ndarray:
     """Drop dead nodes (reference.md §3.3 ``prune_dead_nodes``) from a copy of ``edges``.
 
@@ -157,14 +200,49 @@ class CircuitSearch:
     curve: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
+def search_minimal_size(faithfulness_of, max_n: int, threshold: float = 0.8,
+                        grid_points: int = 8) -> tuple[int, bool, dict[int, float]]:
+    """Smallest size n in [1, max_n] with f(n) ≥ threshold, robust to non-monotone f (design §5).
+
+    Evaluates ``grid_points`` log-spaced sizes in one call, takes the first grid size that reaches the
+    threshold, and binary-searches the bracket (previous grid size, that size]; f is assumed monotone only
+    inside that bracket. At most ``grid_points + ⌈log2(bracket)⌉`` sizes are evaluated.
+
+    Args:
+        faithfulness_of: ``list[int] -> list[float]``: f_paper of each requested size (called with the whole
+            grid once, then with one size per binary-search step).
+        max_n: largest size allowed (≥ 1).
+
+    Returns:
+        ``(size, reached, evaluated)``: the minimal qualifying size (or ``max_n``'s grid end when none
+        qualifies, with ``reached = False``) and every evaluated ``{size: f}``.
+    """
+    max_n = max(1, int(max_n))
+    grid = sorted({int(round(x)) for x in np.geomspace(1, max_n, num=max(1, min(grid_points, max_n)))})
+    evaluated = dict(zip(grid, faithfulness_of(grid)))
+    first = next((n for n in grid if evaluated[n] >= threshold), None)
+    if first is None:
+        return grid[-1], False, evaluated
+    k = grid.index(first)
+    lo, hi = (grid[k - 1] + 1 if k > 0 else 1), first
+    while lo < hi:
+        mid = (lo + hi) // 2
+        evaluated[mid] = faithfulness_of([mid])[0]
+        if evaluated[mid] >= threshold:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi, True, evaluated
+
+
 def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, threshold: float = 0.8,
                     max_fraction: float = 0.05, grid_points: int = 8, batch_size: int = 70,
-                    max_bytes: int = 2 << 30) -> CircuitSearch:
+                    max_bytes: int = 2 << 30, selection: str = "greedy") -> CircuitSearch:
     """Smallest greedy circuit with f_paper ≥ ``threshold`` among sizes 1 … ⌊max_fraction · E⌋ (design §5).
 
-    Evaluates m(M) and m(∅) and a log-spaced grid of ``grid_points`` sizes in one batched forward, then binary
-    search inside the first bracket (previous grid size, first qualifying grid size]. Every evaluated size is
-    recorded in ``curve``.
+    m(M), m(∅) and the log-spaced grid of :func:`search_minimal_size` are evaluated in one batched forward
+    (edge masks stacked along the batch; the corrupted activations computed once per batch); every evaluated
+    size is recorded in ``curve``.
 
     Raises:
         ValueError: for scores that are empty or all NaN, ``threshold`` not in (0, ∞) or ``max_fraction`` not in
@@ -174,17 +252,19 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
         raise ValueError(f"threshold must be > 0; got {threshold}")
     if not 0 < max_fraction <= 1:
         raise ValueError(f"max_fraction must be in (0, 1]; got {max_fraction}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; valid: {sorted(SELECTIONS)}")
     edge_vals = scores[graph.edge_mask]
     if edge_vals.size == 0 or np.all(np.isnan(edge_vals)):
         raise ValueError("edge scores are empty or all NaN: no circuit can be chosen from them")
-    max_n = max(1, int(max_fraction * graph.n_edges))
     masks: dict[int, np.ndarray] = {}
 
     def circuit(n: int) -> np.ndarray:
         if n not in masks:
-            masks[n] = prune(graph, greedy_circuit(graph, scores, n))
+            masks[n] = select_circuit(graph, scores, n, selection)
         return masks[n]
 
+    max_n = max(1, int(max_fraction * graph.n_edges))
     progress = Progress(f"minimal-circuit search over 1..{max_n} edges", None, "circuit sizes evaluated")
 
     def evaluate(extra: list[np.ndarray]) -> list[float]:
@@ -193,32 +273,51 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
         progress.update(len(extra))
         return values
 
-    grid = sorted({int(round(x)) for x in np.geomspace(1, max_n, num=min(grid_points, max_n))})
-    full = graph.edge_mask
-    empty = np.zeros_like(full)
-    values = evaluate([full, empty] + [circuit(n) for n in grid])
-    m_model, m_empty = values[0], values[1]
-    curve: dict[int, dict[str, float]] = {}
+    base: dict[str, float] = {}
+    metric_of: dict[int, float] = {}
 
-    def record(n: int, m: float) -> float:
-        f = faithfulness(m, m_model, m_empty)
-        curve[n] = {**f, "n_edges": int(circuit(n).sum()), "metric": m}
-        return f["paper"]
+    def faithfulness_of(sizes: list[int]) -> list[float]:
+        extra = [graph.edge_mask, np.zeros_like(graph.edge_mask)] if not base else []
+        values = evaluate(extra + [circuit(n) for n in sizes])
+        if not base:
+            base["model"], base["empty"] = values[0], values[1]
+            values = values[2:]
+        metric_of.update(zip(sizes, values))
+        return [faithfulness(m, base["model"], base["empty"])["paper"] for m in values]
 
-    f_grid = [record(n, m) for n, m in zip(grid, values[2:])]
-    metric_of = dict(zip(grid, values[2:]))
-    first = next((i for i, f in enumerate(f_grid) if f >= threshold), None)
-    if first is None:
-        size = grid[-1]
-        progress.close()
-        return CircuitSearch(size, circuit(size), False, m_model, m_empty, metric_of[size], curve)
-    lo, hi = (grid[first - 1] + 1 if first > 0 else 1), grid[first]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        metric_of[mid] = evaluate([circuit(mid)])[0]
-        if record(mid, metric_of[mid]) >= threshold:
-            hi = mid
-        else:
-            lo = mid + 1
+    size, reached, evaluated = search_minimal_size(faithfulness_of, max_n, threshold, grid_points)
     progress.close()
-    return CircuitSearch(hi, circuit(hi), True, m_model, m_empty, metric_of[hi], curve)
+    curve = {n: {**faithfulness(metric_of[n], base["model"], base["empty"]), "n_edges": int(circuit(n).sum()),
+                 "metric": metric_of[n]} for n in sorted(evaluated)}
+    return CircuitSearch(size, circuit(size), reached, base["model"], base["empty"], metric_of[size], curve)
+
+
+MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # Mueller et al. 2025 (MIB)
+
+
+def area_under(fractions: list[float], values: list[float]) -> float:
+    """Trapezoidal area under ``values`` against ``fractions`` (x in [0, 1], sorted ascending)."""
+    x, y = np.asarray(fractions, dtype=float), np.asarray(values, dtype=float)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
+
+
+def faithfulness_summaries(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts,
+                           fractions: tuple[float, ...] = MIB_FRACTIONS, batch_size: int = 70,
+                           max_bytes: int = 2 << 30, selection: str = "greedy") -> dict:
+    """MIB's summaries of the faithfulness curve of greedy circuits (Mueller et al. 2025, §3):
+    CPR = ∫ f_norm d(fraction) and CMD = ∫ |1 − f_norm| d(fraction), trapezoids over ``fractions`` of the edges.
+
+    All circuit sizes, m(M) and m(∅) are evaluated in one batched call of :func:`patched_metric`.
+
+    Returns:
+        ``{"fractions": {fraction: {"n": size, "paper": f, "normalized": f}}, "cpr": float, "cmd": float}``.
+    """
+    sizes = [max(1, int(round(f * graph.n_edges))) for f in fractions]
+    masks = [graph.edge_mask, np.zeros_like(graph.edge_mask)]
+    masks += [graph.edge_mask if n >= graph.n_edges else select_circuit(graph, scores, n, selection) for n in sizes]
+    values = patched_metric(bridge, graph, prompts, torch.from_numpy(np.stack(masks)), batch_size, max_bytes).tolist()
+    m_model, m_empty = values[0], values[1]
+    table = {str(f): {"n": n, **faithfulness(m, m_model, m_empty)} for f, n, m in zip(fractions, sizes, values[2:])}
+    norm = [table[str(f)]["normalized"] for f in fractions]
+    return {"fractions": table, "cpr": area_under(list(fractions), norm),
+            "cmd": area_under(list(fractions), [abs(1 - v) for v in norm])}

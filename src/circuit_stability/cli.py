@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from circuit_stability import __version__
-from circuit_stability.artifacts import read_json, write_json, write_parquet
+from circuit_stability.artifacts import write_json, write_parquet
 
 
 def _threads(n: int) -> None:
@@ -127,18 +127,27 @@ def _load_dataset(path: str):
     return TaskDataset(meta["task"], meta["metric"], pd.read_parquet(path), meta["tokenizer"], meta["seed"])
 
 
-def _model_and_prompts(a: argparse.Namespace):
+def _steps(a: argparse.Namespace) -> list[int]:
+    """Parse ``--steps`` and check every (model, step) exists before any expensive work."""
+    from circuit_stability.models import resolve_checkpoint
+
+    steps = [int(x) for x in a.steps.split(",")]
+    for step in steps:
+        resolve_checkpoint(a.model_name or a.model, step, a.suite_dir)
+    return steps
+
+
+def _checkpoints(a: argparse.Namespace, steps: list[int]):
+    """Yield ``(step, bridge, graph, prompts)`` for each step, loading one checkpoint at a time."""
     from circuit_stability.attribution import Prompts
     from circuit_stability.graph import Graph
-    from circuit_stability.models import load_model, resolve_checkpoint
+    from circuit_stability.models import load_model
 
-    resolve_checkpoint(a.model_name or a.model, a.step, a.suite_dir)  # fail fast, before any loading
-    ds = _load_dataset(a.dataset)
     _threads(a.threads)
-    bridge = load_model(a.model_name or a.model, a.step, a.suite_dir, device=a.device, dtype=a.dtype)
-    graph = Graph.from_config(bridge.cfg)
-    prompts = Prompts.from_dataset(ds, bridge.tokenizer.pad_token_id, next(bridge.parameters()).device)
-    return ds, bridge, graph, prompts
+    for step in steps:
+        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device, dtype=a.dtype)
+        prompts = Prompts.from_dataset(a.ds, bridge.tokenizer.pad_token_id, next(bridge.parameters()).device)
+        yield step, bridge, Graph.from_config(bridge.cfg), prompts
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -151,6 +160,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--batch-size", type=int, default=70)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", required=True, help="comma-separated checkpoint steps (one process, loaded in turn)")
+    p.add_argument("--out-dir", required=True, help="writes <out-dir>/step<step>.<ext> for each step")
 
 
 # ---------------------------------------------------------------- behaviour
@@ -158,18 +169,10 @@ def cmd_behavior(a: argparse.Namespace) -> None:
     """Task metric and accuracy (clean and corrupted, per split) at each checkpoint step."""
     import torch
 
-    from circuit_stability.attribution import Prompts
-    from circuit_stability.models import load_model, resolve_checkpoint
-
-    steps = [int(s) for s in a.steps.split(",")]
-    for s in steps:
-        resolve_checkpoint(a.model_name or a.model, s, a.suite_dir)
-    ds = _load_dataset(a.dataset)
-    _threads(a.threads)
-    split = ds.frame["split"].to_numpy()
-    for step in steps:
-        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device, dtype=a.dtype)
-        prompts = Prompts.from_dataset(ds, bridge.tokenizer.pad_token_id, next(bridge.parameters()).device)
+    steps = _steps(a)
+    a.ds = _load_dataset(a.dataset)
+    split = a.ds.frame["split"].to_numpy()
+    for step, bridge, _, prompts in _checkpoints(a, steps):
         clean, corrupted = [], []
         with torch.no_grad():
             for batch in prompts.chunks(a.batch_size):
@@ -180,13 +183,11 @@ def cmd_behavior(a: argparse.Namespace) -> None:
         per_split = {name: {"metric": float(clean[split == name].mean()),
                             "accuracy": float((clean[split == name] > 0).mean()), "n": int((split == name).sum())}
                      for name in sorted(set(split))}
-        out = Path(a.out_dir) / f"step{step}.json"
-        write_json({"model": a.model, "step": step, "tokens_seen": step * a.tokens_per_step, "task": ds.task,
-                    "metric_name": ds.metric, "metric": float(clean.mean()), "accuracy": float((clean > 0).mean()),
-                    "metric_corrupted": float(corrupted.mean()), "n_examples": len(ds), "splits": per_split,
-                    "version": __version__}, out)
-        _log(f"behaviour {a.model} {ds.task} step {step}: {ds.metric} = {clean.mean():.3f}")
-        del bridge
+        write_json({"model": a.model, "step": step, "tokens_seen": step * a.tokens_per_step, "task": a.ds.task,
+                    "metric_name": a.ds.metric, "metric": float(clean.mean()), "accuracy": float((clean > 0).mean()),
+                    "metric_corrupted": float(corrupted.mean()), "n_examples": len(a.ds), "splits": per_split,
+                    "version": __version__}, Path(a.out_dir) / f"step{step}.json")
+        _log(f"behaviour {a.model} {a.ds.task} step {step}: {a.ds.metric} = {clean.mean():.3f}")
 
 
 # ---------------------------------------------------------------- scores
@@ -194,34 +195,34 @@ def cmd_scores(a: argparse.Namespace) -> None:
     """Edge scores of every edge (design §4 scores parquet) with EAP, EAP-IG or exact patching."""
     import numpy as np
     import pandas as pd
-    import torch
 
     from circuit_stability.attribution import METHODS, edge_attribution, exact_scores, interpolation_points
 
     if a.method not in METHODS:
         raise SystemExit(f"unknown method {a.method!r}; valid: {list(METHODS)}")
-    t0 = time.time()
-    ds, bridge, graph, prompts = _model_and_prompts(a)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    if a.method == "exact":
-        scores = exact_scores(bridge, graph, prompts, a.batch_size)
-    else:
-        alphas = interpolation_points(a.method, a.ig_steps, a.ig_convention)
-        scores = edge_attribution(bridge, graph, prompts, alphas, a.batch_size).scores
-    src, dst = graph.edge_index
-    values = scores[src, dst].astype(np.float32)
-    w, r = np.array(graph.writer_names), np.array(graph.reader_names)
-    frame = pd.DataFrame({"src": pd.Categorical(w[src], categories=graph.writer_names),
-                          "dst": pd.Categorical(r[dst], categories=graph.reader_names), "score": values})
-    write_parquet(frame, a.out, {
-        "model": a.model, "step": a.step, "task": ds.task, "method": a.method,
-        "ig_steps": a.ig_steps if a.method == "EAP-IG" else (1 if a.method == "EAP" else 0),
-        "ig_convention": a.ig_convention, "n_examples": len(ds), "metric": ds.metric, "version": __version__,
-        "seed": ds.seed, "n_layers": graph.n_layers, "n_heads": graph.n_heads,
-        "parallel_attn_mlp": graph.parallel_attn_mlp, "tokens_seen": a.step * a.tokens_per_step,
-        "seconds": round(time.time() - t0, 3)})
-    _log(f"scores {a.model} {ds.task} step {a.step}: {len(values)} edges by {a.method} in {time.time() - t0:.1f}s")
+    alphas = None if a.method == "exact" else interpolation_points(a.method, a.ig_steps, a.ig_convention)
+    steps = _steps(a)
+    a.ds = _load_dataset(a.dataset)
+    for step, bridge, graph, prompts in _checkpoints(a, steps):
+        t0 = time.time()
+        if a.method == "exact":
+            scores = exact_scores(bridge, graph, prompts, a.batch_size)
+        else:
+            scores = edge_attribution(bridge, graph, prompts, alphas, a.batch_size).scores
+        src, dst = graph.edge_index
+        values = scores[src, dst].astype(np.float32)
+        w, r = np.array(graph.writer_names), np.array(graph.reader_names)
+        frame = pd.DataFrame({"src": pd.Categorical(w[src], categories=graph.writer_names),
+                              "dst": pd.Categorical(r[dst], categories=graph.reader_names), "score": values})
+        write_parquet(frame, Path(a.out_dir) / f"step{step}.parquet", {
+            "model": a.model, "step": step, "task": a.ds.task, "method": a.method,
+            "ig_steps": a.ig_steps if a.method == "EAP-IG" else (1 if a.method == "EAP" else 0),
+            "ig_convention": a.ig_convention, "n_examples": len(a.ds), "metric": a.ds.metric,
+            "version": __version__, "seed": a.ds.seed, "n_layers": graph.n_layers, "n_heads": graph.n_heads,
+            "parallel_attn_mlp": graph.parallel_attn_mlp, "tokens_seen": step * a.tokens_per_step,
+            "seconds": round(time.time() - t0, 3)})
+        _log(f"scores {a.model} {a.ds.task} step {step}: {len(values)} edges by {a.method} "
+             f"in {time.time() - t0:.1f}s")
 
 
 def read_scores(path: str | Path):
@@ -256,53 +257,47 @@ def read_scores(path: str | Path):
 # ---------------------------------------------------------------- circuits
 def cmd_circuit(a: argparse.Namespace) -> None:
     """Minimal circuit by greedy selection + faithfulness search (design §5) -> circuit JSON."""
-    from circuit_stability.circuits import circuit_nodes, minimal_circuit
+    from circuit_stability.circuits import circuit_nodes, faithfulness_summaries, minimal_circuit
 
-    t0 = time.time()
-    sgraph, scores, meta = read_scores(a.scores)
-    ds, bridge, graph, prompts = _model_and_prompts(a)
-    if graph != sgraph:
-        raise ValueError(f"scores file {a.scores} was computed on {sgraph}, but the model has {graph}")
-    res = minimal_circuit(bridge, graph, scores, prompts, a.threshold, a.max_fraction, a.grid_points, a.batch_size)
-    names = graph.edge_names
-    edges = [names[i] for i in range(graph.n_edges) if res.edges[graph.edge_mask][i]]
-    write_json({
-        "model": a.model, "step": a.step, "task": ds.task, "method": meta["method"], "tokens_seen":
-        a.step * a.tokens_per_step, "selection": "greedy |score| from logits, dead nodes pruned",
-        "threshold": a.threshold, "max_fraction": a.max_fraction, "max_edges": max(1, int(a.max_fraction * graph.n_edges)),
-        "total_edges": graph.n_edges, "size": res.size, "edges": edges, "nodes": circuit_nodes(graph, res.edges),
-        "n_edges": len(edges), "reached": res.reached, "metric_circuit": res.metric_circuit,
-        "metric_model": res.metric_model, "metric_empty": res.metric_empty,
-        "faithfulness": {str(k): v for k, v in sorted(res.curve.items())},
-        "seconds": round(time.time() - t0, 3), "version": __version__}, a.out)
-    f = res.curve[res.size]["paper"]
-    _log(f"circuit {a.model} {ds.task} step {a.step}: {len(edges)} edges, f_paper={f:.3f}, reached={res.reached}")
+    steps = _steps(a)
+    a.ds = _load_dataset(a.dataset)
+    loaded = {step: read_scores(Path(a.scores_dir) / f"step{step}.parquet") for step in steps}  # fail fast
+    for step, bridge, graph, prompts in _checkpoints(a, steps):
+        t0 = time.time()
+        sgraph, scores, meta = loaded[step]
+        if graph != sgraph:
+            raise ValueError(f"scores of step {step} were computed on {sgraph}, but the model has {graph}")
+        res = minimal_circuit(bridge, graph, scores, prompts, a.threshold, a.max_fraction, a.grid_points,
+                              a.batch_size, selection=a.selection)
+        mib = faithfulness_summaries(bridge, graph, scores, prompts, batch_size=a.batch_size,
+                                     selection=a.selection)
+        in_circuit = res.edges[graph.edge_mask]
+        edges = [name for name, keep in zip(graph.edge_names, in_circuit) if keep]
+        write_json({
+            "model": a.model, "step": step, "task": a.ds.task, "method": meta["method"],
+            "tokens_seen": step * a.tokens_per_step, "selection": a.selection, "pruned": True,
+            "threshold": a.threshold, "max_fraction": a.max_fraction,
+            "max_edges": max(1, int(a.max_fraction * graph.n_edges)), "total_edges": graph.n_edges,
+            "size": res.size, "edges": edges, "nodes": circuit_nodes(graph, res.edges), "n_edges": len(edges),
+            "reached": res.reached, "metric_circuit": res.metric_circuit, "metric_model": res.metric_model,
+            "metric_empty": res.metric_empty, "faithfulness": {str(k): v for k, v in sorted(res.curve.items())},
+            "mib": mib,
+            "seconds": round(time.time() - t0, 3), "version": __version__}, Path(a.out_dir) / f"step{step}.json")
+        f = res.curve[res.size]["paper"]
+        _log(f"circuit {a.model} {a.ds.task} step {step}: {len(edges)} edges, f_paper={f:.3f}, "
+             f"reached={res.reached}")
 
 
 # ---------------------------------------------------------------- tables and figures
 def cmd_tables(a: argparse.Namespace) -> None:
     """Collect per-checkpoint JSONs into long-format parquet tables (design §4 tables)."""
-    import pandas as pd
+    from circuit_stability.tables import behavior_table, circuit_table, emergence_table, faithfulness_table
 
-    rows = []
-    for p in a.behavior:
-        b = read_json(p)
-        base = {k: b[k] for k in ("model", "step", "tokens_seen", "task", "metric_name")}
-        rows.append({**base, "split": "all", "metric": b["metric"], "accuracy": b["accuracy"],
-                     "metric_corrupted": b["metric_corrupted"], "n": b["n_examples"]})
-        rows += [{**base, "split": s, "metric": v["metric"], "accuracy": v["accuracy"], "metric_corrupted": None,
-                  "n": v["n"]} for s, v in b["splits"].items()]
-    behavior = pd.DataFrame(rows).sort_values(["model", "task", "split", "step"], kind="stable")
+    behavior = behavior_table(a.behavior)
     write_parquet(behavior, Path(a.out) / "behavior.parquet")
-    crow = []
-    for p in a.circuits:
-        c = read_json(p)
-        f = c["faithfulness"][str(c["size"])]
-        crow.append({k: c[k] for k in ("model", "step", "tokens_seen", "task", "method", "n_edges", "size",
-                                       "reached", "metric_model", "metric_empty", "metric_circuit", "total_edges")}
-                    | {"n_nodes": len(c["nodes"]), "f_paper": f["paper"], "f_norm": f["normalized"]})
-    circuits = pd.DataFrame(crow).sort_values(["model", "task", "step"], kind="stable")
-    write_parquet(circuits, Path(a.out) / "circuits.parquet")
+    write_parquet(circuit_table(a.circuits), Path(a.out) / "circuits.parquet")
+    write_parquet(faithfulness_table(a.circuits), Path(a.out) / "faithfulness.parquet")
+    write_parquet(emergence_table(behavior), Path(a.out) / "emergence.parquet")
 
 
 def cmd_plot(a: argparse.Namespace) -> None:
@@ -395,27 +390,22 @@ def main(argv: list[str] | None = None) -> None:
 
     s = sub.add_parser("behavior", help="task metric at checkpoints")
     _common(s)
-    s.add_argument("--steps", required=True, help="comma-separated steps")
-    s.add_argument("--out-dir", required=True)
     s.set_defaults(fn=cmd_behavior)
 
-    s = sub.add_parser("scores", help="edge scores at one checkpoint")
+    s = sub.add_parser("scores", help="edge scores at checkpoints")
     _common(s)
-    s.add_argument("--step", type=int, required=True)
     s.add_argument("--method", default="EAP-IG")
     s.add_argument("--ig-steps", type=int, default=5)
     s.add_argument("--ig-convention", default="paper")
-    s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_scores)
 
-    s = sub.add_parser("circuit", help="minimal circuit at one checkpoint")
+    s = sub.add_parser("circuit", help="minimal circuits at checkpoints")
     _common(s)
-    s.add_argument("--step", type=int, required=True)
-    s.add_argument("--scores", required=True)
+    s.add_argument("--scores-dir", required=True, help="folder of step<step>.parquet score files")
     s.add_argument("--threshold", type=float, default=0.8)
     s.add_argument("--max-fraction", type=float, default=0.05)
     s.add_argument("--grid-points", type=int, default=8)
-    s.add_argument("--out", required=True)
+    s.add_argument("--selection", default="greedy", choices=["greedy", "topn-abs", "topn-signed"])
     s.set_defaults(fn=cmd_circuit)
 
     s = sub.add_parser("tables", help="aggregate behaviour and circuit JSONs into parquet tables")

@@ -7,10 +7,17 @@ Documents are short narratives mixing several sentence kinds, each chosen with a
 - ``narrative``: other sentences with one or two names (names reused in ways that do not give IOI away);
 - ``repeat``: a random span of words repeated verbatim (the induction motif, Olsson et al. 2022);
 - ``ordinal``: runs of an ordinal sequence (days, months, number words; Gould et al. 2023's successor motif);
-- ``filler``: plain subject–verb–object sentences.
+- ``gp``: "So Mary is a really nice person, isn't she?" and other sentences where a pronoun refers to a name;
+- ``gt``: "The war lasted from the year 1732 to the year 1756." (the end year is 1–25 years later);
+- ``sva``: "The dogs near the cat are happy." (agreement across a prepositional phrase or relative clause)
+  and plain "The dog is happy.";
+- ``filler``: plain subject–verb–object sentences, and sentences that use the held-out words outside their
+  task frames (so every evaluation word occurs in training).
 
-Held-out IOI templates (:data:`lexicon.IOI_HELD_OUT`) never appear, so evaluation on them measures the
-learnt task rather than memorised strings.
+Held out of training, so evaluation measures the learnt task rather than memorised strings: IOI templates
+:data:`lexicon.IOI_HELD_OUT`, Gendered-Pronoun attributes :data:`lexicon.GP_HELD_OUT`, Greater-Than nouns
+:data:`lexicon.GT_HELD_OUT` (in the frame), SVA subjects :data:`lexicon.SVA_HELD_OUT` (with a distractor), and
+every combination that :func:`lexicon.is_reserved` reserves for the "seen" evaluation split.
 """
 
 from __future__ import annotations
@@ -21,15 +28,16 @@ import numpy as np
 
 from circuit_stability.suite import lexicon as lx
 
-SENTENCE_KINDS = ("ioi", "narrative", "repeat", "ordinal", "filler")
+SENTENCE_KINDS = ("ioi", "narrative", "repeat", "ordinal", "filler", "gp", "gt", "sva")
 
 
 @dataclass(frozen=True)
 class CorpusConfig:
     """Mixture weights of the sentence kinds and document length (sentences per document)."""
 
-    weights: dict = field(default_factory=lambda: {"ioi": 4.0, "narrative": 2.0, "repeat": 1.0,
-                                                   "ordinal": 0.5, "filler": 1.0})
+    weights: dict = field(default_factory=lambda: {"ioi": 4.0, "narrative": 2.0, "repeat": 4.0,
+                                                   "ordinal": 0.5, "filler": 1.0, "gp": 5.0, "gt": 3.0,
+                                                   "sva": 3.0})
     sentences_per_document: tuple[int, int] = (2, 5)
 
     def __post_init__(self) -> None:
@@ -58,13 +66,73 @@ def ioi_sentence(rng: np.random.Generator, template: str, io: str, s: str, abba:
 
 
 SEEN_IOI_TEMPLATES = tuple(t for i, t in enumerate(lx.IOI_TEMPLATES_BABA) if i not in lx.IOI_HELD_OUT)
+_SEEN_IOI = [i for i in range(len(lx.IOI_TEMPLATES_BABA)) if i not in lx.IOI_HELD_OUT]
+_SEEN_GP = [i for i in range(len(lx.GP_ATTRIBUTES)) if i not in lx.GP_HELD_OUT]
+_SEEN_GT = [n for n in lx.GT_NOUNS if n not in lx.GT_HELD_OUT]
+_SEEN_SVA = [i for i, (sg, _) in enumerate(lx.SVA_NOUNS) if sg not in lx.SVA_HELD_OUT]
+
+
+def gender(name: str) -> str:
+    """``"male"`` or ``"female"`` for a name of :data:`lexicon.NAMES`."""
+    return "male" if name in lx.MALE_NAMES else "female"
+
+
+def sva_subject(rng: np.random.Generator, nouns: list[int]) -> tuple[int, int, str]:
+    """A random subject: (noun index, number 0 = singular / 1 = plural, word)."""
+    i, num = nouns[int(rng.integers(len(nouns)))], int(rng.integers(2))
+    return i, num, lx.SVA_NOUNS[i][num]
+
+
+def _until_unreserved(rng: np.random.Generator, task: str, draw):
+    """Draw ``(key, sentence)`` until the key is not reserved for evaluation."""
+    while True:
+        key, sentence = draw()
+        if not lx.is_reserved(task, *key):
+            return sentence
 
 
 def _sentence(rng: np.random.Generator, kind: str) -> str:
     if kind == "ioi":
-        io, s = rng.choice(len(lx.NAMES), size=2, replace=False)
-        io, s = lx.NAMES[io], lx.NAMES[s]
-        return ioi_sentence(rng, _pick(rng, SEEN_IOI_TEMPLATES), io, s, bool(rng.integers(2))) + "."
+        def draw():
+            io, s = (lx.NAMES[i] for i in rng.choice(len(lx.NAMES), size=2, replace=False))
+            t, abba = _pick(rng, _SEEN_IOI), bool(rng.integers(2))
+            return (t, io, s, abba), ioi_sentence(rng, lx.IOI_TEMPLATES_BABA[t], io, s, abba) + "."
+        return _until_unreserved(rng, "ioi", draw)
+    if kind == "gp":
+        name = _pick(rng, lx.NAMES)
+        pron = lx.PRONOUNS[gender(name)]
+        if rng.random() < 0.6:
+            def draw():
+                a = _pick(rng, _SEEN_GP)
+                return (name, a), f"So {name} is {lx.GP_ATTRIBUTES[a]}, isn't {pron}?"
+            return _until_unreserved(rng, "gp", draw)
+        form = int(rng.integers(3))
+        if form == 0:
+            return f"{name} said that {pron} was {_pick(rng, lx.ADJECTIVES)}."
+        if form == 1:
+            return f"{name} went to the {_pick(rng, lx.PLACES)} because {pron} was {_pick(rng, lx.ADJECTIVES)}."
+        return f"When {name} saw the {_pick(rng, lx.NOUNS)}, {pron} was {_pick(rng, lx.ADJECTIVES)}."
+    if kind == "gt":
+        def draw():
+            noun, xx, yy = _pick(rng, _SEEN_GT), _pick(rng, lx.GT_CENTURIES), _pick(rng, lx.GT_YY)
+            zz = int(rng.integers(yy + 1, min(99, yy + lx.GT_MAX_SPAN) + 1))
+            return (noun, xx, yy), f"The {noun} lasted from the year {xx}{yy:02d} to the year {xx}{zz:02d}."
+        return _until_unreserved(rng, "gt", draw)
+    if kind == "sva":
+        if rng.random() < 0.5:  # plain agreement, every noun (held-out subjects learn their number here)
+            _, num, subj = sva_subject(rng, list(range(len(lx.SVA_NOUNS))))
+            return f"The {subj} {_pick(rng, lx.SVA_VERBS['plural' if num else 'singular'])} {_sva_rest(rng)}."
+
+        def draw():
+            i, num, subj = sva_subject(rng, _SEEN_SVA)
+            j, num2, obj = sva_subject(rng, list(range(len(lx.SVA_NOUNS))))
+            verb = _pick(rng, lx.SVA_VERBS["plural" if num else "singular"])
+            if rng.random() < 0.75:
+                prep = _pick(rng, lx.SVA_PREPS)
+                return (i, num, prep, j, num2), f"The {subj} {prep} the {obj} {verb} {_sva_rest(rng, verb)}."
+            return (i, num, "that", j, num2), (f"The {subj} that the {obj} {_pick(rng, lx.VERBS_PAST)} {verb} "
+                                               f"{_sva_rest(rng, verb)}.")
+        return _until_unreserved(rng, "sva", draw)
     if kind == "narrative":
         a, b = (lx.NAMES[i] for i in rng.choice(len(lx.NAMES), size=2, replace=False))
         form = int(rng.integers(4))
@@ -85,9 +153,22 @@ def _sentence(rng: np.random.Generator, kind: str) -> str:
         n = int(rng.integers(3, len(seq) + 1))
         return " ".join(seq[(start + i) % len(seq)] for i in range(n)) + "."
     if kind == "filler":
-        return (f"The {_pick(rng, lx.NOUNS)} {_pick(rng, lx.VERBS_PAST)} the {_pick(rng, lx.NOUNS)} "
-                f"at the {_pick(rng, lx.PLACES)}.")
+        form = int(rng.integers(4))
+        if form == 0:
+            return (f"The {_pick(rng, lx.NOUNS)} {_pick(rng, lx.VERBS_PAST)} the {_pick(rng, lx.NOUNS)} "
+                    f"at the {_pick(rng, lx.PLACES)}.")
+        if form == 1:  # event nouns (Greater-Than's, held-out ones included) outside the frame
+            return f"The {_pick(rng, lx.GT_NOUNS)} was {_pick(rng, lx.ADJECTIVES)}."
+        if form == 2:  # attributes (held-out ones included) outside the "isn't" frame
+            return f"{_pick(rng, lx.NAMES)} was {_pick(rng, lx.GP_ATTRIBUTES)}."
+        return f"In {_pick(rng, lx.GT_CENTURIES)}{_pick(rng, lx.GT_YY):02d} the {_pick(rng, lx.NOUNS)} was {_pick(rng, lx.ADJECTIVES)}."
     raise ValueError(f"unknown sentence kind {kind!r}; valid kinds: {list(SENTENCE_KINDS)}")
+
+
+def _sva_rest(rng: np.random.Generator, verb: str | None = None) -> str:
+    if verb in ("has", "have"):
+        return f"a {_pick(rng, lx.OBJECTS)}"
+    return _pick(rng, lx.ADJECTIVES)
 
 
 def generate_documents(seed: int, n_documents: int, config: CorpusConfig = CorpusConfig()) -> list[str]:
@@ -115,6 +196,8 @@ def lexicon_sample() -> list[str]:
     texts = [" ".join(words), " ".join(w.lower() for w in words), " ".join(w.capitalize() for w in words),
              template_words, template_words.lower(), "The the A a. , It it Then When While After"]
     texts += [w + "." for w in words] + [w + "," for w in words]
+    texts += [" ".join(str(y) for y in range(1100, 1900)), "00 01 99", "?"]
+    texts += [" ".join(w for pair in lx.SVA_NOUNS for w in pair), " ".join(lx.GP_ATTRIBUTES)]
     # every sentence form of the grammar, each kind sampled on its own
     for kind in SENTENCE_KINDS:
         texts += generate_documents(0, 200, CorpusConfig(weights={kind: 1.0}))

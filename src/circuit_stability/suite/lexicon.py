@@ -44,7 +44,7 @@ IOI_TEMPLATES_BABA = (
     "Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to [A]",
 )
 # Templates with these indices never appear in the training corpus (the "held_out" split).
-IOI_HELD_OUT = frozenset({3, 8, 13})
+IOI_HELD_OUT = frozenset({5, 8, 11})  # each word of these occurs in other templates
 
 # --- filler vocabulary
 NOUNS = (
@@ -59,3 +59,42 @@ ORDINAL_SEQUENCES = (
     "one two three four five six seven eight nine ten".split(),
     "first second third fourth fifth sixth seventh eighth ninth tenth".split(),
 )
+
+# --- Gendered-Pronoun (reference.md §2.2): "So {name} is {attribute}, isn't" -> " he" / " she"
+GP_ATTRIBUTES = (
+    "such a good cook", "a very good athlete", "a really great friend", "such a funny person",
+    "a really nice person", "such a kind teacher", "a very good singer",
+)
+GP_HELD_OUT = frozenset({5, 6})  # attribute indices never used in the "So … isn't" frame in training
+PRONOUNS = {"male": "he", "female": "she"}
+
+# --- Greater-Than (reference.md §2.3): "The {noun} lasted from the year {XX}{YY} to the year {XX}"
+GT_NOUNS = ("war", "trip", "reign", "drought", "festival", "journey", "project", "expedition", "strike",
+            "siege", "voyage", "fair")
+GT_HELD_OUT = frozenset({"strike", "siege", "voyage", "fair"})  # never in the frame; seen in other sentences
+GT_CENTURIES = tuple(range(11, 19))  # years 1100–1899, as the paper's 1100–1800
+GT_YY = tuple(range(2, 99))  # the first (00, 01) and last (99) years of a century are not used as YY
+GT_MAX_SPAN = 25  # in training, the end year is 1 … 25 years after the start (a real duration, not any later year)
+
+# --- Subject-verb agreement: "The {subject} {prep} the {noun}" -> is/are, was/were, has/have
+SVA_NOUNS = (("dog", "dogs"), ("cat", "cats"), ("teacher", "teachers"), ("doctor", "doctors"),
+             ("farmer", "farmers"), ("child", "children"), ("friend", "friends"), ("king", "kings"),
+             ("student", "students"), ("writer", "writers"), ("singer", "singers"), ("baker", "bakers"),
+             ("driver", "drivers"), ("painter", "painters"), ("pilot", "pilots"), ("bird", "birds"),
+             ("horse", "horses"), ("queen", "queens"))
+SVA_HELD_OUT = frozenset({"pilot", "horse", "queen"})  # never the subject of a distractor sentence in training
+SVA_PREPS = ("near", "behind", "beside", "with")
+SVA_VERBS = {"singular": ("is", "was", "has"), "plural": ("are", "were", "have")}
+
+# Fraction of each task's (template × filler) combinations reserved for evaluation: the corpus never
+# generates a reserved combination, and the "seen" split of every evaluation set is drawn from them, so no
+# evaluation prompt occurs verbatim in training.
+RESERVED_FRACTION = {"ioi": 0.1, "gp": 0.25, "gt": 0.1, "sva": 0.1}
+
+
+def is_reserved(task: str, *key) -> bool:
+    """Whether the combination ``key`` of ``task`` is reserved for evaluation (a stable hash, seed-free)."""
+    import hashlib
+
+    digest = hashlib.sha256(repr((task, *key)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 10_000 < RESERVED_FRACTION[task] * 10_000

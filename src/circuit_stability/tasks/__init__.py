@@ -9,10 +9,15 @@ from __future__ import annotations
 from typing import Callable
 
 from circuit_stability.tasks.base import TaskDataset, TokenizationError, example_metric, single_token_id
+from circuit_stability.tasks.gp import gp_dataset
+from circuit_stability.tasks.greater_than import greater_than_dataset
 from circuit_stability.tasks.ioi import ioi_dataset
+from circuit_stability.tasks.sva import sva_dataset
 
-TASKS: dict[str, Callable[..., TaskDataset]] = {"ioi": ioi_dataset}
-DEFAULT_EXAMPLES = {"ioi": 70}
+# Tigges et al. (2024) §2.4: IOI, Gendered-Pronoun, Greater-Than, Subject-Verb Agreement.
+TASKS: dict[str, Callable[..., TaskDataset]] = {"ioi": ioi_dataset, "gp": gp_dataset,
+                                                "greater_than": greater_than_dataset, "sva": sva_dataset}
+DEFAULT_EXAMPLES = {"ioi": 70, "gp": 70, "greater_than": 200, "sva": 200}
 
 
 def make_dataset(task: str, tokenizer, n_examples: int | None = None, seed: int = 42) -> TaskDataset:

@@ -122,3 +122,38 @@ def single_token_id(tokenizer, word: str) -> int:
             f"it tokenizes to {pieces}; every answer word must be exactly one known token"
         )
     return ids[0]
+
+
+def pair_row(tokenizer, clean_text: str, corrupted_text: str, answer_ids: list[int], flags: list[int],
+             split: str, **extra) -> dict:
+    """One dataset row: tokenize a clean/corrupted pair (no special tokens) and read the last position.
+
+    Raises:
+        ValueError: if the two prompts tokenize to different lengths.
+    """
+    clean = tokenizer(clean_text, add_special_tokens=False)["input_ids"]
+    corrupted = tokenizer(corrupted_text, add_special_tokens=False)["input_ids"]
+    if len(clean) != len(corrupted):
+        raise ValueError(f"clean {clean_text!r} and corrupted {corrupted_text!r} tokenize to different lengths "
+                         f"({len(clean)} vs {len(corrupted)})")
+    return {"clean": clean, "corrupted": corrupted, "clean_text": clean_text, "corrupted_text": corrupted_text,
+            "position": len(clean) - 1, "answer_ids": list(answer_ids), "flags": list(flags), "split": split,
+            **extra}
+
+
+def token_ids(tokenizer, words: list[str], task: str) -> list[int]:
+    """Single-token ids of ``words`` (each with its leading space if it has one).
+
+    Raises:
+        TokenizationError: naming every word that is not one token, the task and the tokenizer.
+    """
+    ids, bad = [], []
+    for w in words:
+        try:
+            ids.append(single_token_id(tokenizer, w))
+        except TokenizationError:
+            bad.append(w)
+    if bad:
+        raise TokenizationError(f"{task}: answer words {bad} are not single tokens in tokenizer "
+                                f"{getattr(tokenizer, 'name_or_path', '?')!r}; every answer must be one token")
+    return ids

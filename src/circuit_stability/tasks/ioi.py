@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from circuit_stability.suite import lexicon as lx
-from circuit_stability.tasks.base import TaskDataset, TokenizationError, single_token_id
+from circuit_stability.tasks.base import TaskDataset, pair_row, token_ids
 
 N_EXAMPLES = 70  # Tigges et al. (2024): from_ioi(model, 70)
 
@@ -28,10 +28,11 @@ def _fill(template: str, io: str, s: str, s2: str, abba: bool, place: str, obj: 
 
 def ioi_dataset(tokenizer, n_examples: int = N_EXAMPLES, seed: int = 42,
                 names: tuple[str, ...] = lx.NAMES) -> TaskDataset:
-    """Generate ``n_examples`` IOI pairs, half ABBA and half BABA, over all of Wang et al.'s templates.
+    """Generate ``n_examples`` IOI pairs, half ABBA and half BABA, over Wang et al.'s 15 templates.
 
-    Templates in :data:`lexicon.IOI_HELD_OUT` never occur in the embedded suite's corpus; their examples get
-    ``split = "held_out"``, the others ``"seen"``.
+    Half the examples (``split = "held_out"``) use the templates of :data:`lexicon.IOI_HELD_OUT`, which never
+    occur in the embedded suite's corpus; the other half (``"seen"``) use the other templates with name pairs
+    that :func:`lexicon.is_reserved` keeps out of the corpus, so no prompt occurs verbatim in training.
 
     Args:
         tokenizer: a Hugging Face tokenizer; every ``" " + name`` must be one token.
@@ -43,42 +44,29 @@ def ioi_dataset(tokenizer, n_examples: int = N_EXAMPLES, seed: int = 42,
         A :class:`TaskDataset` with answers ``[IO, S]``, flags ``[+1, −1]`` and metric ``logit_diff``.
 
     Raises:
-        TokenizationError: naming every name that is not a single token.
+        TokenizationError: naming every name that is not a single token (with a leading space).
         ValueError: if ``n_examples < 1`` or fewer than two names are given.
     """
     if n_examples < 1:
         raise ValueError(f"n_examples must be >= 1; got {n_examples}")
     if len(names) < 2:
         raise ValueError(f"IOI needs at least two names; got {list(names)}")
-    name_ids, bad = {}, []
-    for name in names:
-        try:
-            name_ids[name] = single_token_id(tokenizer, " " + name)
-        except TokenizationError:
-            bad.append(name)
-    if bad:
-        raise TokenizationError(
-            f"IOI names {bad} are not single tokens (with a leading space) in tokenizer "
-            f"{getattr(tokenizer, 'name_or_path', '?')!r}; pass names that are")
+    name_ids = dict(zip(names, token_ids(tokenizer, [" " + n for n in names], "ioi")))
+    seen = [t for t in range(len(lx.IOI_TEMPLATES_BABA)) if t not in lx.IOI_HELD_OUT]
+    held = sorted(lx.IOI_HELD_OUT)
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_examples):
-        t = int(rng.integers(len(lx.IOI_TEMPLATES_BABA)))
-        io, s = (names[j] for j in rng.choice(len(names), size=2, replace=False))
-        abba = i % 2 == 0
+        abba, split = i % 2 == 0, ("held_out" if (i // 2) % 2 else "seen")
+        while True:
+            t = int(rng.choice(held if split == "held_out" else seen))
+            io, s = (names[j] for j in rng.choice(len(names), size=2, replace=False))
+            if split == "held_out" or lx.is_reserved("ioi", t, io, s, abba):
+                break
         place, obj = lx.PLACES[int(rng.integers(len(lx.PLACES)))], lx.OBJECTS[int(rng.integers(len(lx.OBJECTS)))]
-        template = lx.IOI_TEMPLATES_BABA[t]
-        assert template.endswith(" [A]")
-        prompt = template[: -len(" [A]")]
-        clean_text = _fill(prompt, io, s, s, abba, place, obj)
-        corrupted_text = _fill(prompt, io, s, io, abba, place, obj)
-        clean = tokenizer(clean_text, add_special_tokens=False)["input_ids"]
-        corrupted = tokenizer(corrupted_text, add_special_tokens=False)["input_ids"]
-        rows.append({
-            "clean": clean, "corrupted": corrupted, "clean_text": clean_text, "corrupted_text": corrupted_text,
-            "position": len(clean) - 1, "answer_ids": [name_ids[io], name_ids[s]], "flags": [1, -1],
-            "split": "held_out" if t in lx.IOI_HELD_OUT else "seen", "template": t,
-            "order": "ABBA" if abba else "BABA",
-        })
+        prompt = lx.IOI_TEMPLATES_BABA[t][: -len(" [A]")]
+        rows.append(pair_row(tokenizer, _fill(prompt, io, s, s, abba, place, obj), _fill(prompt, io, s, io, abba, place, obj),
+                             [name_ids[io], name_ids[s]], [1, -1], split, template=t,
+                             order="ABBA" if abba else "BABA"))
     frame = pd.DataFrame(rows)
     return TaskDataset("ioi", "logit_diff", frame, getattr(tokenizer, "name_or_path", "?"), seed)

@@ -1,0 +1,69 @@
+"""Shared pieces of the benchmarks: model shapes built offline with random weights, prompts, timers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from circuit_stability.attribution import Prompts
+from circuit_stability.models import load_model
+from circuit_stability.suite.corpus import lexicon_sample
+from circuit_stability.suite.tokenizer import build_tokenizer
+
+# (layers, d_model, heads, vocab): embedded sizes from config/config.yaml; Pythia from its published configs.
+SHAPES = {
+    "mini-s": (2, 64, 4, None), "mini-m": (3, 96, 6, None), "mini-l": (4, 128, 8, None),
+    "pythia-70m": (6, 512, 8, 50_304), "pythia-160m": (12, 768, 12, 50_304),
+}
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled in a background thread (bytes)."""
+
+    def __enter__(self):
+        self.proc, self.base, self.peak, self.run = psutil.Process(), psutil.Process().memory_info().rss, 0, True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.run:
+            self.peak = max(self.peak, self.proc.memory_info().rss - self.base)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.run = False
+        self.thread.join()
+
+
+def build(tmp: Path, name: str):
+    layers, d, heads, vocab = SHAPES[name]
+    tok = build_tokenizer(lexicon_sample())
+    cfg = GPTNeoXConfig(vocab_size=vocab or len(tok), hidden_size=d, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=4 * d, rotary_pct=0.25,
+                        use_parallel_residual=True, tie_word_embeddings=False, max_position_embeddings=2048)
+    torch.manual_seed(0)
+    GPTNeoXForCausalLM(cfg).save_pretrained(tmp / name / "step0")
+    tok.save_pretrained(tmp / name / "step0")
+    return load_model(name, 0, tmp, device="cpu")
+
+
+def prompts(vocab: int, batch: int, positions: int) -> Prompts:
+    g = torch.Generator().manual_seed(1)
+    clean = torch.randint(3, min(vocab, 900), (batch, positions), generator=g)
+    corrupted = clean.clone()
+    corrupted[:, positions // 2] = (clean[:, positions // 2] + 1) % min(vocab, 900)
+    return Prompts(clean, corrupted, torch.full((batch,), positions - 1), torch.tensor([[5, 6]] * batch),
+                   torch.tensor([[1.0, -1.0]] * batch), "logit_diff")
+
+
+def timed(fn, *args, **kwargs):
+    """``(seconds, result)`` of one call."""
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - t, out

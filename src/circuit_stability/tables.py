@@ -1,0 +1,92 @@
+"""Study-wide tables (design §4 "Tables"): long-format frames built from the per-checkpoint JSON files.
+
+- behaviour: one row per (model, task, step, split) with the task metric and accuracy;
+- circuits: one row per (model, task, step) with the minimal circuit's size and faithfulness;
+- emergence: one row per (model, task): the first checkpoint whose metric reaches half of the final
+  checkpoint's (Tigges et al. 2024 §3.1 compare such onsets across sizes), in steps and tokens, and the
+  spread of that onset across model sizes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def behavior_table(paths: list[str | Path]) -> pd.DataFrame:
+    """Rows ``model, step, tokens_seen, task, metric_name, split ('all'|'seen'|'held_out'), metric, accuracy,
+    metric_corrupted, n`` from behaviour JSONs."""
+    rows = []
+    for p in paths:
+        b = json.loads(Path(p).read_text())
+        base = {k: b[k] for k in ("model", "step", "tokens_seen", "task", "metric_name")}
+        rows.append({**base, "split": "all", "metric": b["metric"], "accuracy": b["accuracy"],
+                     "metric_corrupted": b["metric_corrupted"], "n": b["n_examples"]})
+        rows += [{**base, "split": s, "metric": v["metric"], "accuracy": v["accuracy"], "metric_corrupted": np.nan,
+                  "n": v["n"]} for s, v in b["splits"].items()]
+    return pd.DataFrame(rows).sort_values(["model", "task", "split", "step"], kind="stable", ignore_index=True)
+
+
+def circuit_table(paths: list[str | Path]) -> pd.DataFrame:
+    """Rows ``model, step, tokens_seen, task, method, n_edges, n_nodes, size, reached, metric_model,
+    metric_empty, metric_circuit, total_edges, f_paper, f_norm, cpr, cmd`` from circuit JSONs."""
+    rows = []
+    for p in paths:
+        c = json.loads(Path(p).read_text())
+        f = c["faithfulness"][str(c["size"])]
+        rows.append({k: c[k] for k in ("model", "step", "tokens_seen", "task", "method", "n_edges", "size",
+                                       "reached", "metric_model", "metric_empty", "metric_circuit", "total_edges")}
+                    | {"n_nodes": len(c["nodes"]), "f_paper": f["paper"], "f_norm": f["normalized"],
+                       "cpr": c.get("mib", {}).get("cpr", np.nan), "cmd": c.get("mib", {}).get("cmd", np.nan)})
+    return pd.DataFrame(rows).sort_values(["model", "task", "step"], kind="stable", ignore_index=True)
+
+
+def faithfulness_table(paths: list[str | Path]) -> pd.DataFrame:
+    """Long-format faithfulness curves: rows ``model, step, tokens_seen, task, n (greedy size), n_edges (after
+    pruning), fraction (of all edges, for MIB's grid, else NaN), f_paper, f_norm, source ('search'|'mib')``."""
+    rows = []
+    for p in paths:
+        c = json.loads(Path(p).read_text())
+        base = {k: c[k] for k in ("model", "step", "tokens_seen", "task")}
+        for n, v in c["faithfulness"].items():
+            rows.append({**base, "n": int(n), "n_edges": v["n_edges"], "fraction": np.nan, "f_paper": v["paper"],
+                         "f_norm": v["normalized"], "source": "search"})
+        for frac, v in c.get("mib", {}).get("fractions", {}).items():
+            rows.append({**base, "n": v["n"], "n_edges": v["n"], "fraction": float(frac), "f_paper": v["paper"],
+                         "f_norm": v["normalized"], "source": "mib"})
+    return pd.DataFrame(rows).sort_values(["model", "task", "step", "source", "n"], kind="stable",
+                                          ignore_index=True)
+
+
+def emergence_table(behavior: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
+    """Onset of each task in each model: the first step whose metric (split 'all') is ≥ ``fraction`` × the final
+    checkpoint's metric.
+
+    Returns:
+        Rows ``model, task, metric_name, final_metric, emergence_step, emergence_tokens`` (NaN when the final
+        metric is ≤ 0: the task was never learnt), plus per task ``spread_ratio`` = max/min emergence tokens
+        across the models that learnt it, and ``spread_log10_std`` = standard deviation of log10 tokens.
+    """
+    rows = []
+    frame = behavior[behavior["split"] == "all"]
+    for (model, task), f in frame.groupby(["model", "task"], sort=True):
+        f = f.sort_values("step")
+        final = float(f["metric"].iloc[-1])
+        hit = f[f["metric"] >= fraction * final] if final > 0 else f.iloc[:0]
+        step = int(hit["step"].iloc[0]) if len(hit) else np.nan
+        tokens = int(hit["tokens_seen"].iloc[0]) if len(hit) else np.nan
+        rows.append({"model": model, "task": task, "metric_name": f["metric_name"].iloc[0], "final_metric": final,
+                     "emergence_step": step, "emergence_tokens": tokens})
+    out = pd.DataFrame(rows)
+    spread = {}
+    for task, f in out.groupby("task"):
+        t = f["emergence_tokens"].dropna().astype(float)
+        t = t[t > 0]
+        spread[task] = (float(t.max() / t.min()) if len(t) else np.nan,
+                        float(np.log10(t).std(ddof=0)) if len(t) else np.nan)
+    out["spread_ratio"] = out["task"].map(lambda t: spread[t][0])
+    out["spread_log10_std"] = out["task"].map(lambda t: spread[t][1])
+    return out
