@@ -41,7 +41,7 @@ def test_invalid_config_messages(quick, mutate, expected):
 
 
 def test_snakemake_rejects_bad_config_before_any_job(tmp_path, quick):
-    for item in ("Snakefile", "rules", "config", "profiles"):
+    for item in ("Snakefile", "rules", "config", "profiles", "report"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
     bad = copy.deepcopy(quick)

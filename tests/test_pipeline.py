@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 def _copy_workflow(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "rules", "config", "profiles"):
+    for item in ("Snakefile", "rules", "config", "profiles", "report"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
     return dest
@@ -66,10 +66,10 @@ def _artefacts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    cwd = _copy_workflow(tmp_path_factory.mktemp("study"))
-    _snakemake(cwd)
-    return cwd
+def study(versioned_study) -> Path:
+    """The quick study, built once per session (tests/conftest.py) and shared with the DVC and MLflow tests;
+    tests here only read it (the one that deletes a file works on a copy)."""
+    return versioned_study
 
 
 def test_every_artefact_is_produced(study):
@@ -99,7 +99,8 @@ def test_scores_and_circuit_contracts(study):
     assert (behavior["tokens_seen"] == behavior["step"] * 8 * 64).all()
 
 
-def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study):
+def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study, tmp_path):
+    study = Path(shutil.copytree(study, tmp_path / "copy", symlinks=True))  # copy2 keeps the timestamps
     target = study / "results/scores/quick-m/ioi/step200.parquet"
     others = {p: p.stat().st_mtime_ns for p in (study / "results/scores").rglob("*.parquet") if p != target}
     behavior = {p: p.stat().st_mtime_ns for p in (study / "results/behavior").rglob("*.json")}
