@@ -7,7 +7,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from circuit_stability.attribution import (edge_attribution, exact_scores, interpolation_points, patched_metric)
 from circuit_stability.graph import Graph
-from conftest import trainable
+from conftest import TRAINED_CFG, trainable
 
 # TransformerLens 4 Node kinds -> our node names (design §4).
 _WRITER = {"embed": lambda n: "input", "attn_head_out": lambda n: f"a{n.layer}.h{n.head}",
@@ -58,9 +58,10 @@ def test_corrupted_gradient_eap_equals_transformer_lens(trained_bridge, ioi_prom
 def test_eap_ig_agrees_with_exact_patching(trained_bridge, ioi_prompts):
     """EAP-IG (m = 5) against exact activation patching of every edge, one edge per forward."""
     bridge, graph = trained_bridge, Graph.from_config(trained_bridge.cfg)
-    ig = edge_attribution(bridge, graph, ioi_prompts, interpolation_points("EAP-IG", 5)).scores
-    eap = edge_attribution(bridge, graph, ioi_prompts, interpolation_points("EAP")).scores
-    exact = exact_scores(bridge, graph, ioi_prompts)
+    prompts = next(ioi_prompts.chunks(10))  # 10 examples x 478 edges: one patched forward per edge
+    ig = edge_attribution(bridge, graph, prompts, interpolation_points("EAP-IG", 5)).scores
+    eap = edge_attribution(bridge, graph, prompts, interpolation_points("EAP")).scores
+    exact = exact_scores(bridge, graph, prompts)
     m = graph.edge_mask
     r_ig, r_eap = pearsonr(ig[m], exact[m])[0], pearsonr(eap[m], exact[m])[0]
     rho_ig = spearmanr(ig[m], exact[m])[0]
@@ -90,8 +91,8 @@ def test_bfloat16_scores_rank_like_float32(trained_suite, ioi_prompts):
     """The same checkpoint in bfloat16: scores accumulate in float32 and rank the edges like float32 ones."""
     from circuit_stability.models import load_model
 
-    f32 = load_model("mini-t", 800, trained_suite, device="cpu", dtype="float32")
-    bf16 = load_model("mini-t", 800, trained_suite, device="cpu", dtype="bfloat16")
+    f32 = load_model("mini-t", TRAINED_CFG.max_steps, trained_suite, device="cpu", dtype="float32")
+    bf16 = load_model("mini-t", TRAINED_CFG.max_steps, trained_suite, device="cpu", dtype="bfloat16")
     graph = Graph.from_config(f32.cfg)
     a = edge_attribution(f32, graph, ioi_prompts, interpolation_points("EAP-IG", 5)).scores
     b = edge_attribution(bf16, graph, ioi_prompts, interpolation_points("EAP-IG", 5)).scores

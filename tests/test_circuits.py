@@ -126,3 +126,22 @@ def test_top_n_selection():
     assert _connected(graph, select_circuit(graph, scores, 5, "topn-abs"))
     with pytest.raises(ValueError, match="valid: \\['greedy', 'topn-abs', 'topn-signed'\\]"):
         select_circuit(graph, scores, 5, "random")
+
+
+def test_empty_or_all_nan_scores_file_is_an_error(tmp_path):
+    """The circuit stage refuses a scores file without usable scores instead of returning a circuit."""
+    import pandas as pd
+
+    from circuit_stability.artifacts import write_parquet
+    from circuit_stability.cli import read_scores
+
+    meta = {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": True, "method": "EAP-IG"}
+    graph = Graph(2, 2)
+    src, dst = graph.edge_index
+    nan = pd.DataFrame({"src": np.array(graph.writer_names)[src], "dst": np.array(graph.reader_names)[dst],
+                        "score": np.full(graph.n_edges, np.nan, dtype=np.float32)})
+    write_parquet(nan, tmp_path / "nan.parquet", meta)
+    write_parquet(nan.iloc[:0], tmp_path / "empty.parquet", meta)
+    for name in ("nan.parquet", "empty.parquet"):
+        with pytest.raises(ValueError, match="no usable scores"):
+            read_scores(tmp_path / name)

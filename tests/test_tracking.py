@@ -15,12 +15,13 @@ from conftest import run_ok, study_env
 from circuit_stability.artifacts import write_json, write_parquet
 from circuit_stability.checkpoints import checkpoint_schedule
 from circuit_stability.progress import Progress
-from circuit_stability.tracking import read_benchmark, track_study
+from circuit_stability.tracking import job_benchmark, read_benchmark, track_study
 
 MODELS = ("quick-s", "quick-m")
+TASKS = ("ioi", "greater_than")
 STEPS = checkpoint_schedule(200, 100, log_until=4)
 SCORED = (0, 200)
-N_RUNS = len(MODELS) * len(STEPS)  # one run per (model, task, step): IOI at every checkpoint
+N_RUNS = len(MODELS) * len(TASKS) * len(STEPS)
 
 
 def _client(uri: str):
@@ -95,6 +96,10 @@ def test_benchmark_and_progress_lines(tmp_path, capsys):
     bench.write_text("s\th:m:s\tmax_rss\tmax_vms\n5.80\t0:00:05\t513.80\t2473.84\n")
     assert read_benchmark(bench) == {"seconds": 5.8, "max_rss_mb": 513.8}
     assert read_benchmark(tmp_path / "missing.tsv") is None
+    (tmp_path / "steps0-4.tsv").write_text("x")
+    (tmp_path / "steps100-200.tsv").write_text("x")
+    assert job_benchmark(tmp_path, 2) == tmp_path / "steps0-4.tsv"  # the chunk of checkpoints holding step 2
+    assert job_benchmark(tmp_path, 200).name == "steps100-200.tsv" and job_benchmark(tmp_path, 50) is None
     p = Progress("scores m ioi step 4", 3, "batches", every=3600)
     p.update()
     p.update(2)
@@ -109,14 +114,14 @@ def test_parallel_build_leaves_exactly_one_run_per_checkpoint(versioned_study):
     uri = f"sqlite:///{versioned_study / 'mlflow.db'}"
     runs = _runs(uri)
     keys = sorted(_key(r) for r in runs)
-    assert keys == sorted((m, "ioi", s) for m in MODELS for s in STEPS), "lost or duplicated runs"
+    assert keys == sorted((m, t, s) for m in MODELS for t in TASKS for s in STEPS), "lost or duplicated runs"
     parents = {r.info.run_id: r for r in _runs(uri, "pipeline")}
     parent = parents[runs[0].data.tags["mlflow.parentRunId"]]  # the build's own pipeline run
     for r in runs:
-        m, _, step = _key(r)
+        m, task, step = _key(r)
         p = r.data.params
         assert {"model", "step", "task", "method", "seed", "config_hash", "git_commit", "git_dirty"} <= set(p)
-        assert (p["model"], p["step"], p["task"]) == (m, str(step), "ioi")
+        assert (p["model"], p["step"], p["task"]) == (m, str(step), task)
         assert len(p["git_commit"]) == 40 and p["git_dirty"] == "false"
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert {"task_metric", "accuracy"} <= set(r.data.metrics)

@@ -120,6 +120,7 @@ def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Pa
         ax.set_ylabel("circuit size (edges)")
         ax.set_title(f"{TASK_TITLES.get(task, task)}: minimal circuit\n(hollow: not reached; grey x: task not yet learnt)")
         ax.legend(title="model")
+    fig.tight_layout()
     _save(fig, path, dpi)
 
 

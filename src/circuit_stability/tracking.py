@@ -82,8 +82,20 @@ def file_md5(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_benchmark(path: str | Path) -> dict[str, float] | None:
+def job_benchmark(folder: Path, step: int) -> Path | None:
+    """The benchmark TSV of the job that computed ``step``: ``steps<first>-<last>.tsv`` (a chunk of checkpoints,
+    see ``analysis.steps_per_job``) whose range holds ``step``; its figures are the whole job's."""
+    for path in sorted(folder.glob("steps*-*.tsv")):
+        first, last = path.stem[len("steps"):].split("-")
+        if int(first) <= step <= int(last):
+            return path
+    return None
+
+
+def read_benchmark(path: str | Path | None) -> dict[str, float] | None:
     """Wall seconds and peak RSS (MB) from a Snakemake ``benchmark:`` TSV, or ``None`` if there is none."""
+    if path is None:
+        return None
     path = Path(path)
     if not path.exists():
         return None
@@ -183,7 +195,7 @@ def checkpoint_payload(cp: Checkpoint, common: dict[str, str], benchmarks: Path 
     if benchmarks is not None:  # whole-job wall time and peak memory, measured by Snakemake
         rss = []
         for rule in ("scores", "circuit"):
-            bench = read_benchmark(benchmarks / rule / cp.model / cp.task / f"step{cp.step}.tsv")
+            bench = read_benchmark(job_benchmark(benchmarks / rule / cp.model / cp.task, cp.step))
             if bench and "max_rss_mb" in bench:
                 metrics[f"{rule}_peak_rss_mb"] = bench["max_rss_mb"]
                 rss.append(bench["max_rss_mb"])
@@ -338,7 +350,7 @@ def track_study(study: str, behavior: list[str | Path], scores: list[str | Path]
         seed: the study seed.
         tracking_uri: default :func:`default_tracking_uri` of ``project_dir``.
         project_dir: the project checkout (git state; default database location).
-        benchmarks: folder of Snakemake benchmark TSVs ``<rule>/<model>/<task>/step<step>.tsv``.
+        benchmarks: folder of Snakemake benchmark TSVs ``<rule>/<model>/<task>/steps<first>-<last>.tsv``.
         out: summary JSON (tracking URI, experiment, parent run, run id per ``model/task/step``).
 
     Returns:
