@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from common import SHAPES, build, prompts, timed
+from common import build, prompts, timed
 
 from circuit_stability.attribution import edge_attribution, interpolation_points
 from circuit_stability.circuits import minimal_circuit

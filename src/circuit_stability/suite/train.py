@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
-from circuit_stability.artifacts import atomic_dir, write_parquet
+from circuit_stability.artifacts import atomic_dir
 from circuit_stability.checkpoints import tokens_seen
 
 
