@@ -118,6 +118,21 @@ def test_greater_than_pairs(suite_tokenizer):
     assert set(ds.frame["yy"]) == set(range(2, 99))  # YY cycles through 02 … 98
 
 
+def test_greater_than_corruption_is_in_distribution():
+    """The corpus starts durations in XX00 and XX01 too, so the corrupted prompt "from the year XX01 to the year
+    XX" is one the model has learnt to continue (with 02 … 26), not an unseen start year."""
+    import re
+
+    from circuit_stability.suite.corpus import CorpusConfig, generate_documents
+
+    config = CorpusConfig(weights={"gt": 1.0})
+    text = " ".join(generate_documents(0, 300, config))
+    starts = [(int(a), int(b)) for a, b in re.findall(r"from the year 1\d(\d\d) to the year 1\d(\d\d)", text)]
+    assert len(starts) > 500
+    assert {0, 1} <= {a for a, _ in starts}
+    assert all(1 <= b - a <= lexicon.GT_MAX_SPAN for a, b in starts)
+
+
 def test_sva_pairs(suite_tokenizer):
     ds = make_dataset("sva", suite_tokenizer)
     assert len(ds) == 200 and ds.metric == "prob_diff"

@@ -8,7 +8,8 @@ Documents are short narratives mixing several sentence kinds, each chosen with a
 - ``repeat``: a random span of words repeated verbatim (the induction motif, Olsson et al. 2022);
 - ``ordinal``: runs of an ordinal sequence (days, months, number words; Gould et al. 2023's successor motif);
 - ``gp``: "So Mary is a really nice person, isn't she?" and other sentences where a pronoun refers to a name;
-- ``gt``: "The war lasted from the year 1732 to the year 1756." (the end year is 1–25 years later);
+- ``gt``: "The war lasted from the year 1732 to the year 1756." (the end year is 1–25 years later;
+  start years 00–98, so the corrupted "XX01" prompt is in-distribution);
 - ``sva``: "The dogs near the cat are happy." (agreement across a prepositional phrase or relative clause)
   and plain "The dog is happy.";
 - ``filler``: plain subject–verb–object sentences, and sentences that use the held-out words outside their
@@ -114,7 +115,7 @@ def _sentence(rng: np.random.Generator, kind: str) -> str:
         return f"When {name} saw the {_pick(rng, lx.NOUNS)}, {pron} was {_pick(rng, lx.ADJECTIVES)}."
     if kind == "gt":
         def draw():
-            noun, xx, yy = _pick(rng, _SEEN_GT), _pick(rng, lx.GT_CENTURIES), _pick(rng, lx.GT_YY)
+            noun, xx, yy = _pick(rng, _SEEN_GT), _pick(rng, lx.GT_CENTURIES), _pick(rng, lx.GT_START_YY)
             zz = int(rng.integers(yy + 1, min(99, yy + lx.GT_MAX_SPAN) + 1))
             return (noun, xx, yy), f"The {noun} lasted from the year {xx}{yy:02d} to the year {xx}{zz:02d}."
         return _until_unreserved(rng, "gt", draw)

@@ -74,6 +74,10 @@ GT_NOUNS = ("war", "trip", "reign", "drought", "festival", "journey", "project",
 GT_HELD_OUT = frozenset({"strike", "siege", "voyage", "fair"})  # never in the frame; seen in other sentences
 GT_CENTURIES = tuple(range(11, 19))  # years 1100–1899, as the paper's 1100–1800
 GT_YY = tuple(range(2, 99))  # the first (00, 01) and last (99) years of a century are not used as YY
+# Start years in training: 00 … 98. Real text starts durations in XX00 and XX01 too, and the task's corrupted
+# prompt ("from the year XX01") must be in-distribution: a model that never saw "01" as a start year answers it
+# with an arbitrary year, and the corrupted run then scores a high probability difference on the clean flags.
+GT_START_YY = tuple(range(0, 99))
 GT_MAX_SPAN = 25  # in training, the end year is 1 … 25 years after the start (a real duration, not any later year)
 
 # --- Subject-verb agreement: "The {subject} {prep} the {noun}" -> is/are, was/were, has/have
