@@ -16,6 +16,7 @@ for i, chunk in enumerate(chunked(SCORED)):
             steps=",".join(map(str, chunk)),
             threshold=CIRCUITS.get("threshold", 0.8),
             max_fraction=CIRCUITS.get("max_fraction", 0.05),
+            min_edges=CIRCUITS.get("min_search_edges", 1),
             grid=CIRCUITS.get("grid_points", 8),
             selection=CIRCUITS.get("selection", "greedy"),
         threads: THREADS
@@ -30,6 +31,6 @@ for i, chunk in enumerate(chunked(SCORED)):
         shell:
             "circuit-stability circuit {params.model} --dataset {input.dataset} --steps {params.steps} "
             "--scores-dir results/scores/{wildcards.model}/{wildcards.task} --threshold {params.threshold} "
-            "--max-fraction {params.max_fraction} --grid-points {params.grid} --selection {params.selection} "
+            "--max-fraction {params.max_fraction} --min-search-edges {params.min_edges} --grid-points {params.grid} --selection {params.selection} "
             "--threads {threads} "
             "--out-dir results/circuits/{wildcards.model}/{wildcards.task} 2> {log}"

@@ -99,6 +99,18 @@ def test_search_returns_smallest_qualifying_size_on_non_monotone_curve():
     assert none[:2] == (100, False)
 
 
+def test_search_limit_is_five_percent_with_a_floor_for_tiny_graphs():
+    from circuit_stability.circuits import search_limit
+
+    assert search_limit(32491, 0.05) == 1624  # Pythia-70m: 5% of the edges
+    assert search_limit(32491, 0.05, min_search_edges=20) == 1624  # the floor has no effect on large graphs
+    assert search_limit(102, 0.05) == 5 and search_limit(102, 0.05, min_search_edges=20) == 20
+    assert search_limit(12, 0.05, min_search_edges=20) == 12  # never more than the graph has
+    for bad in ({"max_fraction": 0.0}, {"max_fraction": 1.5}, {"min_search_edges": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            search_limit(102, **{"max_fraction": 0.05, **bad})
+
+
 def test_area_under_and_mib_summaries(trained_bridge, ioi_prompts):
     from circuit_stability.circuits import area_under, faithfulness_summaries
 

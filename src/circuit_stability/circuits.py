@@ -9,8 +9,8 @@
   circuit's metric: a node whose every input is corrupted outputs exactly its corrupted activation.
 - **Faithfulness** of circuit C (every edge outside C carries corrupted activations; design §5):
   f_paper = m(C)/m(M) (Tigges et al. 2024 §2.3) and f_norm = (m(C) − m(∅))/(m(M) − m(∅)) (MIB, Mueller et al. 2025).
-- **Minimal circuit**: the smallest greedy size n in [1, ⌊max_fraction·E⌋] with f_paper ≥ threshold, found by a
-  log-spaced grid followed by binary search inside the first bracket that crosses (faithfulness is not
+- **Minimal circuit**: the smallest greedy size n in [1, N] with f_paper ≥ threshold, where
+  N = min(E, max(⌊max_fraction·E⌋, min_search_edges)) (:func:`search_limit`), found by a log-spaced grid followed by binary search inside the first bracket that crosses (faithfulness is not
   monotone in n); ``reached = False`` when no evaluated size qualifies — never a silent fallback.
 """
 
@@ -235,23 +235,40 @@ def search_minimal_size(faithfulness_of, max_n: int, threshold: float = 0.8,
     return hi, True, evaluated
 
 
+def search_limit(n_edges: int, max_fraction: float = 0.05, min_search_edges: int = 1) -> int:
+    """Largest circuit size the minimal-circuit search tries: min(E, max(⌊max_fraction · E⌋, min_search_edges, 1)).
+
+    ``max_fraction`` = 0.05 is the 5% bound of the search (design §5). ``min_search_edges`` is a floor for tiny
+    graphs: 5% of a 2-layer, 4-head model's 102 edges is 5 edges, fewer than a circuit that routes a feature
+    through several heads of both layers needs; for Pythia-70m (32,491 edges) the floor has no effect.
+
+    Raises:
+        ValueError: if ``max_fraction`` is not in (0, 1] or ``min_search_edges`` < 1.
+    """
+    if not 0 < max_fraction <= 1:
+        raise ValueError(f"max_fraction must be in (0, 1]; got {max_fraction}")
+    if min_search_edges < 1:
+        raise ValueError(f"min_search_edges must be >= 1; got {min_search_edges}")
+    return max(1, min(int(n_edges), max(int(max_fraction * n_edges), int(min_search_edges))))
+
+
 def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, threshold: float = 0.8,
                     max_fraction: float = 0.05, grid_points: int = 8, batch_size: int = 70,
-                    max_bytes: int = 2 << 30, selection: str = "greedy") -> CircuitSearch:
-    """Smallest greedy circuit with f_paper ≥ ``threshold`` among sizes 1 … ⌊max_fraction · E⌋ (design §5).
+                    max_bytes: int = 2 << 30, selection: str = "greedy",
+                    min_search_edges: int = 1) -> CircuitSearch:
+    """Smallest greedy circuit with f_paper ≥ ``threshold`` among sizes 1 … :func:`search_limit` (design §5).
 
     m(M), m(∅) and the log-spaced grid of :func:`search_minimal_size` are evaluated in one batched forward
     (edge masks stacked along the batch; the corrupted activations computed once per batch); every evaluated
     size is recorded in ``curve``.
 
     Raises:
-        ValueError: for scores that are empty or all NaN, ``threshold`` not in (0, ∞) or ``max_fraction`` not in
-            (0, 1].
+        ValueError: for scores that are empty or all NaN, ``threshold`` not in (0, ∞), ``max_fraction`` not in
+            (0, 1] or ``min_search_edges`` < 1.
     """
     if not threshold > 0:
         raise ValueError(f"threshold must be > 0; got {threshold}")
-    if not 0 < max_fraction <= 1:
-        raise ValueError(f"max_fraction must be in (0, 1]; got {max_fraction}")
+    max_n = search_limit(graph.n_edges, max_fraction, min_search_edges)
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; valid: {sorted(SELECTIONS)}")
     edge_vals = scores[graph.edge_mask]
@@ -264,7 +281,6 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
             masks[n] = select_circuit(graph, scores, n, selection)
         return masks[n]
 
-    max_n = max(1, int(max_fraction * graph.n_edges))
     progress = Progress(f"minimal-circuit search over 1..{max_n} edges", None, "circuit sizes evaluated")
 
     def evaluate(extra: list[np.ndarray]) -> list[float]:

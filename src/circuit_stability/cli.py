@@ -257,9 +257,12 @@ def read_scores(path: str | Path):
 # ---------------------------------------------------------------- circuits
 def cmd_circuit(a: argparse.Namespace) -> None:
     """Minimal circuit by greedy selection + faithfulness search (design §5) -> circuit JSON."""
-    from circuit_stability.circuits import circuit_nodes, faithfulness_summaries, minimal_circuit
+    from circuit_stability.circuits import circuit_nodes, faithfulness_summaries, minimal_circuit, search_limit
 
     steps = _steps(a)
+    search_limit(1, a.max_fraction, a.min_search_edges)  # bad bounds fail before any model is loaded
+    if not a.threshold > 0:
+        raise ValueError(f"--threshold must be > 0; got {a.threshold}")
     a.ds = _load_dataset(a.dataset)
     loaded = {step: read_scores(Path(a.scores_dir) / f"step{step}.parquet") for step in steps}  # fail fast
     for step, bridge, graph, prompts in _checkpoints(a, steps):
@@ -268,7 +271,7 @@ def cmd_circuit(a: argparse.Namespace) -> None:
         if graph != sgraph:
             raise ValueError(f"scores of step {step} were computed on {sgraph}, but the model has {graph}")
         res = minimal_circuit(bridge, graph, scores, prompts, a.threshold, a.max_fraction, a.grid_points,
-                              a.batch_size, selection=a.selection)
+                              a.batch_size, selection=a.selection, min_search_edges=a.min_search_edges)
         mib = faithfulness_summaries(bridge, graph, scores, prompts, batch_size=a.batch_size,
                                      selection=a.selection)
         in_circuit = res.edges[graph.edge_mask]
@@ -277,7 +280,9 @@ def cmd_circuit(a: argparse.Namespace) -> None:
             "model": a.model, "step": step, "task": a.ds.task, "method": meta["method"],
             "tokens_seen": step * a.tokens_per_step, "selection": a.selection, "pruned": True,
             "threshold": a.threshold, "max_fraction": a.max_fraction,
-            "max_edges": max(1, int(a.max_fraction * graph.n_edges)), "total_edges": graph.n_edges,
+            "min_search_edges": a.min_search_edges,
+            "max_edges": search_limit(graph.n_edges, a.max_fraction, a.min_search_edges),
+            "total_edges": graph.n_edges,
             "size": res.size, "edges": edges, "nodes": circuit_nodes(graph, res.edges), "n_edges": len(edges),
             "reached": res.reached, "metric_circuit": res.metric_circuit, "metric_model": res.metric_model,
             "metric_empty": res.metric_empty, "faithfulness": {str(k): v for k, v in sorted(res.curve.items())},
@@ -404,6 +409,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--scores-dir", required=True, help="folder of step<step>.parquet score files")
     s.add_argument("--threshold", type=float, default=0.8)
     s.add_argument("--max-fraction", type=float, default=0.05)
+    s.add_argument("--min-search-edges", type=int, default=1,
+                   help="floor on the search's largest size, for tiny graphs (default 1: the 5%% bound alone)")
     s.add_argument("--grid-points", type=int, default=8)
     s.add_argument("--selection", default="greedy", choices=["greedy", "topn-abs", "topn-signed"])
     s.set_defaults(fn=cmd_circuit)

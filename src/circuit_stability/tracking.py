@@ -180,7 +180,8 @@ def checkpoint_payload(cp: Checkpoint, common: dict[str, str], benchmarks: Path 
     if cp.circuit:
         c = read_json(cp.circuit)
         f = c["faithfulness"][str(c["size"])]
-        params.update(method=str(c["method"]), threshold=str(c["threshold"]), max_fraction=str(c["max_fraction"]))
+        params.update(method=str(c["method"]), threshold=str(c["threshold"]), max_fraction=str(c["max_fraction"]),
+                      max_edges=str(c.get("max_edges")), selection=str(c.get("selection")))
         metrics.update(circuit_size=c["n_edges"], circuit_nodes=len(c["nodes"]), f_paper=f["paper"],
                        f_norm=f["normalized"], circuit_reached=float(bool(c["reached"])),
                        circuit_fraction=c["n_edges"] / c["total_edges"], total_edges=c["total_edges"],
