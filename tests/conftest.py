@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAINED_SHAPE = ModelShape(n_layers=3, d_model=96, n_heads=6, rotary_pct=1.0)
 TRAINED_CFG = TrainConfig(batch_size=32, context=64, max_steps=1200, lr=3e-3, warmup_steps=100)
 WEIGHTS = {"ioi": 4.0, "narrative": 2.0, "repeat": 4.0, "ordinal": 0.5, "filler": 1.0}
+
+
+def pytest_configure(config):
+    """Subprocesses (snakemake, circuit-stability, dvc) come from this interpreter's environment, whether or not
+    it is activated: its scripts directory goes first on PATH."""
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -93,12 +101,8 @@ def trainable(bridge):
 # ---------------------------------------------------------------- a versioned quick study (tests/test_dvc.py,
 # tests/test_tracking.py): one build shared by both files, so the suite pays for it once.
 def study_env() -> dict[str, str]:
-    """Environment for subprocesses: this interpreter's scripts first on PATH, default MLflow URI, a git identity."""
-    import os
-    import sys
-
+    """Environment for subprocesses: PATH as set by :func:`pytest_configure`, default MLflow URI, a git identity."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.org", GIT_COMMITTER_NAME="test",
                GIT_COMMITTER_EMAIL="test@example.org", DVC_NO_ANALYTICS="1")
     return env
