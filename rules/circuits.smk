@@ -31,6 +31,7 @@ for i, chunk in enumerate(chunked(SCORED)):
         shell:
             "circuit-stability circuit {params.model} --dataset {input.dataset} --steps {params.steps} "
             "--scores-dir results/scores/{wildcards.model}/{wildcards.task} --threshold {params.threshold} "
-            "--max-fraction {params.max_fraction} --min-search-edges {params.min_edges} --grid-points {params.grid} --selection {params.selection} "
+            "--max-fraction {params.max_fraction} --min-search-edges {params.min_edges} "
+            "--grid-points {params.grid} --selection {params.selection} "
             "--threads {threads} "
             "--out-dir results/circuits/{wildcards.model}/{wildcards.task} 2> {log}"

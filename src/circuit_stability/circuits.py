@@ -10,8 +10,9 @@
 - **Faithfulness** of circuit C (every edge outside C carries corrupted activations; design §5):
   f_paper = m(C)/m(M) (Tigges et al. 2024 §2.3) and f_norm = (m(C) − m(∅))/(m(M) − m(∅)) (MIB, Mueller et al. 2025).
 - **Minimal circuit**: the smallest greedy size n in [1, N] with f_paper ≥ threshold, where
-  N = min(E, max(⌊max_fraction·E⌋, min_search_edges)) (:func:`search_limit`), found by a log-spaced grid followed by binary search inside the first bracket that crosses (faithfulness is not
-  monotone in n); ``reached = False`` when no evaluated size qualifies — never a silent fallback.
+  N = min(E, max(⌊max_fraction·E⌋, min_search_edges)) (:func:`search_limit`), found by a log-spaced grid
+  followed by binary search inside the first bracket that crosses (faithfulness is not monotone in n);
+  ``reached = False`` when no evaluated size qualifies — never a silent fallback.
 """
 
 from __future__ import annotations
