@@ -253,6 +253,17 @@ def search_limit(n_edges: int, max_fraction: float = 0.05, min_search_edges: int
     return max(1, min(int(n_edges), max(int(max_fraction * n_edges), int(min_search_edges))))
 
 
+def check_search(threshold: float, max_fraction: float, min_search_edges: int = 1) -> None:
+    """Validate the minimal-circuit search's arguments before any model is loaded.
+
+    Raises:
+        ValueError: if ``threshold`` is not > 0, ``max_fraction`` not in (0, 1] or ``min_search_edges`` < 1.
+    """
+    if not threshold > 0:
+        raise ValueError(f"threshold must be > 0; got {threshold}")
+    search_limit(1, max_fraction, min_search_edges)
+
+
 def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, threshold: float = 0.8,
                     max_fraction: float = 0.05, grid_points: int = 8, batch_size: int = 70,
                     max_bytes: int = 2 << 30, selection: str = "greedy",
@@ -267,8 +278,7 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
         ValueError: for scores that are empty or all NaN, ``threshold`` not in (0, ∞), ``max_fraction`` not in
             (0, 1] or ``min_search_edges`` < 1.
     """
-    if not threshold > 0:
-        raise ValueError(f"threshold must be > 0; got {threshold}")
+    check_search(threshold, max_fraction, min_search_edges)
     max_n = search_limit(graph.n_edges, max_fraction, min_search_edges)
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; valid: {sorted(SELECTIONS)}")

@@ -257,12 +257,11 @@ def read_scores(path: str | Path):
 # ---------------------------------------------------------------- circuits
 def cmd_circuit(a: argparse.Namespace) -> None:
     """Minimal circuit by greedy selection + faithfulness search (design §5) -> circuit JSON."""
-    from circuit_stability.circuits import circuit_nodes, faithfulness_summaries, minimal_circuit, search_limit
+    from circuit_stability.circuits import (check_search, circuit_nodes, faithfulness_summaries, minimal_circuit,
+                                            search_limit)
 
     steps = _steps(a)
-    search_limit(1, a.max_fraction, a.min_search_edges)  # bad bounds fail before any model is loaded
-    if not a.threshold > 0:
-        raise ValueError(f"--threshold must be > 0; got {a.threshold}")
+    check_search(a.threshold, a.max_fraction, a.min_search_edges)  # before any model is loaded
     a.ds = _load_dataset(a.dataset)
     loaded = {step: read_scores(Path(a.scores_dir) / f"step{step}.parquet") for step in steps}  # fail fast
     for step, bridge, graph, prompts in _checkpoints(a, steps):
