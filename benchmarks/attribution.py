@@ -77,7 +77,8 @@ def main() -> None:
             bare_passes(bridge, p, 1)  # warm-up
             t_bare = bare_passes(bridge, p, a.ig_steps)
             with PeakRSS() as peak:
-                t_ig, _ = timed(edge_attribution, bridge, graph, p, interpolation_points("EAP-IG", a.ig_steps), a.batch)
+                alphas = interpolation_points("EAP-IG", a.ig_steps, "paper")
+                t_ig, _ = timed(edge_attribution, bridge, graph, p, alphas, a.batch)
             small = Prompts(p.clean[: a.tl_batch], p.corrupted[: a.tl_batch], p.position[: a.tl_batch],
                             p.answer_ids[: a.tl_batch], p.flags[: a.tl_batch], p.metric)
             t_ours, _ = timed(edge_attribution, bridge, graph, small, [0.0], a.tl_batch)

@@ -21,8 +21,12 @@ import torch
 from common import build, prompts, timed
 
 from circuit_stability.attribution import edge_attribution, interpolation_points
-from circuit_stability.circuits import minimal_circuit
+from circuit_stability.circuits import SearchSettings, minimal_circuit
 from circuit_stability.graph import Graph
+
+# the search as the paper runs it (threshold 0.8, sizes 1 .. 5% of the edges), the other settings the schema's
+SEARCH = SearchSettings(threshold=0.8, max_fraction=0.05, min_search_edges=1, grid_points=8, selection="greedy",
+                        validity_margin=0.0, emergence_fraction=0.5)
 
 
 def clean_forward(bridge, p) -> None:
@@ -48,8 +52,9 @@ def main() -> None:
             p = prompts(bridge.cfg.d_vocab, a.batch, a.positions)
             clean_forward(bridge, p)  # warm-up
             t_fwd = min(timed(clean_forward, bridge, p)[0] for _ in range(3))
-            t_score, att = timed(edge_attribution, bridge, graph, p, interpolation_points("EAP-IG", 5), a.batch)
-            t_search, res = timed(minimal_circuit, bridge, graph, att.scores, p, batch_size=a.batch)
+            alphas = interpolation_points("EAP-IG", 5, "paper")
+            t_score, att = timed(edge_attribution, bridge, graph, p, alphas, a.batch)
+            t_search, res = timed(minimal_circuit, bridge, graph, att.scores, p, SEARCH, a.batch)
             n = len(res.curve) + 2  # + m(M) and m(∅)
             print(f"{name:12} {graph.n_edges:9,d} {t_fwd:7.3f} {t_search:8.2f} {len(res.curve):5d} "
                   f"{t_search / t_fwd / n:11.2f} {t_score:8.2f} {t_search / t_score:14.2f} "

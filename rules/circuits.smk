@@ -7,6 +7,7 @@ for i, chunk in enumerate(chunked(SCORED)):
             f"circuit_{i}"
         input:
             scores=expand("results/scores/{{model}}/{{task}}/step{step}.parquet", step=chunk),
+            final=f"results/behavior/{{model}}/{{task}}/step{STEPS[-1]}.json",  # the validity rule's reference
             dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
             checkpoints=checkpoints_of(chunk),
         output:
@@ -14,11 +15,13 @@ for i, chunk in enumerate(chunked(SCORED)):
         params:
             model=model_args,
             steps=",".join(map(str, chunk)),
-            threshold=CIRCUITS.get("threshold", 0.8),
-            max_fraction=CIRCUITS.get("max_fraction", 0.05),
-            min_edges=CIRCUITS.get("min_search_edges", 1),
-            grid=CIRCUITS.get("grid_points", 8),
-            selection=CIRCUITS.get("selection", "greedy"),
+            threshold=CIRCUITS["threshold"],
+            max_fraction=CIRCUITS["max_fraction"],
+            min_edges=CIRCUITS["min_search_edges"],
+            grid=CIRCUITS["grid_points"],
+            selection=CIRCUITS["selection"],
+            margin=CIRCUITS["validity_margin"],
+            emergence=ANALYSIS["emergence_fraction"],
         threads: THREADS
         resources:
             gpu=1,
@@ -29,9 +32,9 @@ for i, chunk in enumerate(chunked(SCORED)):
         benchmark:
             f"logs/benchmarks/circuit/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.tsv"
         shell:
-            "circuit-stability circuit {params.model} --dataset {input.dataset} --steps {params.steps} "
+            KERNELS + "circuit-stability circuit {params.model} --dataset {input.dataset} --steps {params.steps} "
             "--scores-dir results/scores/{wildcards.model}/{wildcards.task} --threshold {params.threshold} "
             "--max-fraction {params.max_fraction} --min-search-edges {params.min_edges} "
-            "--grid-points {params.grid} --selection {params.selection} "
-            "--threads {threads} "
-            "--out-dir results/circuits/{wildcards.model}/{wildcards.task} 2> {log}"
+            "--grid-points {params.grid} --selection {params.selection} --validity-margin {params.margin} "
+            "--emergence-fraction {params.emergence} --final-behavior {input.final} "
+            "--threads {threads} --out-dir results/circuits/{wildcards.model}/{wildcards.task} 2> {log}"

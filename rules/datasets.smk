@@ -6,8 +6,8 @@ rule dataset:
     output:
         "data/tasks/{family}/{task}.parquet",
     params:
-        n=lambda w: config["tasks"][w.task].get("n_examples", 70),
-        seed=lambda w: config["tasks"][w.task].get("seed", 42),
+        n=lambda w: config["tasks"][w.task]["n_examples"],
+        seed=lambda w: config["tasks"][w.task]["seed"],
     log:
         "logs/datasets/{family}/{task}.log",
     shell:

@@ -13,9 +13,9 @@ for i, chunk in enumerate(chunked(SCORED)):
         params:
             model=model_args,
             steps=",".join(map(str, chunk)),
-            method=ANALYSIS.get("method", "EAP-IG"),
-            ig_steps=ANALYSIS.get("ig_steps", 5),
-            convention=ANALYSIS.get("ig_convention", "paper"),
+            method=ANALYSIS["method"],
+            ig_steps=ANALYSIS["ig_steps"],
+            convention=ANALYSIS["ig_convention"],
         threads: THREADS
         resources:
             gpu=1,
@@ -26,6 +26,6 @@ for i, chunk in enumerate(chunked(SCORED)):
         benchmark:
             f"logs/benchmarks/scores/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.tsv"
         shell:
-            "circuit-stability scores {params.model} --dataset {input.dataset} --steps {params.steps} "
+            KERNELS + "circuit-stability scores {params.model} --dataset {input.dataset} --steps {params.steps} "
             "--method {params.method} --ig-steps {params.ig_steps} --ig-convention {params.convention} "
             "--threads {threads} --out-dir results/scores/{wildcards.model}/{wildcards.task} 2> {log}"

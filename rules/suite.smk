@@ -8,8 +8,8 @@ if config["source"] == "suite":
             tokenizer=directory("data/corpus/{family}/tokenizer"),
             meta="data/corpus/{family}/corpus.json",
         params:
-            seed=SUITE["corpus"].get("seed", 0),
-            weights=json.dumps(SUITE["corpus"].get("weights", {}), sort_keys=True),
+            seed=SUITE["corpus"]["seed"],
+            weights=json.dumps(SUITE["corpus"]["weights"], sort_keys=True),
             training=json.dumps({k: TRAINING[k] for k in ("batch_size", "context", "max_steps")}),
         log:
             "logs/corpus/{family}.log",
@@ -35,6 +35,6 @@ if config["source"] == "suite":
         log:
             "logs/train/{model}.log",
         shell:
-            "circuit-stability train --corpus data/corpus/" + FAMILY + " --out models/{wildcards.model} "
+            KERNELS + "circuit-stability train --corpus data/corpus/" + FAMILY + " --out models/{wildcards.model} "
             "--shape '{params.shape}' --training '{params.training}' --seed {params.seed} "
             "--threads {threads} 2> {log}"

@@ -6,8 +6,6 @@
 # log again into a new database; MLFLOW_TRACKING_URI overrides the default sqlite:///<project>/mlflow.db.
 from circuit_stability.config import config_hash
 
-CONFIGFILES = " ".join(map(str, workflow.configfiles))
-
 
 rule track:
     input:

@@ -9,7 +9,7 @@ def test_pythia_schedule_has_154_checkpoints():
 
 
 def test_embedded_schedule():
-    assert checkpoint_schedule(2000, 250) == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 750, 1000, 1250, 1500,
+    assert checkpoint_schedule(2000, 250, 512) == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 750, 1000, 1250, 1500,
                                               1750, 2000]
     assert checkpoint_schedule(200, 100, log_until=4) == [0, 1, 2, 4, 100, 200]
     assert checkpoint_schedule(30, 100, log_until=4) == [0, 1, 2, 4, 30]  # the last step is always saved

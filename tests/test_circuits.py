@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from circuit_stability.attribution import edge_attribution, interpolation_points
-from circuit_stability.circuits import (circuit_nodes, faithfulness, greedy_circuit, minimal_circuit, prune)
+from circuit_stability.circuits import (SearchSettings, circuit_nodes, faithfulness, greedy_circuit, minimal_circuit,
+                                        prune)
 from circuit_stability.graph import Graph
+
+IG5 = interpolation_points("EAP-IG", 5, "paper")
+# the paper's search: f_paper >= 0.8 within 1 .. 5% of the edges; any model that performs the task is valid
+PAPER = SearchSettings(threshold=0.8, max_fraction=0.05, min_search_edges=1, grid_points=8, selection="greedy",
+                       validity_margin=0.0, emergence_fraction=0.5)
 
 
 def _random_scores(graph, seed=0):
@@ -62,10 +68,11 @@ def test_faithfulness_definitions():
 
 def test_minimal_circuit_on_trained_model(trained_bridge, ioi_prompts):
     bridge, graph = trained_bridge, Graph.from_config(trained_bridge.cfg)
-    scores = edge_attribution(bridge, graph, ioi_prompts, interpolation_points("EAP-IG", 5)).scores
-    res = minimal_circuit(bridge, graph, scores, ioi_prompts, threshold=0.8, max_fraction=0.05)
+    scores = edge_attribution(bridge, graph, ioi_prompts, IG5, 70).scores
+    res = minimal_circuit(bridge, graph, scores, ioi_prompts, PAPER, 70)
     print(f"\nminimal circuit: size {res.size}, {int(res.edges.sum())} edges of {graph.n_edges}, "
           f"f_paper={res.curve[res.size]['paper']:.3f}, sizes evaluated {sorted(res.curve)}")
+    assert res.valid and res.invalid_reason is None
     assert res.reached and res.curve[res.size]["paper"] >= 0.8
     assert res.size <= int(0.05 * graph.n_edges)
     assert _connected(graph, res.edges)
@@ -95,31 +102,34 @@ def test_search_returns_smallest_qualifying_size_on_non_monotone_curve():
     assert (size, reached) == (23, True)
     assert len(calls[0]) == 8 and all(len(c) == 1 for c in calls[1:])  # the grid in one batch
     assert len(evaluated) <= 16
-    none = search_minimal_size(lambda ns: [0.1 for _ in ns], max_n=100)
+    none = search_minimal_size(lambda ns: [0.1 for _ in ns], max_n=100, threshold=0.8, grid_points=8)
     assert none[:2] == (100, False)
 
 
 def test_search_limit_is_five_percent_with_a_floor_for_tiny_graphs():
     from circuit_stability.circuits import search_limit
 
-    assert search_limit(32491, 0.05) == 1624  # Pythia-70m: 5% of the edges
-    assert search_limit(32491, 0.05, min_search_edges=20) == 1624  # the floor has no effect on large graphs
-    assert search_limit(102, 0.05) == 5 and search_limit(102, 0.05, min_search_edges=20) == 20
+    assert search_limit(3580, 0.05, 1) == 179  # pythia-70m (3,580 edges): 5% of the edges
+    assert search_limit(3580, 0.05, min_search_edges=20) == 179  # the floor has no effect on large graphs
+    assert search_limit(102, 0.05, 1) == 5 and search_limit(102, 0.05, min_search_edges=20) == 20
     assert search_limit(12, 0.05, min_search_edges=20) == 12  # never more than the graph has
     for bad in ({"max_fraction": 0.0}, {"max_fraction": 1.5}, {"min_search_edges": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            search_limit(102, **{"max_fraction": 0.05, **bad})
+            search_limit(102, **{"max_fraction": 0.05, "min_search_edges": 1, **bad})
 
 
 def test_area_under_and_mib_summaries(trained_bridge, ioi_prompts):
-    from circuit_stability.circuits import area_under, faithfulness_summaries
+    from circuit_stability.circuits import MIB_FRACTIONS, area_under, faithfulness_summaries
 
     assert area_under([0.0, 0.5, 1.0], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
     bridge, graph = trained_bridge, Graph.from_config(trained_bridge.cfg)
-    scores = edge_attribution(bridge, graph, ioi_prompts, interpolation_points("EAP-IG", 5)).scores
-    mib = faithfulness_summaries(bridge, graph, scores, ioi_prompts)
+    scores = edge_attribution(bridge, graph, ioi_prompts, IG5, 70).scores
+    mib = faithfulness_summaries(bridge, graph, scores, ioi_prompts, 70, "greedy")
     assert mib["fractions"]["1.0"]["normalized"] == pytest.approx(1.0, abs=1e-4)  # the full graph
-    assert 0 < mib["cpr"] <= 1.5 and mib["cmd"] >= 0
+    norm = [mib["fractions"][str(f)]["normalized"] for f in MIB_FRACTIONS]
+    assert mib["cpr"] == pytest.approx(area_under(list(MIB_FRACTIONS), norm))
+    assert mib["cmd"] == pytest.approx(area_under(list(MIB_FRACTIONS), [abs(1 - v) for v in norm]))
+    assert 0 < mib["cpr"] <= 1.5 and 0 < mib["cmd"] < 1
 
 
 def test_top_n_selection():
@@ -145,9 +155,10 @@ def test_empty_or_all_nan_scores_file_is_an_error(tmp_path):
     import pandas as pd
 
     from circuit_stability.artifacts import write_parquet
-    from circuit_stability.cli import read_scores
+    from circuit_stability.records import RecordError, ScoresRecord
 
-    meta = {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": True, "method": "EAP-IG"}
+    meta = {"model": "m", "step": 0, "task": "ioi", "method": "EAP-IG", "n_examples": 4, "metric": "logit_diff",
+            "n_layers": 2, "n_heads": 2, "parallel_attn_mlp": True}
     graph = Graph(2, 2)
     src, dst = graph.edge_index
     nan = pd.DataFrame({"src": np.array(graph.writer_names)[src], "dst": np.array(graph.reader_names)[dst],
@@ -155,5 +166,52 @@ def test_empty_or_all_nan_scores_file_is_an_error(tmp_path):
     write_parquet(nan, tmp_path / "nan.parquet", meta)
     write_parquet(nan.iloc[:0], tmp_path / "empty.parquet", meta)
     for name in ("nan.parquet", "empty.parquet"):
-        with pytest.raises(ValueError, match="no usable scores"):
-            read_scores(tmp_path / name)
+        with pytest.raises(RecordError, match=f"{name} has no usable scores"):
+            ScoresRecord.read(tmp_path / name)
+
+
+def test_circuit_validity():
+    """Valid only if m(M) > 0, m(M) ≥ half the last checkpoint's metric and m(M) − m(∅) > ε·|m(M)|, by hand."""
+    from circuit_stability.circuits import circuit_validity
+
+    assert circuit_validity(10.0, -2.0, 12.0, 0.5, 0.5) == (True, None)  # 10 >= 6, gap 12 > 5
+    assert circuit_validity(10.0, 4.0, 12.0, 0.5, 0.5)[0] and not circuit_validity(10.0, 5.0, 12.0, 0.5, 0.5)[0]
+    valid, reason = circuit_validity(-1.0, -3.0, 12.0, 0.5, 0.5)  # a large gap, but a negative metric
+    assert not valid and "m(M) = -1 <= 0" in reason
+    # an untrained model: a tiny metric that the corrupted run flips (the gap rule alone would accept it)
+    assert circuit_validity(0.005, -0.006, 0.005, 0.5, 0.5)[0]  # ... were this the last checkpoint
+    valid, reason = circuit_validity(0.005, -0.006, 7.0, 0.5, 0.5)
+    assert not valid and "not emerged: m(M) = 0.005 < 0.5 x the last checkpoint's 7" in reason
+    valid, reason = circuit_validity(0.2, 0.15, 0.2, 0.5, 0.5)  # clean and corrupted runs alike
+    assert not valid and "0.05 <= 0.5 x |m(M)| = 0.1" in reason
+    valid, reason = circuit_validity(0.2, -0.2, -1.0, 0.5, 0.5)
+    assert not valid and "never learnt" in reason
+    assert not circuit_validity(float("nan"), 0.0, 1.0, 0.5, 0.5)[0]
+    for bad in ((-0.1, 0.5), (0.5, 0.0), (0.5, 1.5)):
+        with pytest.raises(ValueError, match="margin|fraction"):
+            circuit_validity(1.0, 0.0, 1.0, *bad)
+
+
+def test_invalid_circuit_is_never_reached(trained_bridge, ioi_prompts):
+    """The same search with a margin no model can meet: the circuit still qualifies by f_paper, but it is
+    marked invalid with the reason, and not reached."""
+    import dataclasses
+
+    bridge, graph = trained_bridge, Graph.from_config(trained_bridge.cfg)
+    scores = edge_attribution(bridge, graph, ioi_prompts, IG5, 70).scores
+    strict = dataclasses.replace(PAPER, validity_margin=10.0)
+    res = minimal_circuit(bridge, graph, scores, ioi_prompts, strict, 70)
+    assert res.curve[res.size]["paper"] >= 0.8 and not res.valid and not res.reached
+    assert "10 x |m(M)|" in res.invalid_reason
+    late = minimal_circuit(bridge, graph, scores, ioi_prompts, PAPER, 70, metric_final=3 * res.metric_model)
+    assert not late.valid and not late.reached and "not emerged" in late.invalid_reason
+
+
+def test_search_settings_are_checked_before_any_work():
+    import dataclasses
+
+    for bad, match in (({"threshold": 0.0}, "threshold"), ({"max_fraction": 1.5}, "max_fraction"),
+                       ({"selection": "random"}, "valid: \\['greedy'"), ({"validity_margin": -1.0}, "margin"),
+                       ({"grid_points": 1}, "grid_points"), ({"emergence_fraction": 0.0}, "fraction")):
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(PAPER, **bad)

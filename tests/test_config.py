@@ -55,3 +55,103 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path, quick):
     assert "tasks: unknown key(s) ['greater-than']; allowed keys: ['gp', 'greater_than', 'ioi', 'sva']" in text
     assert "analysis.steps.0: -1 violates minimum 0" in text
     assert not (tmp_path / "data").exists() and not (tmp_path / "models").exists()  # no job ran
+
+
+# ---------------------------------------------------------------- one source of defaults
+def test_validation_fills_in_every_default(quick):
+    """A config that leaves settings out gets the schema's defaults, per task and per model."""
+    del quick["tasks"]["ioi"]["n_examples"], quick["circuits"]["threshold"], quick["threads"]
+    quick["tasks"]["sva"] = {}
+    filled = validate_config(quick, SCHEMA)
+    assert filled["tasks"]["ioi"]["n_examples"] == 70 and filled["tasks"]["sva"] == {"n_examples": 200, "seed": 42}
+    assert filled["circuits"]["threshold"] == 0.8 and filled["threads"] == 1 and filled["plots"] == {"dpi": 120}
+    assert filled["suite"]["models"]["quick-s"]["d_mlp"] is None
+    assert "n_examples" not in quick["tasks"]["ioi"]  # the caller's config is not modified
+
+
+def test_no_default_is_written_twice():
+    """Defaults live in the schema alone: the rules read config[...] without fallbacks, the CLI's option defaults
+    come from the schema, and the library functions the stages call take these settings as required arguments."""
+    import ast
+    import dataclasses
+    import inspect
+    import re
+
+    from circuit_stability import attribution, checkpoints, circuits, tasks
+    from circuit_stability.suite import corpus, train
+
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk")), *sorted((ROOT / "report").glob("*.rst"))]:
+        assert not re.search(r"\.get\(\s*[\"'][^\"']+[\"']\s*,", path.read_text()), f"{path.name}: .get(key, default)"
+    # CLI: an option default is the schema's (schema_default(...)), None, or an option with no config key
+    not_config = {"--suite-dir", "--cores", "--project-dir", "--config-hash", "--model-name", "--device"}
+    tree = ast.parse((ROOT / "src/circuit_stability/cli.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "add_argument"]
+    for call in calls:
+        flag = call.args[0].value if call.args and isinstance(call.args[0], ast.Constant) else None
+        for kw in call.keywords:
+            if kw.arg == "default" and isinstance(kw.value, ast.Constant) and kw.value.value not in (None, False):
+                assert flag in not_config, f"cli.py: {flag} has a literal default {kw.value.value!r}"
+    required = {
+        tasks.make_dataset: ("n_examples", "seed"), attribution.interpolation_points: ("ig_steps", "convention"),
+        attribution.edge_attribution: ("batch_size",), attribution.patched_metric: ("batch_size",),
+        attribution.exact_scores: ("batch_size",), attribution.score_edges: ("batch_size",),
+        circuits.minimal_circuit: ("search", "batch_size"), circuits.search_limit: ("max_fraction", "min_search_edges"),
+        circuits.search_minimal_size: ("threshold", "grid_points"),
+        circuits.faithfulness_summaries: ("batch_size", "selection"), checkpoints.checkpoint_schedule: ("log_until",),
+        **{fn: ("n_examples", "seed") for fn in tasks.TASKS.values()}}
+    for fn, names in required.items():
+        params = inspect.signature(fn).parameters
+        assert all(params[n].default is inspect.Parameter.empty for n in names), f"{fn.__name__}: a default of {names}"
+    for cls in (train.TrainConfig, train.ModelShape):
+        assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(cls)), cls.__name__
+    assert next(f for f in dataclasses.fields(corpus.CorpusConfig) if f.name == "weights").default_factory \
+        is dataclasses.MISSING
+
+
+def test_schema_choices_are_the_library_registries():
+    """Every enum of the schema is the registry the library (and the CLI's choices) uses."""
+    from circuit_stability.attribution import IG_CONVENTIONS, METHODS
+    from circuit_stability.circuits import SELECTIONS
+    from circuit_stability.config import load_schema
+    from circuit_stability.models import DTYPES
+    from circuit_stability.suite.corpus import SENTENCE_KINDS
+    from circuit_stability.tasks import TASKS
+
+    p = load_schema()["properties"]
+    assert p["analysis"]["properties"]["method"]["enum"] == list(METHODS)
+    assert p["analysis"]["properties"]["ig_convention"]["enum"] == list(IG_CONVENTIONS)
+    assert p["analysis"]["properties"]["dtype"]["enum"] == list(DTYPES)
+    assert p["circuits"]["properties"]["selection"]["enum"] == list(SELECTIONS)
+    assert set(p["tasks"]["properties"]) == set(TASKS)
+    assert set(p["suite"]["properties"]["corpus"]["properties"]["weights"]["properties"]) == set(SENTENCE_KINDS)
+
+
+def test_library_cli_and_workflow_build_the_same_dataset(tmp_path, quick):
+    """For a config that omits n_examples, the library (schema default), the CLI (no --n-examples) and the
+    workflow (the dataset rule) build one and the same SVA dataset: 200 examples."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from circuit_stability.config import schema_default
+    from circuit_stability.records import read_dataset, write_dataset
+    from circuit_stability.tasks import make_dataset
+
+    for item in ("Snakefile", "rules", "config", "profiles", "report"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+    quick["tasks"] = {"sva": {}}
+    (tmp_path / "omit.yaml").write_text(yaml.safe_dump(quick))
+    out = subprocess.run(["snakemake", "data/tasks/quick/sva.parquet", "--cores", "1", "--configfile", "omit.yaml"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    tokenizer = tmp_path / "data/corpus/quick/tokenizer"
+    cli = tmp_path / "cli.parquet"
+    subprocess.run(["circuit-stability", "dataset", "--task", "sva", "--tokenizer", str(tokenizer), "--out", str(cli)],
+                   check=True, capture_output=True)
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    write_dataset(make_dataset("sva", tok, schema_default("tasks.sva.n_examples"), schema_default("tasks.sva.seed")),
+                  tmp_path / "library.parquet")
+    library, workflow = (read_dataset(tmp_path / p).frame for p in ("library.parquet", "data/tasks/quick/sva.parquet"))
+    assert len(library) == 200
+    pd.testing.assert_frame_equal(workflow, library)
+    pd.testing.assert_frame_equal(read_dataset(cli).frame, library)

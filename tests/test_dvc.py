@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, run_ok
+from conftest import ROOT, readme_command, run_ok, run_readme
 
 CONFIG = ["--configfile", "config/quick.yaml"]
-# The README's pull-then-build command, for the quick study on 2 cores.
-SYNC = ["circuit-stability", "sync", "--cores", "2", *CONFIG]
 
 
 def _jobs(text: str) -> dict[str, int]:
@@ -25,12 +23,13 @@ def _jobs(text: str) -> dict[str, int]:
 
 
 def _plan(cwd: Path) -> dict[str, int]:
-    out = run_ok(["snakemake", "-n", *CONFIG], cwd)
+    """Jobs a dry run of the default study (in the test repositories: the quick study) would execute."""
+    out = run_ok(["snakemake", "-n"], cwd)
     return _jobs(out.stdout + out.stderr)
 
 
 def _set_dpi(cwd: Path, dpi: int) -> None:
-    cfg = cwd / "config/quick.yaml"
+    cfg = cwd / "config/config.yaml"
     cfg.write_text(cfg.read_text() + f"\nplots: {{dpi: {dpi}}}\n")
 
 
@@ -63,63 +62,72 @@ def test_every_versioned_artefact_lies_in_a_dvc_output(tmp_path):
     assert len(files) > 40
     unversioned = [f for f in files if not any(f == o or f.startswith(o + "/") for o in outs)]
     assert unversioned == ["results/tracking/quick.json"]
+    assert "reports/report.html" in files  # the build makes the report that DVC versions
 
 
 # ---------------------------------------------------------------- slow: push, fresh clone, pull, build
 @pytest.fixture(scope="module")
 def pushed(versioned_study) -> Path:
-    """The quick study with its report built by the DVC `report` stage, committed (`dvc.lock`) and pushed."""
+    """The built quick study published with the README's commands: build, ``dvc commit -f``, commit ``dvc.lock``,
+    ``dvc push`` (to the default remote beside the repository)."""
     origin = versioned_study
-    run_ok(["dvc", "repro", "--single-item", "report"], origin)
-    run_ok(["dvc", "commit", "-f"], origin)
-    run_ok(["git", "add", "dvc.lock"], origin)
-    run_ok(["git", "commit", "-qm", "results of the quick study"], origin)
-    run_ok(["dvc", "push"], origin)
+    run_readme(readme_command("snakemake --cores all && dvc commit"), origin)
+    run_readme(readme_command("git add dvc.lock && "), origin)
+    assert (origin / "../dvc-storage/circuit-stability/files/md5").is_dir()
     return origin
 
 
-def _clone(origin: Path, dest: Path) -> Path:
-    run_ok(["git", "clone", "-q", str(origin), str(dest)], dest.parent)
+def _clone(origin: Path, name: str) -> Path:
+    """A clone beside ``origin``, so that the default DVC remote (``../dvc-storage``) is the same folder."""
+    dest = origin.parent / name
+    run_ok(["git", "clone", "-q", str(origin), str(dest)], origin.parent)
     return dest
 
 
 @pytest.mark.slow
 def test_report_is_offline_and_contains_every_figure(pushed):
+    """The build made the report (DVC versions it); the README's report command, verbatim, writes it again. It
+    embeds every figure and loads nothing from the web."""
     html = (pushed / "reports/report.html").read_text()
-    assert not re.search(r"<(script|img|link|iframe)[^>]+(src|href)=[\"']https?://", html), "report loads from the web"
-    for fig in ("figure1_behavior.png", "circuit_size.png", "emergence.png", "faithfulness_curves.png"):
-        assert f"data:image/png;charset=utf8;filename={fig};base64," in html, f"{fig} is not embedded"
-    for text in ("Figure 1: behaviour over training", "Figure 5: circuit size over training",
-                 "results/tables/behavior.parquet", "results/tables/circuits.parquet"):
-        assert text in html
+    run_readme(readme_command("snakemake --report reports/report.html"), pushed)
+    for html in (html, (pushed / "reports/report.html").read_text()):
+        assert not re.search(r"<(script|img|link|iframe)[^>]+(src|href)=[\"']https?://", html), "loads from the web"
+        for fig in ("figure1_behavior.png", "circuit_size.png", "emergence.png", "faithfulness_curves.png"):
+            assert f"data:image/png;charset=utf8;filename={fig};base64," in html, f"{fig} is not embedded"
+        for text in ("Figure 1: behaviour over training", "Figure 5: circuit size over training",
+                     "results/tables/behavior.parquet", "results/tables/circuits.parquet"):
+            assert text in html
 
 
 @pytest.mark.slow
-def test_fresh_clone_pull_then_build_recomputes_nothing(pushed, tmp_path):
+def test_fresh_clone_pull_then_build_recomputes_nothing(pushed):
     """Clone, then the README's build command: it pulls, computes nothing (it only logs the pulled results into
-    this clone's MLflow); a deleted figure is redrawn alone; a changed plotting option redraws only figures."""
-    clone = _clone(pushed, tmp_path / "fresh")
+    this clone's MLflow); a deleted figure is redrawn alone; a changed plotting option redraws only figures; the
+    README's sync of another study's config file recomputes no scores either."""
+    clone = _clone(pushed, "fresh")
     assert not (clone / "results").exists()
-    built = run_ok(SYNC, clone)
+    built = run_readme(readme_command("circuit-stability sync"), clone)
     assert _jobs(built.stdout + built.stderr) == {"track": 1, "all": 1}
     assert (clone / "results/scores/quick-m/ioi/step200.parquet").exists()
     assert _plan(clone) == {}
     assert "up to date" in run_ok(["dvc", "status"], clone).stdout
+    other = run_readme(readme_command("circuit-stability sync --configfile"), clone)  # quick.yaml: the same study
+    assert set(_jobs(other.stdout + other.stderr)) <= {"report", "track", "all"}  # the config file's name changed
 
     (clone / "reports/figures/circuit_size.png").unlink()
-    rebuilt = run_ok(["snakemake", "--cores", "2", *CONFIG], clone)
-    assert _jobs(rebuilt.stdout + rebuilt.stderr) == {"figures": 1, "track": 1, "all": 1}
+    rebuilt = run_ok(["snakemake", "--cores", "2"], clone)
+    assert _jobs(rebuilt.stdout + rebuilt.stderr) == {"figures": 1, "report": 1, "track": 1, "all": 1}
     assert (clone / "reports/figures/circuit_size.png").exists()
     _set_dpi(clone, 80)
-    assert _plan(clone) == {"figures": 1, "track": 1, "all": 1}
+    assert _plan(clone) == {"figures": 1, "report": 1, "track": 1, "all": 1}
 
 
 @pytest.mark.slow
-def test_plot_option_changed_before_the_first_build_redraws_only_figures(pushed, tmp_path):
+def test_plot_option_changed_before_the_first_build_redraws_only_figures(pushed):
     """`dvc pull` by hand, a local plotting change, then the build command (without pulling again): the pulled
     scores stay, only the figures are redrawn (the marking uses the committed config)."""
-    clone = _clone(pushed, tmp_path / "edited")
+    clone = _clone(pushed, "edited")
     run_ok(["dvc", "pull"], clone)
     _set_dpi(clone, 80)
-    run_ok([*SYNC, "--no-pull", "--no-build"], clone)
-    assert _plan(clone) == {"figures": 1, "track": 1, "all": 1}
+    run_ok(["circuit-stability", "sync", "--no-pull", "--no-build"], clone)
+    assert _plan(clone) == {"figures": 1, "report": 1, "track": 1, "all": 1}

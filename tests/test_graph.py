@@ -66,3 +66,30 @@ def test_edge_count_equals_transformer_lens_enumeration(random_suite):
         cache = cache_activation_and_gradient(bridge, torch.tensor([[5]]), lambda logits: logits[0, -1, 0],
                                               names_filter=_edge_hook_names(3))
     assert len(enumerate_edges(bridge, cache)) == Graph.from_config(bridge.cfg).n_edges == edge_count(3, 4)
+
+
+def test_config_without_parallel_attention_flag_is_an_error():
+    """The edge set depends on whether MLP l reads layer l's heads, so a config that does not say is refused
+    (GPT-2's config has neither `use_parallel_residual` nor `parallel_attn_mlp`), not defaulted."""
+    from transformers import GPT2Config
+
+    with pytest.raises(ValueError, match="neither 'parallel_attn_mlp'.*nor 'use_parallel_residual'"):
+        Graph.from_config(GPT2Config(n_layer=2, n_head=2))
+    sequential = GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=2, use_parallel_residual=False)
+    assert Graph.from_config(sequential) == Graph(2, 2, parallel_attn_mlp=False)
+
+
+def test_structure_lookups():
+    """Graph owns node <-> reader structure: each reader's writer, each writer's readers, names -> indices."""
+    g = Graph(2, 3)
+    q = g.reader_index(1, 2, "q")
+    assert g.reader_writer[q] == g.writer_index(1, 2) and g.reader_writer[g.logits_index] == -1
+    assert [g.reader_names[r] for r in g.writer_readers[g.writer_index(1, 2)]] == ["a1.h2<q>", "a1.h2<k>", "a1.h2<v>"]
+    assert list(g.writer_readers[g.writer_index(0)]) == [g.reader_index(0)] and len(g.writer_readers[0]) == 0
+    src, dst = g.edge_ids(["input", "a0.h1"], ["logits", "a1.h2<v>"])
+    assert g.edge_mask[src, dst].all() and g.writer_ids["a0.h1"] == src[1] and g.reader_ids["a1.h2<v>"] == dst[1]
+    with pytest.raises(ValueError, match="a1.h0->m1 is not an edge"):  # parallel attention
+        g.edge_ids(["a1.h0"], ["m1"])
+    with pytest.raises(ValueError, match="'a9.h0'"):
+        g.edge_ids(["a9.h0"], ["logits"])
+    assert g.reader_node(q) == "a1.h2" and g.reader_node(g.logits_index) == "logits"

@@ -1,4 +1,6 @@
-"""End to end: `snakemake` on config/quick.yaml in a temporary directory (real Snakemake, real models)."""
+"""End to end: `snakemake` on the quick study in a temporary directory (real Snakemake, real models). The study's
+repositories have the quick study as their default config (conftest.quick_checkout), so every command here is
+the plain `snakemake --cores 2`."""
 
 import json
 import os
@@ -13,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from circuit_stability.artifacts import parquet_metadata
-from circuit_stability.checkpoints import checkpoint_schedule
+from conftest import quick_checkout
 
-ROOT = Path(__file__).resolve().parents[1]
+from circuit_stability.checkpoints import checkpoint_schedule
+from circuit_stability.records import CircuitRecord, ScoresRecord
 MODELS = ("quick-s", "quick-m")
 TASKS = ("ioi", "greater_than")
 STEPS = checkpoint_schedule(200, 100, log_until=4)
@@ -25,16 +27,8 @@ SCORED = (0, 200)
 pytestmark = pytest.mark.slow
 
 
-def _copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "rules", "config", "profiles", "report"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
-    return dest
-
-
 def _snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    out = subprocess.run(["snakemake", "--cores", "2", "--configfile", "config/quick.yaml", *args], cwd=cwd,
+    out = subprocess.run(["snakemake", "--cores", "2", *args], cwd=cwd,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
@@ -55,7 +49,7 @@ def _artefacts() -> list[str]:
              *[f"data/tasks/quick/{t}.parquet" for t in TASKS], "results/tables/behavior.parquet", "results/tables/circuits.parquet",
              "results/tables/emergence.parquet", "results/tables/faithfulness.parquet",
              "reports/figures/figure1_behavior.png", "reports/figures/circuit_size.png",
-             "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png"]
+             "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png", "reports/report.html"]
     for m in MODELS:
         paths += [f"models/{m}/train_log.parquet"] + [f"models/{m}/step{s}/model.safetensors" for s in STEPS]
         for t in TASKS:
@@ -83,17 +77,18 @@ def test_second_run_does_nothing(study):
 
 def test_scores_and_circuit_contracts(study):
     scores = pd.read_parquet(study / "results/scores/quick-m/ioi/step200.parquet")
-    meta = parquet_metadata(study / "results/scores/quick-m/ioi/step200.parquet")
+    meta = ScoresRecord.read(study / "results/scores/quick-m/ioi/step200.parquet").meta
     assert list(scores.columns) == ["src", "dst", "score"] and scores["score"].dtype == np.float32
     assert len(scores) == 102 and "input->a0.h0<q>" in set(scores["src"].astype(str) + "->" + scores["dst"].astype(str))
     for key in ("model", "step", "task", "method", "ig_steps", "n_examples", "metric", "version", "seed"):
         assert key in meta
     assert (meta["method"], meta["ig_steps"], meta["step"]) == ("EAP-IG", 5, 200)
     circuit = json.loads((study / "results/circuits/quick-m/ioi/step200.json").read_text())
-    for key in ("model", "step", "task", "method", "threshold", "edges", "nodes", "n_edges", "reached",
-                "metric_circuit", "metric_model", "metric_empty", "faithfulness"):
+    for key in ("model", "step", "task", "method", "threshold", "edges", "nodes", "n_edges", "reached", "valid",
+                "invalid_reason", "metric_circuit", "metric_model", "metric_empty", "faithfulness"):
         assert key in circuit
     assert circuit["n_edges"] == len(circuit["edges"])
+    CircuitRecord.read(study / "results/circuits/quick-m/ioi/step200.json")  # the whole contract
     behavior = pd.read_parquet(study / "results/tables/behavior.parquet")
     assert {"model", "step", "tokens_seen", "task", "metric", "accuracy", "split"} <= set(behavior.columns)
     assert (behavior["tokens_seen"] == behavior["step"] * 8 * 64).all()
@@ -105,8 +100,8 @@ def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study, tmp_p
     others = {p: p.stat().st_mtime_ns for p in (study / "results/scores").rglob("*.parquet") if p != target}
     behavior = {p: p.stat().st_mtime_ns for p in (study / "results/behavior").rglob("*.json")}
     target.unlink()
-    assert _planned_jobs(study) == {"scores_1": 1, "circuit_1": 1, "tables": 1, "figures": 1, "track": 1,
-                                      "all": 1}
+    assert _planned_jobs(study) == {"scores_1": 1, "circuit_1": 1, "tables": 1, "figures": 1, "report": 1,
+                                    "track": 1, "all": 1}
     _snakemake(study)
     assert target.exists()
     assert {p: p.stat().st_mtime_ns for p in others} == others
@@ -116,8 +111,8 @@ def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study, tmp_p
 def test_killed_run_resumes_and_reproduces_the_first_run(study, tmp_path):
     """kill -9 mid-run, then re-run: only unfinished jobs run again, no partial file counts as complete, and
     the finished study is identical (scores, circuits, checkpoints) to an uninterrupted run from scratch."""
-    cwd = _copy_workflow(tmp_path / "second")
-    proc = subprocess.Popen(["snakemake", "--cores", "2", "--configfile", "config/quick.yaml"], cwd=cwd,
+    cwd = quick_checkout(tmp_path / "second")
+    proc = subprocess.Popen(["snakemake", "--cores", "2"], cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while not list((cwd / "results").glob("behavior/*/ioi/step0.json")) and time.time() < deadline:
@@ -126,7 +121,7 @@ def test_killed_run_resumes_and_reproduces_the_first_run(study, tmp_path):
     proc.wait()
     done_before = {p for p in _artefacts() if (cwd / p).exists()}
     assert "data/corpus/quick/tokens.npy" in done_before and len(done_before) < len(_artefacts())
-    subprocess.run(["snakemake", "--unlock", "--configfile", "config/quick.yaml"], cwd=cwd, check=True,
+    subprocess.run(["snakemake", "--unlock"], cwd=cwd, check=True,
                    capture_output=True)
     planned = _planned_jobs(cwd)
     assert "corpus" not in planned and any(r.startswith("scores_") for r in planned)
@@ -137,6 +132,8 @@ def test_killed_run_resumes_and_reproduces_the_first_run(study, tmp_path):
             pd.read_parquet(cwd / p)
         elif p.endswith(".json"):
             json.loads((cwd / p).read_text())
+        elif p.endswith(".html"):
+            assert (cwd / p).read_text().rstrip().endswith("</html>")
     for m in MODELS:
         for s in SCORED:
             a = pd.read_parquet(study / f"results/scores/{m}/greater_than/step{s}.parquet")

@@ -15,7 +15,7 @@ def test_emergence_is_first_step_at_half_the_final_metric():
             rows.append({"model": model, "task": task, "metric_name": "logit_diff", "split": "all", "step": step,
                          "tokens_seen": step * 100, "metric": v})
     rows.append({**rows[-1], "split": "seen", "metric": 99.0})  # other splits are ignored
-    e = emergence_table(pd.DataFrame(rows)).set_index(["model", "task"])
+    e = emergence_table(pd.DataFrame(rows), 0.5).set_index(["model", "task"])
     assert e.loc[("s", "ioi"), "emergence_step"] == 30  # 6.0 >= 0.5 * 8.0, 2.0 < 4.0
     assert e.loc[("l", "ioi"), "emergence_step"] == 10 and e.loc[("l", "ioi"), "emergence_tokens"] == 1000
     assert np.isnan(e.loc[("s", "sva"), "emergence_step"])  # never learnt

@@ -4,9 +4,19 @@ import numpy as np
 import pytest
 import torch
 
+from circuit_stability.config import schema_default
 from circuit_stability.suite import lexicon
+from circuit_stability.suite.corpus import CorpusConfig, generate_documents
 from circuit_stability.tasks import TokenizationError, example_metric, make_dataset
 from circuit_stability.tasks.ioi import ioi_dataset
+
+DEFAULT_MIX = CorpusConfig(weights=schema_default("suite.corpus.weights"))
+
+
+def _dataset(task, tokenizer):
+    """The task's dataset at the study config's default size and seed."""
+    return make_dataset(task, tokenizer, schema_default(f"tasks.{task}.n_examples"),
+                        schema_default(f"tasks.{task}.seed"))
 
 
 def test_ioi_pairs_differ_exactly_at_s2(suite_tokenizer):
@@ -34,13 +44,13 @@ def test_ioi_is_seeded(suite_tokenizer):
 
 def test_multi_token_name_is_rejected(suite_tokenizer):
     with pytest.raises(TokenizationError, match="Bartholomew") as err:
-        ioi_dataset(suite_tokenizer, 5, names=("Mary", "John", "Bartholomew"))
+        ioi_dataset(suite_tokenizer, 5, 42, names=("Mary", "John", "Bartholomew"))
     assert "tokenizer" in str(err.value)
 
 
 def test_unknown_task():
     with pytest.raises(ValueError, match="registered tasks"):
-        make_dataset("ioi2", None)
+        make_dataset("ioi2", None, 10, 0)
 
 
 def test_metrics_on_hand_made_logits():
@@ -62,9 +72,7 @@ def test_held_out_templates_never_in_corpus():
     """No training sentence instantiates a held-out IOI template (in either name order)."""
     import re
 
-    from circuit_stability.suite.corpus import generate_documents
-
-    text = "\n".join(generate_documents(0, 3000))
+    text = "\n".join(generate_documents(0, 3000, DEFAULT_MIX))
     held = [t for i, t in enumerate(lexicon.IOI_TEMPLATES_BABA) if i in lexicon.IOI_HELD_OUT]
     seen = [t for i, t in enumerate(lexicon.IOI_TEMPLATES_BABA) if i not in lexicon.IOI_HELD_OUT]
 
@@ -87,7 +95,7 @@ def _diff_positions(row):
 
 
 def test_gendered_pronoun_pairs(suite_tokenizer):
-    ds = make_dataset("gp", suite_tokenizer)
+    ds = _dataset("gp", suite_tokenizer)
     he, she = (suite_tokenizer.convert_tokens_to_ids(t) for t in ("Ġhe", "Ġshe"))
     assert len(ds) == 70 and ds.metric == "logit_diff"
     assert (ds.frame["gender"] == "male").sum() == 35  # balanced
@@ -104,7 +112,7 @@ def test_gendered_pronoun_pairs(suite_tokenizer):
 
 
 def test_greater_than_pairs(suite_tokenizer):
-    ds = make_dataset("greater_than", suite_tokenizer)
+    ds = _dataset("greater_than", suite_tokenizer)
     assert len(ds) == 200 and ds.metric == "prob_diff"
     two_digit = [suite_tokenizer.convert_tokens_to_ids(f"{y:02d}") for y in range(100)]
     for row in ds.frame.itertuples():
@@ -123,8 +131,6 @@ def test_greater_than_corruption_is_in_distribution():
     XX" is one the model has learnt to continue (with 02 … 26), not an unseen start year."""
     import re
 
-    from circuit_stability.suite.corpus import CorpusConfig, generate_documents
-
     config = CorpusConfig(weights={"gt": 1.0})
     text = " ".join(generate_documents(0, 300, config))
     starts = [(int(a), int(b)) for a, b in re.findall(r"from the year 1\d(\d\d) to the year 1\d(\d\d)", text)]
@@ -134,7 +140,7 @@ def test_greater_than_corruption_is_in_distribution():
 
 
 def test_sva_pairs(suite_tokenizer):
-    ds = make_dataset("sva", suite_tokenizer)
+    ds = _dataset("sva", suite_tokenizer)
     assert len(ds) == 200 and ds.metric == "prob_diff"
     singular = {suite_tokenizer.convert_tokens_to_ids("Ġ" + v) for v in lexicon.SVA_VERBS["singular"]}
     for row in ds.frame.itertuples():
@@ -149,15 +155,33 @@ def test_sva_pairs(suite_tokenizer):
 
 
 def test_no_evaluation_prompt_in_the_corpus(suite_tokenizer):
-    """No evaluation prompt of any task occurs verbatim (as whole words) in the training corpus."""
+    """No evaluation prompt of any task occurs in the training corpus as the start of a sentence: the prompt
+    begins at a word boundary and is not followed by a letter (so "The dog with the driver" is not found in
+    "The dog with the drivers"), but may be followed by digits, since Greater-Than's answer continues the last
+    word without a space ("… to the year 17" + "33")."""
     import re
 
-    from circuit_stability.suite.corpus import generate_documents
-
-    text = "\n".join(generate_documents(0, 5_000))
+    text = "\n".join(generate_documents(0, 5_000, DEFAULT_MIX))
     for task in ("ioi", "gp", "greater_than", "sva"):
-        for prompt in make_dataset(task, suite_tokenizer).frame["clean_text"]:
-            assert not re.search(r"(?<![A-Za-z0-9])" + re.escape(prompt) + r"(?![A-Za-z0-9])", text), (task, prompt)
+        for prompt in _dataset(task, suite_tokenizer).frame["clean_text"]:
+            assert not re.search(r"(?<![A-Za-z0-9])" + re.escape(prompt) + r"(?![A-Za-z])", text), (task, prompt)
+
+
+def test_reserved_greater_than_combinations_never_in_the_corpus():
+    """Every (noun, century, start year) the corpus puts in the Greater-Than frame is unreserved, and the corpus
+    does use the frame's nouns, centuries and start years (so the reservation, not absence, keeps the "seen"
+    evaluation prompts out of training)."""
+    import re
+
+    text = " ".join(generate_documents(0, 3_000, CorpusConfig(weights={"gt": 1.0})))
+    found = [(n, int(xx), int(yy)) for n, xx, yy in re.findall(r"The (\w+) lasted from the year (1\d)(\d\d) ", text)]
+    assert len(found) > 5_000
+    assert not [k for k in found if lexicon.is_reserved("gt", *k)]
+    seen_nouns = {n for n in lexicon.GT_NOUNS if n not in lexicon.GT_HELD_OUT}
+    assert {n for n, _, _ in found} == seen_nouns and {xx for _, xx, _ in found} == set(lexicon.GT_CENTURIES)
+    reserved = [k for k in ((n, xx, yy) for n in seen_nouns for xx in lexicon.GT_CENTURIES for yy in lexicon.GT_YY)
+                if lexicon.is_reserved("gt", *k)]
+    assert reserved  # some combinations are reserved for the evaluation set
 
 
 def test_multi_token_answer_is_an_error():
@@ -171,4 +195,4 @@ def test_multi_token_answer_is_an_error():
     tok.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, name_or_path="char-level")
     with pytest.raises(TokenizationError, match=r"\[' he', ' she'\].*'char-level'"):
-        make_dataset("gp", fast)
+        _dataset("gp", fast)

@@ -8,13 +8,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 import pytest
-from conftest import run_ok, study_env
+from conftest import readme_command, run_ok, study_env
 
-from circuit_stability.artifacts import write_json, write_parquet
 from circuit_stability.checkpoints import checkpoint_schedule
+from circuit_stability.graph import Graph
 from circuit_stability.progress import Progress
+from circuit_stability.records import BehaviorRecord, CircuitRecord, ScoresRecord
 from circuit_stability.tracking import job_benchmark, read_benchmark, track_study
 
 MODELS = ("quick-s", "quick-m")
@@ -48,20 +49,25 @@ def _key(run) -> tuple[str, str, int]:
 # ---------------------------------------------------------------- fast: synthetic artefacts
 def _fake_checkpoint(folder: Path, step: int, metric: float, scored: bool) -> dict[str, Path]:
     b = folder / f"behavior/step{step}.json"
-    write_json({"model": "m", "task": "ioi", "step": step, "tokens_seen": step * 10, "metric_name": "logit_diff",
-                "metric": metric, "accuracy": 0.5, "metric_corrupted": 0.0, "n_examples": 4,
-                "splits": {"seen": {"metric": metric, "accuracy": 0.5, "n": 4}}}, b)
+    BehaviorRecord(model="m", step=step, tokens_seen=step * 10, task="ioi", metric_name="logit_diff", metric=metric,
+                   accuracy=0.5, metric_corrupted=0.0, n_examples=4,
+                   splits={"seen": {"metric": metric, "accuracy": 0.5, "n": 4}}, version="0").write(b)
     out = {"behavior": b}
     if scored:
+        graph = Graph(1, 1)
+        scores = np.where(graph.edge_mask, 0.1, np.nan).astype(np.float32)
         out["scores"] = folder / f"scores/step{step}.parquet"
-        write_parquet(pd.DataFrame({"src": ["input"], "dst": ["logits"], "score": [0.1]}), out["scores"],
-                      {"model": "m", "task": "ioi", "step": step, "method": "EAP-IG", "seed": 1, "seconds": 2.5})
+        ScoresRecord(graph, scores, {"model": "m", "task": "ioi", "step": step, "method": "EAP-IG", "seed": 1,
+                                     "n_examples": 4, "metric": "logit_diff", "seconds": 2.5}).write(out["scores"])
         out["circuit"] = folder / f"circuits/step{step}.json"
-        write_json({"model": "m", "task": "ioi", "step": step, "method": "EAP-IG", "threshold": 0.8,
-                    "max_fraction": 0.05, "size": 1, "n_edges": 1, "nodes": ["input", "logits"], "edges": ["x"],
-                    "reached": True, "total_edges": 10, "metric_model": metric, "metric_circuit": metric,
-                    "metric_empty": 0.0, "faithfulness": {"1": {"paper": 1.0, "normalized": 1.0}},
-                    "seconds": 1.5}, out["circuit"])
+        CircuitRecord(model="m", task="ioi", step=step, method="EAP-IG", tokens_seen=step * 10, selection="greedy",
+                      pruned=True, threshold=0.8, max_fraction=0.05, min_search_edges=1, max_edges=1, size=1,
+                      n_edges=1, nodes=["input", "logits"], edges=["input->logits"], reached=True, valid=True,
+                      invalid_reason=None, validity_margin=0.5, emergence_fraction=0.5, metric_final=metric,
+                      total_edges=10, metric_model=metric,
+                      metric_circuit=metric, metric_empty=0.0, mib={},
+                      faithfulness={"1": {"paper": 1.0, "normalized": 1.0}}, seconds=1.5,
+                      version="0").write(out["circuit"])
     return out
 
 
@@ -161,7 +167,7 @@ def test_rerunning_a_job_supersedes_its_run_instead_of_duplicating_it(versioned_
     uri = f"sqlite:///{versioned_study / 'mlflow.db'}"
     before = {_key(r): r.info.run_id for r in _runs(uri)}
     target = "results/circuits/quick-s/ioi/step200.json"
-    run_ok(["snakemake", "--cores", "2", "--configfile", "config/quick.yaml", "--forcerun", target], versioned_study)
+    run_ok(["snakemake", "--cores", "2", "--forcerun", target], versioned_study)
     after = {_key(r): r.info.run_id for r in _runs(uri)}
     assert len(after) == N_RUNS and set(after) == set(before)
     changed = {k for k in after if after[k] != before[k]}
@@ -172,12 +178,6 @@ def test_rerunning_a_job_supersedes_its_run_instead_of_duplicating_it(versioned_
     assert summary["logged"] == ["quick-s/ioi/200"] and len(summary["unchanged"]) == N_RUNS - 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _http(url: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -186,14 +186,15 @@ def _http(url: str, body: dict | None = None) -> dict:
 
 
 @pytest.mark.slow
-def test_mlflow_server_serves_the_experiment_and_its_runs(versioned_study, tmp_path):
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
+def test_readme_mlflow_ui_serves_the_experiment_and_its_runs(versioned_study, tmp_path):
+    """The README's `mlflow ui` command, verbatim in the study's folder, serves the experiment, its runs (REST)
+    and the UI on MLflow's default address http://127.0.0.1:5000."""
+    base = "http://127.0.0.1:5000"
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", 5000)) != 0, "port 5000 is taken: the README's `mlflow ui` cannot start"
     log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(["mlflow", "server", "--backend-store-uri", f"sqlite:///{versioned_study / 'mlflow.db'}",
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              cwd=tmp_path, env=study_env(), stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server = subprocess.Popen(["bash", "-c", "exec " + readme_command("mlflow ui ")], cwd=versioned_study,
+                              env=study_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 120
         while True:

@@ -35,7 +35,7 @@ METHODS = ("EAP", "EAP-IG", "exact")
 IG_CONVENTIONS = ("paper", "code")
 
 
-def interpolation_points(method: str, ig_steps: int = 5, convention: str = "paper") -> list[float]:
+def interpolation_points(method: str, ig_steps: int, convention: str) -> list[float]:
     """The α at which gradients are taken (α = 1 is the clean input, α = 0 the corrupted one).
 
     Args:
@@ -189,7 +189,7 @@ def activation_bytes(graph: Graph, n_examples: int, n_positions: int, d_model: i
     return graph.n_writers * n_examples * n_positions * d_model * 4
 
 
-def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float], batch_size: int = 70,
+def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float], batch_size: int,
                      max_bytes: int = 4 << 30) -> Attribution:
     """Gradient-based edge scores (EAP for ``alphas=[1]``, EAP-IG for ``interpolation_points``).
 
@@ -272,17 +272,60 @@ def _reader_input_hooks(graph: Graph, store: dict) -> list:
     return [(name, rec(name)) for name, _, _ in _reader_hook_names(graph)]
 
 
-def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, batch_size: int = 70,
-                   max_bytes: int = 2 << 30, form: str | None = None) -> torch.Tensor:
+def _patch_hook(name: str, n_up: int, cols: list[int], kept: torch.Tensor, cur: torch.Tensor, a_corr: torch.Tensor,
+                in_corr: dict[str, torch.Tensor], form: str | None):
+    """Forward hook replacing reader group ``cols`` (one hook point, ``n_up`` upstream writers) by its patched
+    input for ``C`` stacked masks (see :func:`patched_metric`).
+
+    Args:
+        kept: ``[C, n_writers, n_readers]`` float 0/1 masks.
+        cur: ``[n_writers, C·B, pos, d_model]`` writer outputs of the running (patched) forward, filled by the
+            writer hooks before a reader reads them.
+        a_corr: ``[n_writers, B, pos, d_model]`` writer outputs of the corrupted run.
+        in_corr: corrupted-run reader inputs ``[B, pos, d_model]`` by hook name.
+        form: ``"keep"``, ``"drop"`` or None (the one touching fewer writers).
+    """
+    C = kept.shape[0]
+    B, P, d_model = a_corr.shape[1:]
+    r = len(cols)
+    k_sub = kept[:, :n_up, cols[0] : cols[-1] + 1]  # [C, w, r]
+    d_sub = 1.0 - k_sub
+    uses_keep = k_sub.amax(dim=(0, 2)) > 0
+    uses_drop = d_sub.amax(dim=(0, 2)) > 0
+    keep_form = int(uses_keep.sum()) <= int(uses_drop.sum()) if form is None else form == "keep"
+    w_idx = torch.nonzero(uses_keep if keep_form else uses_drop).flatten()
+    coef = (k_sub if keep_form else d_sub)[:, w_idx]  # [C, k, r]
+
+    def correction() -> torch.Tensor:  # Σ_u coef[c,u,r] (a_u(current) − a_u(corrupted)) -> [C, r, B, P, d]
+        diff = cur[w_idx].view(len(w_idx), C, -1) - a_corr[w_idx].view(len(w_idx), 1, -1)
+        return torch.einsum("cwr,wcx->crx", coef, diff).view(C, r, B, P, d_model)
+
+    def hook(x, hook):
+        if keep_form:
+            base = in_corr[name].unsqueeze(0).expand(C, B, P, d_model)
+            new = base.unsqueeze(1) + correction() if len(w_idx) else base.unsqueeze(1).expand(C, r, B, P, d_model)
+        else:
+            if not len(w_idx):
+                return None
+            xs = x.view(C, B, P, r, d_model).permute(0, 3, 1, 2, 4) if x.ndim == 4 else x.view(C, 1, B, P, d_model)
+            new = xs.float() - correction()
+        if x.ndim == 4:  # [C·B, P, head, d]
+            return new.permute(0, 2, 3, 1, 4).reshape(C * B, P, r, d_model).to(x.dtype)
+        return new[:, 0].reshape(C * B, P, d_model).to(x.dtype)
+    return hook
+
+
+def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, batch_size: int,
+                   max_bytes: int = 2 << 30, form: str | None = None, skip_trivial: bool = True) -> torch.Tensor:
     """Mean task metric with every edge *not* in ``keep`` patched to its corrupted value, for many masks.
 
     For mask ``c`` and each reader ``v``: ``in_v ← in_v − Σ_{u: keep[c,u,v]=0} (a_u(current) − a_u(corrupted))``
     (reference.md §3.3), computed in whichever of two equal forms touches fewer writers: that one, or
     ``in_v ← in_v(corrupted) + Σ_{u: keep[c,u,v]=1} (a_u(current) − a_u(corrupted))`` (the reader input is the
     sum of its upstream writers' outputs plus constant biases), which costs only the circuit's own edges.
-    The corrupted forward runs once per batch and is reused for every mask; masks keeping every edge are the
-    clean run and masks keeping none the corrupted run (no patched forward); the others are stacked along the
-    batch, as many per forward as ``max_bytes`` allows.
+    The corrupted forward runs once per batch and is reused for every mask; masks are stacked along the batch,
+    as many per forward as ``max_bytes`` allows. With ``skip_trivial`` a mask keeping every edge is the clean
+    run and one keeping none the corrupted run, without a patched forward.
 
     Args:
         keep: ``[n_masks, n_writers, n_readers]`` bool (or 0/1): True keeps the edge clean. Entries that are
@@ -290,6 +333,8 @@ def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, b
         batch_size: examples per forward pass (before stacking masks).
         max_bytes: budget for the stacked writer buffer ``n_masks·batch·pos·n_writers·d_model·4`` bytes.
         form: force ``"keep"`` or ``"drop"`` (for tests); by default the cheaper one per reader group.
+        skip_trivial: take the all-kept and all-dropped masks from the plain clean and corrupted runs (False
+            sends them through the patching hooks too, for tests).
 
     Returns:
         ``[n_masks]`` float32: mean metric over examples for each mask (m(C) of design §5).
@@ -304,6 +349,8 @@ def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, b
     keep_all = keep.to(device=device, dtype=torch.bool) & edges  # [C, W, R]
     n_kept = keep_all.flatten(1).sum(1)
     full, empty = n_kept == graph.n_edges, n_kept == 0
+    if not skip_trivial:
+        full, empty = torch.zeros_like(full), torch.zeros_like(empty)
     patched = torch.nonzero(~full & ~empty).flatten().tolist()
     total = torch.zeros(keep_all.shape[0], dtype=torch.float32, device=device)
     readers = _reader_hook_names(graph)
@@ -311,7 +358,8 @@ def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, b
     for batch in prompts.chunks(batch_size):
         in_corr: dict[str, torch.Tensor] = {}
         a_corr = torch.empty((graph.n_writers, *batch.corrupted.shape, d_model), dtype=torch.float32, device=device)
-        with torch.no_grad(), bridge.hooks(fwd_hooks=_writer_hooks(graph, a_corr) + _reader_input_hooks(graph, in_corr)):
+        record = _writer_hooks(graph, a_corr) + _reader_input_hooks(graph, in_corr)
+        with torch.no_grad(), bridge.hooks(fwd_hooks=record):
             total[empty] += batch.metric_values(bridge(batch.corrupted)).sum()
         if bool(full.any()):
             with torch.no_grad():
@@ -324,36 +372,8 @@ def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, b
             kept = keep_all[ids].float()  # [C, W, R]
             C = len(ids)
             cur = torch.empty((graph.n_writers, C * B, P, d_model), dtype=torch.float32, device=device)
-
-            def fwd(name: str, n_up: int, cols: list[int]):
-                k_sub = kept[:, :n_up, cols[0] : cols[-1] + 1]  # [C, w, r]
-                d_sub = 1.0 - k_sub
-                uses_keep = k_sub.amax(dim=(0, 2)) > 0
-                uses_drop = d_sub.amax(dim=(0, 2)) > 0
-                keep_form = int(uses_keep.sum()) <= int(uses_drop.sum()) if form is None else form == "keep"
-                w_idx = torch.nonzero(uses_keep if keep_form else uses_drop).flatten()
-                coef = (k_sub if keep_form else d_sub)[:, w_idx]  # [C, k, r]
-                r = len(cols)
-
-                def correction() -> torch.Tensor:  # Σ_u coef[c,u,r] (a_u(current) − a_u(corrupted)) -> [C, r, B, P, d]
-                    diff = cur[w_idx].view(len(w_idx), C, -1) - a_corr[w_idx].view(len(w_idx), 1, -1)
-                    return torch.einsum("cwr,wcx->crx", coef, diff).view(C, r, B, P, d_model)
-
-                def f(x, hook):
-                    if keep_form:
-                        base = in_corr[name].unsqueeze(0).expand(C, B, P, d_model)
-                        new = base.unsqueeze(1) + correction() if len(w_idx) else base.unsqueeze(1).expand(C, r, B, P, d_model)
-                    else:
-                        if not len(w_idx):
-                            return None
-                        xs = x.view(C, B, P, r, d_model).permute(0, 3, 1, 2, 4) if x.ndim == 4 else x.view(C, 1, B, P, d_model)
-                        new = xs.float() - correction()
-                    if x.ndim == 4:  # [C·B, P, head, d]
-                        return new.permute(0, 2, 3, 1, 4).reshape(C * B, P, r, d_model).to(x.dtype)
-                    return new[:, 0].reshape(C * B, P, d_model).to(x.dtype)
-                return f
-
-            hooks = _writer_hooks(graph, cur) + [(name, fwd(name, n_up, cols)) for name, n_up, cols in readers]
+            hooks = _writer_hooks(graph, cur) + [(name, _patch_hook(name, n_up, cols, kept, cur, a_corr, in_corr, form))
+                                                 for name, n_up, cols in readers]
             rep = lambda t: t.repeat(C, *([1] * (t.ndim - 1)))  # noqa: E731
             with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
                 logits = bridge(rep(batch.clean))
@@ -362,7 +382,7 @@ def patched_metric(bridge, graph: Graph, prompts: Prompts, keep: torch.Tensor, b
     return total / len(prompts)
 
 
-def exact_scores(bridge, graph: Graph, prompts: Prompts, batch_size: int = 70, max_bytes: int = 2 << 30) -> np.ndarray:
+def exact_scores(bridge, graph: Graph, prompts: Prompts, batch_size: int, max_bytes: int = 2 << 30) -> np.ndarray:
     """Exact activation patching of every edge: ``M(edge u→v corrupted) − M(model)``, one edge at a time.
 
     The ground truth the gradient methods approximate; costs one forward per edge (batched along the batch).
@@ -380,6 +400,26 @@ def exact_scores(bridge, graph: Graph, prompts: Prompts, batch_size: int = 70, m
         e = min(s + chunk, len(src))
         keep = torch.ones((e - s, graph.n_writers, graph.n_readers), dtype=torch.bool)
         keep[torch.arange(e - s), torch.as_tensor(src[s:e]), torch.as_tensor(dst[s:e])] = False
-        out[src[s:e], dst[s:e]] = (patched_metric(bridge, graph, prompts, keep, batch_size, max_bytes) - base).cpu().numpy()
+        patched = patched_metric(bridge, graph, prompts, keep, batch_size, max_bytes)
+        out[src[s:e], dst[s:e]] = (patched - base).cpu().numpy()
         progress.update(e - s)
     return out
+
+
+def score_edges(bridge, graph: Graph, prompts: Prompts, method: str, ig_steps: int, convention: str,
+                batch_size: int) -> np.ndarray:
+    """Every edge's score by ``method`` (one of :data:`METHODS`): :func:`edge_attribution` at
+    :func:`interpolation_points` for EAP and EAP-IG, :func:`exact_scores` for exact patching.
+
+    Returns:
+        ``[n_writers, n_readers]`` float32, NaN off the edge mask (units and sign: module docstring).
+
+    Raises:
+        ValueError: naming the valid methods, for an unknown one (and see :func:`interpolation_points`).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {list(METHODS)}")
+    if method == "exact":
+        return exact_scores(bridge, graph, prompts, batch_size)
+    return edge_attribution(bridge, graph, prompts, interpolation_points(method, ig_steps, convention),
+                            batch_size).scores

@@ -12,7 +12,7 @@ PYTHIA_EVERY = 1_000
 PYTHIA_LOG_UNTIL = 512
 
 
-def checkpoint_schedule(max_steps: int, every: int, log_until: int = PYTHIA_LOG_UNTIL) -> list[int]:
+def checkpoint_schedule(max_steps: int, every: int, log_until: int) -> list[int]:
     """Training steps at which a checkpoint is saved, Pythia-style.
 
     Args:
@@ -27,7 +27,7 @@ def checkpoint_schedule(max_steps: int, every: int, log_until: int = PYTHIA_LOG_
     Raises:
         ValueError: if ``max_steps < 1``, ``every < 1`` or ``log_until < 1``.
 
-    >>> checkpoint_schedule(143_000, 1_000) == pythia_schedule()
+    >>> checkpoint_schedule(143_000, 1_000, 512) == pythia_schedule()
     True
     """
     if max_steps < 1 or every < 1 or log_until < 1:

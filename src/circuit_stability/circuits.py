@@ -13,12 +13,17 @@
   N = min(E, max(⌊max_fraction·E⌋, min_search_edges)) (:func:`search_limit`), found by a log-spaced grid
   followed by binary search inside the first bracket that crosses (faithfulness is not monotone in n);
   ``reached = False`` when no evaluated size qualifies — never a silent fallback.
+- **Validity** (:func:`circuit_validity`): a circuit is valid only where the model performs the task: m(M) > 0,
+  the task has emerged (m(M) ≥ half the last checkpoint's metric, the emergence table's onset rule) and
+  m(M) − m(∅) > ε·|m(M)|; before a task is learnt f_paper divides by noise. ``reached`` is never true for an
+  invalid circuit, and every later stage reads valid circuits only.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,19 +32,7 @@ import torch
 from circuit_stability.attribution import Prompts, patched_metric
 from circuit_stability.graph import Graph
 from circuit_stability.progress import Progress
-
-
-def _reader_groups(graph: Graph) -> tuple[dict[int, list[int]], list[int | None]]:
-    """Map each writer to the reader columns of the same node, and each reader to its node's writer."""
-    node_readers: dict[int, list[int]] = {}
-    reader_writer: list[int | None] = [None] * graph.n_readers
-    for r, name in enumerate(graph.reader_names):
-        node = name.split("<")[0]
-        w = graph.writer_names.index(node) if node != "logits" else None
-        reader_writer[r] = w
-        if w is not None:
-            node_readers.setdefault(w, []).append(r)
-    return node_readers, reader_writer
+from circuit_stability.records import CircuitRecord, ScoresRecord
 
 
 def greedy_circuit(graph: Graph, scores: np.ndarray, n_edges: int, absolute: bool = True) -> np.ndarray:
@@ -57,22 +50,17 @@ def greedy_circuit(graph: Graph, scores: np.ndarray, n_edges: int, absolute: boo
     Raises:
         ValueError: if ``scores`` has the wrong shape, is all NaN on the edges, or ``n_edges < 0``.
     """
-    if scores.shape != (graph.n_writers, graph.n_readers):
-        raise ValueError(f"scores must be [{graph.n_writers}, {graph.n_readers}]; got {scores.shape}")
+    graph.check_scores(scores)
     if n_edges < 0:
         raise ValueError(f"n_edges must be >= 0; got {n_edges}")
-    edge_vals = scores[graph.edge_mask]
-    if edge_vals.size == 0 or np.all(np.isnan(edge_vals)):
-        raise ValueError("edge scores are empty or all NaN: no circuit can be chosen from them")
     key = -np.abs(scores) if absolute else scores  # heap pops the smallest key
     key = np.where(np.isnan(key), np.inf, key)
     n_up = graph.n_upstream
-    node_readers, _ = _reader_groups(graph)
     chosen = np.zeros_like(graph.edge_mask)
     in_circuit = {None}  # logits' "writer"
     heap: list[tuple[float, int, int, int]] = []
 
-    def push_incoming(readers: list[int]) -> None:
+    def push_incoming(readers) -> None:
         for r in readers:
             for u in range(int(n_up[r])):
                 heapq.heappush(heap, (float(key[u, r]), u * graph.n_readers + r, u, r))
@@ -85,7 +73,7 @@ def greedy_circuit(graph: Graph, scores: np.ndarray, n_edges: int, absolute: boo
         added += 1
         if u not in in_circuit:
             in_circuit.add(u)
-            push_incoming(node_readers.get(u, []))
+            push_incoming(graph.writer_readers[u])
     return chosen
 
 
@@ -99,14 +87,11 @@ def top_n_circuit(graph: Graph, scores: np.ndarray, n_edges: int, absolute: bool
     Raises:
         ValueError: for scores of the wrong shape or all NaN, or ``n_edges < 0``.
     """
-    if scores.shape != (graph.n_writers, graph.n_readers):
-        raise ValueError(f"scores must be [{graph.n_writers}, {graph.n_readers}]; got {scores.shape}")
+    graph.check_scores(scores)
     if n_edges < 0:
         raise ValueError(f"n_edges must be >= 0; got {n_edges}")
     src, dst = graph.edge_index
     vals = scores[src, dst].astype(np.float64)
-    if vals.size == 0 or np.all(np.isnan(vals)):
-        raise ValueError("edge scores are empty or all NaN: no circuit can be chosen from them")
     key = -np.abs(vals) if absolute else vals
     order = np.lexsort((np.arange(len(vals)), np.where(np.isnan(key), np.inf, key)))[:n_edges]
     mask = np.zeros_like(graph.edge_mask)
@@ -142,7 +127,7 @@ def prune(graph: Graph, edges: np.ndarray) -> np.ndarray:
         The pruned mask: every remaining edge lies on a path from ``input`` to ``logits``.
     """
     mask = edges.copy() & graph.edge_mask
-    node_readers, _ = _reader_groups(graph)
+    node_readers = graph.writer_readers
     while True:
         changed = False
         has_child = mask.any(axis=1)  # writer has an outgoing edge
@@ -180,6 +165,91 @@ def faithfulness(metric_circuit: float, metric_model: float, metric_empty: float
     return {"paper": float(paper), "normalized": float(norm)}
 
 
+def circuit_validity(metric_model: float, metric_empty: float, metric_final: float, margin: float,
+                     emergence_fraction: float) -> tuple[bool, str | None]:
+    """Whether a circuit found at this checkpoint can mean anything: the model must perform the task.
+
+    f_paper = m(C)/m(M) rewards a circuit for keeping m(M). When m(M) ≤ 0 a *worse* circuit scores higher;
+    before a task is learnt m(M) is noise-sized (an untrained model's Gendered-Pronoun logit difference is
+    0.005 with m(∅) = −0.006), and a single edge already gives f ≈ 1. So a circuit is valid only if
+
+    1. m(M) > 0;
+    2. the task has emerged: m(M) ≥ ``emergence_fraction`` × m_final, the metric at the study's last
+       checkpoint (the onset rule of the emergence table, Tigges et al. 2024 §3.1 compare such onsets);
+    3. corrupting every edge removes more than ``margin`` of it: m(M) − m(∅) > ε·|m(M)| (design §4).
+
+    Args:
+        metric_model: m(M), the model's task metric at this checkpoint (logit or probability difference).
+        metric_empty: m(∅), the metric with every edge corrupted (the corrupted run).
+        metric_final: m(M) at the last checkpoint of the study (from its behaviour record).
+        margin: ε ≥ 0.
+        emergence_fraction: in (0, 1].
+
+    Returns:
+        ``(valid, reason)``: ``reason`` is None when valid, else a sentence with the numbers.
+
+    Raises:
+        ValueError: if ``margin`` < 0 or ``emergence_fraction`` is not in (0, 1].
+    """
+    if margin < 0:
+        raise ValueError(f"validity margin must be >= 0; got {margin}")
+    if not 0 < emergence_fraction <= 1:
+        raise ValueError(f"emergence fraction must be in (0, 1]; got {emergence_fraction}")
+    if not all(math.isfinite(v) for v in (metric_model, metric_empty, metric_final)):
+        return False, (f"m(M) = {metric_model}, m(empty) = {metric_empty} or the final metric {metric_final} "
+                       "is not finite")
+    if metric_final <= 0:
+        return False, f"the task is never learnt: the last checkpoint's metric is {metric_final:.4g} <= 0"
+    if metric_model <= 0:
+        return False, f"m(M) = {metric_model:.4g} <= 0: the model does not perform the task"
+    if metric_model < emergence_fraction * metric_final:
+        return False, (f"the task has not emerged: m(M) = {metric_model:.4g} < {emergence_fraction:g} x the last "
+                       f"checkpoint's {metric_final:.4g}")
+    gap = metric_model - metric_empty
+    if gap <= margin * abs(metric_model):
+        return False, (f"m(M) - m(empty) = {metric_model:.4g} - {metric_empty:.4g} = {gap:.4g} <= "
+                       f"{margin:g} x |m(M)| = {margin * abs(metric_model):.4g}: the corrupted run keeps most of "
+                       "the metric, so faithfulness cannot tell circuits apart")
+    return True, None
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Settings of the minimal-circuit search and the validity rule (config section ``circuits``; the schema
+    holds their defaults).
+
+    Attributes:
+        threshold: f_paper a circuit must reach (> 0; the paper's 0.8).
+        max_fraction: largest size searched, as a fraction of the edges (in (0, 1]; design §5: 0.05).
+        min_search_edges: floor on the largest size searched (≥ 1), see :func:`search_limit`.
+        grid_points: log-spaced sizes of the first pass (≥ 2).
+        selection: one of :data:`SELECTIONS`.
+        validity_margin: ε of :func:`circuit_validity` (≥ 0).
+        emergence_fraction: the onset rule of :func:`circuit_validity` (in (0, 1]).
+
+    Raises:
+        ValueError: naming the bad value and what is valid, on construction (before any model is loaded).
+    """
+
+    threshold: float
+    max_fraction: float
+    min_search_edges: int
+    grid_points: int
+    selection: str
+    validity_margin: float
+    emergence_fraction: float
+
+    def __post_init__(self) -> None:
+        if not self.threshold > 0:
+            raise ValueError(f"threshold must be > 0; got {self.threshold}")
+        search_limit(1, self.max_fraction, self.min_search_edges)
+        if self.grid_points < 2:
+            raise ValueError(f"grid_points must be >= 2; got {self.grid_points}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {self.selection!r}; valid: {sorted(SELECTIONS)}")
+        circuit_validity(1.0, 0.0, 1.0, self.validity_margin, self.emergence_fraction)
+
+
 @dataclass
 class CircuitSearch:
     """Result of :func:`minimal_circuit`.
@@ -187,22 +257,25 @@ class CircuitSearch:
     Attributes:
         size: greedy size n of the chosen circuit (the minimal qualifying one, or the largest evaluated if none).
         edges: ``[n_writers, n_readers]`` bool mask of the chosen circuit after pruning.
-        reached: whether f_paper ≥ threshold at ``size``.
+        reached: whether f_paper ≥ threshold at ``size`` and the circuit is valid.
+        valid, invalid_reason: :func:`circuit_validity` of m(M) and m(∅).
         metric_model, metric_empty, metric_circuit: m(M), m(∅), m(C).
-        curve: ``{n: {"paper", "normalized", "n_edges"}}`` for every greedy size evaluated.
+        curve: ``{n: {"paper", "normalized", "n_edges", "metric"}}`` for every greedy size evaluated.
     """
 
     size: int
     edges: np.ndarray
     reached: bool
+    valid: bool
+    invalid_reason: str | None
     metric_model: float
     metric_empty: float
     metric_circuit: float
     curve: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
-def search_minimal_size(faithfulness_of, max_n: int, threshold: float = 0.8,
-                        grid_points: int = 8) -> tuple[int, bool, dict[int, float]]:
+def search_minimal_size(faithfulness_of, max_n: int, threshold: float,
+                        grid_points: int) -> tuple[int, bool, dict[int, float]]:
     """Smallest size n in [1, max_n] with f(n) ≥ threshold, robust to non-monotone f (design §5).
 
     Evaluates ``grid_points`` log-spaced sizes in one call, takes the first grid size that reaches the
@@ -236,12 +309,13 @@ def search_minimal_size(faithfulness_of, max_n: int, threshold: float = 0.8,
     return hi, True, evaluated
 
 
-def search_limit(n_edges: int, max_fraction: float = 0.05, min_search_edges: int = 1) -> int:
+def search_limit(n_edges: int, max_fraction: float, min_search_edges: int) -> int:
     """Largest circuit size the minimal-circuit search tries: min(E, max(⌊max_fraction · E⌋, min_search_edges, 1)).
 
     ``max_fraction`` = 0.05 is the 5% bound of the search (design §5). ``min_search_edges`` is a floor for tiny
     graphs: 5% of a 2-layer, 4-head model's 102 edges is 5 edges, fewer than a circuit that routes a feature
-    through several heads of both layers needs; for Pythia-70m (32,491 edges) the floor has no effect.
+    through several heads of both layers needs; for pythia-70m (3,580 edges: a limit of 179) a floor of 20 has no
+    effect.
 
     Raises:
         ValueError: if ``max_fraction`` is not in (0, 1] or ``min_search_edges`` < 1.
@@ -253,70 +327,56 @@ def search_limit(n_edges: int, max_fraction: float = 0.05, min_search_edges: int
     return max(1, min(int(n_edges), max(int(max_fraction * n_edges), int(min_search_edges))))
 
 
-def check_search(threshold: float, max_fraction: float, min_search_edges: int = 1) -> None:
-    """Validate the minimal-circuit search's arguments before any model is loaded.
-
-    Raises:
-        ValueError: if ``threshold`` is not > 0, ``max_fraction`` not in (0, 1] or ``min_search_edges`` < 1.
-    """
-    if not threshold > 0:
-        raise ValueError(f"threshold must be > 0; got {threshold}")
-    search_limit(1, max_fraction, min_search_edges)
-
-
-def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, threshold: float = 0.8,
-                    max_fraction: float = 0.05, grid_points: int = 8, batch_size: int = 70,
-                    max_bytes: int = 2 << 30, selection: str = "greedy",
-                    min_search_edges: int = 1) -> CircuitSearch:
-    """Smallest greedy circuit with f_paper ≥ ``threshold`` among sizes 1 … :func:`search_limit` (design §5).
+def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, search: SearchSettings,
+                    batch_size: int, metric_final: float | None = None, max_bytes: int = 2 << 30) -> CircuitSearch:
+    """Smallest greedy circuit with f_paper ≥ ``search.threshold`` among sizes 1 … :func:`search_limit`
+    (design §5), and whether it is valid (:func:`circuit_validity`).
 
     m(M), m(∅) and the log-spaced grid of :func:`search_minimal_size` are evaluated in one batched forward
     (edge masks stacked along the batch; the corrupted activations computed once per batch); every evaluated
-    size is recorded in ``curve``.
+    size is recorded in ``curve``. An invalid circuit is searched the same way but never ``reached``.
+
+    Args:
+        scores: ``[n_writers, n_readers]`` edge scores (NaN off the edge mask).
+        batch_size: examples per forward pass.
+        metric_final: the task metric at the study's last checkpoint (None: this is the last checkpoint).
 
     Raises:
-        ValueError: for scores that are empty or all NaN, ``threshold`` not in (0, ∞), ``max_fraction`` not in
-            (0, 1] or ``min_search_edges`` < 1.
+        ValueError: for scores of the wrong shape, empty or all NaN.
     """
-    check_search(threshold, max_fraction, min_search_edges)
-    max_n = search_limit(graph.n_edges, max_fraction, min_search_edges)
-    if selection not in SELECTIONS:
-        raise ValueError(f"unknown selection {selection!r}; valid: {sorted(SELECTIONS)}")
-    edge_vals = scores[graph.edge_mask]
-    if edge_vals.size == 0 or np.all(np.isnan(edge_vals)):
-        raise ValueError("edge scores are empty or all NaN: no circuit can be chosen from them")
+    max_n = search_limit(graph.n_edges, search.max_fraction, search.min_search_edges)
+    graph.check_scores(scores)
     masks: dict[int, np.ndarray] = {}
 
     def circuit(n: int) -> np.ndarray:
         if n not in masks:
-            masks[n] = select_circuit(graph, scores, n, selection)
+            masks[n] = select_circuit(graph, scores, n, search.selection)
         return masks[n]
 
     progress = Progress(f"minimal-circuit search over 1..{max_n} edges", None, "circuit sizes evaluated")
-
-    def evaluate(extra: list[np.ndarray]) -> list[float]:
-        keep = torch.from_numpy(np.stack(extra))
-        values = patched_metric(bridge, graph, prompts, keep, batch_size, max_bytes).tolist()
-        progress.update(len(extra))
-        return values
-
     base: dict[str, float] = {}
     metric_of: dict[int, float] = {}
 
     def faithfulness_of(sizes: list[int]) -> list[float]:
         extra = [graph.edge_mask, np.zeros_like(graph.edge_mask)] if not base else []
-        values = evaluate(extra + [circuit(n) for n in sizes])
+        keep = torch.from_numpy(np.stack(extra + [circuit(n) for n in sizes]))
+        values = patched_metric(bridge, graph, prompts, keep, batch_size, max_bytes).tolist()
+        progress.update(len(keep))
         if not base:
             base["model"], base["empty"] = values[0], values[1]
             values = values[2:]
         metric_of.update(zip(sizes, values))
         return [faithfulness(m, base["model"], base["empty"])["paper"] for m in values]
 
-    size, reached, evaluated = search_minimal_size(faithfulness_of, max_n, threshold, grid_points)
+    size, reached, evaluated = search_minimal_size(faithfulness_of, max_n, search.threshold, search.grid_points)
     progress.close()
+    final = base["model"] if metric_final is None else metric_final
+    valid, reason = circuit_validity(base["model"], base["empty"], final, search.validity_margin,
+                                     search.emergence_fraction)
     curve = {n: {**faithfulness(metric_of[n], base["model"], base["empty"]), "n_edges": int(circuit(n).sum()),
                  "metric": metric_of[n]} for n in sorted(evaluated)}
-    return CircuitSearch(size, circuit(size), reached, base["model"], base["empty"], metric_of[size], curve)
+    return CircuitSearch(size, circuit(size), reached and valid, valid, reason, base["model"], base["empty"],
+                         metric_of[size], curve)
 
 
 MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # Mueller et al. 2025 (MIB)
@@ -328,9 +388,9 @@ def area_under(fractions: list[float], values: list[float]) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
 
 
-def faithfulness_summaries(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts,
-                           fractions: tuple[float, ...] = MIB_FRACTIONS, batch_size: int = 70,
-                           max_bytes: int = 2 << 30, selection: str = "greedy") -> dict:
+def faithfulness_summaries(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, batch_size: int,
+                           selection: str, fractions: tuple[float, ...] = MIB_FRACTIONS,
+                           max_bytes: int = 2 << 30) -> dict:
     """MIB's summaries of the faithfulness curve of greedy circuits (Mueller et al. 2025, §3):
     CPR = ∫ f_norm d(fraction) and CMD = ∫ |1 − f_norm| d(fraction), trapezoids over ``fractions`` of the edges.
 
@@ -348,3 +408,35 @@ def faithfulness_summaries(bridge, graph: Graph, scores: np.ndarray, prompts: Pr
     norm = [table[str(f)]["normalized"] for f in fractions]
     return {"fractions": table, "cpr": area_under(list(fractions), norm),
             "cmd": area_under(list(fractions), [abs(1 - v) for v in norm])}
+
+
+def circuit_record(bridge, graph: Graph, scores: ScoresRecord, prompts: Prompts, search: SearchSettings,
+                   batch_size: int, metric_final: float, tokens_seen: int, version: str) -> CircuitRecord:
+    """The circuit stage of one checkpoint: :func:`minimal_circuit` and :func:`faithfulness_summaries` on a
+    scores file's scores, as a :class:`~circuit_stability.records.CircuitRecord`.
+
+    Args:
+        metric_final: the task metric at the study's last checkpoint (its behaviour record), for the validity.
+
+    Raises:
+        ValueError: if the scores were computed on a different graph than the model's.
+    """
+    t0 = time.time()
+    if graph != scores.graph:
+        raise ValueError(f"scores of {scores.meta.get('model')} {scores.meta.get('task')} step "
+                         f"{scores.meta.get('step')} were computed on {scores.graph}, but the model has {graph}")
+    res = minimal_circuit(bridge, graph, scores.scores, prompts, search, batch_size, metric_final)
+    mib = faithfulness_summaries(bridge, graph, scores.scores, prompts, batch_size, search.selection)
+    edges = [name for name, keep in zip(graph.edge_names, res.edges[graph.edge_mask]) if keep]
+    m = scores.meta
+    return CircuitRecord(
+        model=m["model"], step=int(m["step"]), task=m["task"], method=m["method"], tokens_seen=tokens_seen,
+        selection=search.selection, pruned=True, threshold=search.threshold, max_fraction=search.max_fraction,
+        min_search_edges=search.min_search_edges,
+        max_edges=search_limit(graph.n_edges, search.max_fraction, search.min_search_edges),
+        total_edges=graph.n_edges, size=res.size, edges=edges, nodes=circuit_nodes(graph, res.edges),
+        n_edges=len(edges), reached=res.reached, valid=res.valid, invalid_reason=res.invalid_reason,
+        validity_margin=search.validity_margin, emergence_fraction=search.emergence_fraction,
+        metric_final=metric_final, metric_circuit=res.metric_circuit, metric_model=res.metric_model,
+        metric_empty=res.metric_empty, faithfulness={str(k): v for k, v in sorted(res.curve.items())}, mib=mib,
+        seconds=round(time.time() - t0, 3), version=version)

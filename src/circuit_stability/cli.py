@@ -1,7 +1,9 @@
 """``circuit-stability <stage> ...``: one subcommand per pipeline stage (what each Snakemake rule's shell calls).
 
-Every stage takes explicit arguments (the library never reads the study config) and writes its outputs
-atomically, so each is runnable and testable without Snakemake. Run ``circuit-stability <stage> --help``.
+Every stage takes explicit arguments (the library never reads the study config); an option's default is the
+study-config schema's (``circuit_stability/schema.yaml``), so a stage run by hand does what the workflow does.
+Outputs are written atomically through :mod:`circuit_stability.records`, so each stage is runnable and testable
+without Snakemake. Run ``circuit-stability <stage> --help``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ import time
 from pathlib import Path
 
 from circuit_stability import __version__
-from circuit_stability.artifacts import write_json, write_parquet
+from circuit_stability.config import schema_default
+
+
+def _log(msg: str) -> None:
+    print(f"[circuit-stability] {msg}", file=sys.stderr, flush=True)
 
 
 def _threads(n: int) -> None:
@@ -23,72 +29,23 @@ def _threads(n: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _log(msg: str) -> None:
-    print(f"[circuit-stability] {msg}", file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------- suite
 def cmd_corpus(a: argparse.Namespace) -> None:
     """Generate the corpus, build the tokenizer and cut the training token stream."""
-    import numpy as np
+    from circuit_stability.suite.build import build_corpus
 
-    from circuit_stability.artifacts import atomic_dir, atomic_path
-    from circuit_stability.suite import corpus
-    from circuit_stability.suite.tokenizer import build_tokenizer
-    from circuit_stability.suite.train import TrainConfig, build_token_stream
-
-    train = TrainConfig(**json.loads(a.training))
-    weights = {**corpus.CorpusConfig().weights, **json.loads(a.weights)}
-    cfg = corpus.CorpusConfig(weights=weights)
-    tok = build_tokenizer(corpus.lexicon_sample())
-    need = train.max_steps * train.batch_size * train.context
-    t0 = time.time()
-    docs, encoded, have, chunk = 0, [], 0, max(1000, need // 40)
-    while have < need:  # generate in chunks until the stream is long enough (documents average ~50 tokens)
-        new = corpus.generate_documents(a.seed + docs, chunk, cfg)
-        ids = tok(new, add_special_tokens=False)["input_ids"]
-        encoded += ids
-        have += sum(len(x) + 1 for x in ids)
-        docs += chunk
-    tokens = build_token_stream(encoded, tok.eos_token_id, train)
-    unk = int((tokens == tok.unk_token_id).sum())
-    if unk:
-        raise RuntimeError(f"corpus contains {unk} unknown tokens: the tokenizer vocabulary misses grammar words")
-    out = Path(a.out)
-    with atomic_dir(out / "tokenizer") as tmp:
-        tok.save_pretrained(tmp)
-    with atomic_path(out / "tokens.npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, tokens.astype(np.uint16 if len(tok) < 65536 else np.int32))
-    write_json({"seed": a.seed, "weights": weights, "n_documents": docs, "n_tokens": int(tokens.size),
-                "vocab_size": len(tok), "shape": list(tokens.shape), "seconds": round(time.time() - t0, 2)},
-               out / "corpus.json")
-    _log(f"corpus: {tokens.size:,} tokens from {docs:,} documents, vocabulary {len(tok)}")
+    t = json.loads(a.training)
+    m = build_corpus(a.out, a.seed, json.loads(a.weights), t["batch_size"], t["context"], t["max_steps"])
+    _log(f"corpus: {m['n_tokens']:,} tokens from {m['n_documents']:,} documents, vocabulary {m['vocab_size']}")
 
 
 def cmd_train(a: argparse.Namespace) -> None:
     """Train one suite model on the shared token stream, saving every scheduled checkpoint."""
-    import numpy as np
-    from transformers import PreTrainedTokenizerFast
-
-    from circuit_stability.checkpoints import checkpoint_schedule
-    from circuit_stability.suite.train import ModelShape, TrainConfig, shape_summary, train_model
+    from circuit_stability.suite.build import build_model
 
     _threads(a.threads)
-    shape = ModelShape(**json.loads(a.shape))
-    train_cfg = json.loads(a.training)
-    every, log_until = train_cfg.pop("checkpoint_every"), train_cfg.pop("log_until", 512)
-    cfg = TrainConfig(**train_cfg, seed=a.seed)
-    steps = checkpoint_schedule(cfg.max_steps, every, log_until)
-    tokens = np.load(Path(a.corpus) / "tokens.npy")
-    tok = PreTrainedTokenizerFast.from_pretrained(Path(a.corpus) / "tokenizer")
-    t0 = time.time()
-    log = train_model(shape, cfg, tokens, tok, Path(a.out), steps, threads=a.threads)
-    write_parquet(log, Path(a.out) / "train_log.parquet", {"model": Path(a.out).name, "seed": a.seed})
-    write_json({"model": Path(a.out).name, **shape_summary(shape, len(tok), cfg.context),
-                "training": {**train_cfg, "checkpoint_every": every, "log_until": log_until, "seed": a.seed},
-                "checkpoints": steps, "seconds": round(time.time() - t0, 1),
-                "final_loss": float(log["loss"].tail(50).mean())}, Path(a.out) / "suite.json")
+    m = build_model(a.corpus, a.out, json.loads(a.shape), json.loads(a.training), a.seed, a.threads)
+    _log(f"trained {m['model']} in {m['seconds']} s: final loss {m['final_loss']:.3f}")
 
 
 # ---------------------------------------------------------------- tasks
@@ -96,212 +53,88 @@ def cmd_dataset(a: argparse.Namespace) -> None:
     """Generate a task's clean/corrupted dataset for a tokenizer (design §4 task parquet)."""
     from transformers import AutoTokenizer
 
+    from circuit_stability.records import write_dataset
     from circuit_stability.tasks import make_dataset
 
-    tok = AutoTokenizer.from_pretrained(a.tokenizer)
-    ds = make_dataset(a.task, tok, a.n_examples, a.seed)
-    frame = ds.frame.copy()
-    for col in ("clean", "corrupted", "answer_ids"):
-        frame[col] = frame[col].map(lambda x: [int(i) for i in x])
-    import pyarrow as pa
-
-    schema = pa.schema([("clean", pa.list_(pa.int32())), ("corrupted", pa.list_(pa.int32())),
-                        ("clean_text", pa.string()), ("corrupted_text", pa.string()), ("position", pa.int32()),
-                        ("answer_ids", pa.list_(pa.int32())), ("flags", pa.list_(pa.int8())),
-                        ("split", pa.string())])
-    extra = [c for c in frame.columns if c not in schema.names]
-    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    for c in extra:
-        table = table.append_column(c, pa.array(frame[c].tolist()))
-    write_parquet(table, a.out, {"task": ds.task, "metric": ds.metric, "tokenizer": str(a.tokenizer),
-                                 "seed": a.seed, "n_examples": len(ds)})
+    n = a.n_examples if a.n_examples is not None else schema_default(f"tasks.{a.task}.n_examples")
+    seed = a.seed if a.seed is not None else schema_default(f"tasks.{a.task}.seed")
+    write_dataset(make_dataset(a.task, AutoTokenizer.from_pretrained(a.tokenizer), n, seed), a.out)
 
 
-def _load_dataset(path: str):
-    import pandas as pd
-
-    from circuit_stability.artifacts import parquet_metadata
-    from circuit_stability.tasks.base import TaskDataset
-
-    meta = parquet_metadata(path)
-    return TaskDataset(meta["task"], meta["metric"], pd.read_parquet(path), meta["tokenizer"], meta["seed"])
-
-
-def _steps(a: argparse.Namespace) -> list[int]:
-    """Parse ``--steps`` and check every (model, step) exists before any expensive work."""
-    from circuit_stability.models import resolve_checkpoint
+# ---------------------------------------------------------------- per-checkpoint stages
+def _checkpoints(a: argparse.Namespace):
+    """Check every (model, step) exists (before any expensive work), then yield ``(step, bridge, graph,
+    dataset, prompts)`` for each step of ``--steps``, loading one checkpoint at a time."""
+    from circuit_stability.attribution import Prompts
+    from circuit_stability.graph import Graph
+    from circuit_stability.models import load_model, resolve_checkpoint
+    from circuit_stability.records import read_dataset
 
     steps = [int(x) for x in a.steps.split(",")]
     for step in steps:
         resolve_checkpoint(a.model_name or a.model, step, a.suite_dir)
-    return steps
-
-
-def _checkpoints(a: argparse.Namespace, steps: list[int]):
-    """Yield ``(step, bridge, graph, prompts)`` for each step, loading one checkpoint at a time."""
-    from circuit_stability.attribution import Prompts
-    from circuit_stability.graph import Graph
-    from circuit_stability.models import load_model
-
+    ds = read_dataset(a.dataset)
     _threads(a.threads)
     for step in steps:
         bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device, dtype=a.dtype)
-        prompts = Prompts.from_dataset(a.ds, bridge.tokenizer.pad_token_id, next(bridge.parameters()).device)
-        yield step, bridge, Graph.from_config(bridge.cfg), prompts
+        prompts = Prompts.from_dataset(ds, bridge.tokenizer.pad_token_id, next(bridge.parameters()).device)
+        yield step, bridge, Graph.from_config(bridge.cfg), ds, prompts
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
-    p.add_argument("--model-name", default=None, help="hub name, e.g. EleutherAI/pythia-160m (default: --model)")
-    p.add_argument("--suite-dir", default="models", help="folder of the local suite")
-    p.add_argument("--dataset", required=True, help="task dataset parquet")
-    p.add_argument("--tokens-per-step", type=int, required=True, help="batch size x context of training")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--batch-size", type=int, default=70)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--steps", required=True, help="comma-separated checkpoint steps (one process, loaded in turn)")
-    p.add_argument("--out-dir", required=True, help="writes <out-dir>/step<step>.<ext> for each step")
-
-
-# ---------------------------------------------------------------- behaviour
 def cmd_behavior(a: argparse.Namespace) -> None:
     """Task metric and accuracy (clean and corrupted, per split) at each checkpoint step."""
-    import torch
+    from circuit_stability.behavior import example_metrics, summarize_behavior
+    from circuit_stability.records import BehaviorRecord
 
-    steps = _steps(a)
-    a.ds = _load_dataset(a.dataset)
-    split = a.ds.frame["split"].to_numpy()
-    for step, bridge, _, prompts in _checkpoints(a, steps):
-        clean, corrupted = [], []
-        with torch.no_grad():
-            for batch in prompts.chunks(a.batch_size):
-                clean.append(batch.metric_values(bridge(batch.clean)))
-                corrupted.append(batch.metric_values(bridge(batch.corrupted)))
-        clean = torch.cat(clean).cpu().numpy()
-        corrupted = torch.cat(corrupted).cpu().numpy()
-        per_split = {name: {"metric": float(clean[split == name].mean()),
-                            "accuracy": float((clean[split == name] > 0).mean()), "n": int((split == name).sum())}
-                     for name in sorted(set(split))}
-        write_json({"model": a.model, "step": step, "tokens_seen": step * a.tokens_per_step, "task": a.ds.task,
-                    "metric_name": a.ds.metric, "metric": float(clean.mean()), "accuracy": float((clean > 0).mean()),
-                    "metric_corrupted": float(corrupted.mean()), "n_examples": len(a.ds), "splits": per_split,
-                    "version": __version__}, Path(a.out_dir) / f"step{step}.json")
-        _log(f"behaviour {a.model} {a.ds.task} step {step}: {a.ds.metric} = {clean.mean():.3f}")
+    for step, bridge, _, ds, prompts in _checkpoints(a):
+        clean, corrupted = example_metrics(bridge, prompts, a.batch_size)
+        summary = summarize_behavior(clean, corrupted, ds.frame["split"].to_numpy())
+        record = BehaviorRecord(model=a.model, step=step, tokens_seen=step * a.tokens_per_step, task=ds.task,
+                                metric_name=ds.metric, **summary, version=__version__)
+        record.write(Path(a.out_dir) / f"step{step}.json")
+        _log(f"behaviour {a.model} {ds.task} step {step}: {ds.metric} = {summary['metric']:.3f}")
 
 
-# ---------------------------------------------------------------- scores
 def cmd_scores(a: argparse.Namespace) -> None:
     """Edge scores of every edge (design §4 scores parquet) with EAP, EAP-IG or exact patching."""
-    import numpy as np
-    import pandas as pd
+    from circuit_stability.attribution import score_edges
+    from circuit_stability.records import ScoresRecord
 
-    from circuit_stability.attribution import METHODS, edge_attribution, exact_scores, interpolation_points
-
-    if a.method not in METHODS:
-        raise SystemExit(f"unknown method {a.method!r}; valid: {list(METHODS)}")
-    alphas = None if a.method == "exact" else interpolation_points(a.method, a.ig_steps, a.ig_convention)
-    steps = _steps(a)
-    a.ds = _load_dataset(a.dataset)
-    for step, bridge, graph, prompts in _checkpoints(a, steps):
+    for step, bridge, graph, ds, prompts in _checkpoints(a):
         t0 = time.time()
-        if a.method == "exact":
-            scores = exact_scores(bridge, graph, prompts, a.batch_size)
-        else:
-            scores = edge_attribution(bridge, graph, prompts, alphas, a.batch_size).scores
-        src, dst = graph.edge_index
-        values = scores[src, dst].astype(np.float32)
-        w, r = np.array(graph.writer_names), np.array(graph.reader_names)
-        frame = pd.DataFrame({"src": pd.Categorical(w[src], categories=graph.writer_names),
-                              "dst": pd.Categorical(r[dst], categories=graph.reader_names), "score": values})
-        write_parquet(frame, Path(a.out_dir) / f"step{step}.parquet", {
-            "model": a.model, "step": step, "task": a.ds.task, "method": a.method,
-            "ig_steps": a.ig_steps if a.method == "EAP-IG" else (1 if a.method == "EAP" else 0),
-            "ig_convention": a.ig_convention, "n_examples": len(a.ds), "metric": a.ds.metric,
-            "version": __version__, "seed": a.ds.seed, "n_layers": graph.n_layers, "n_heads": graph.n_heads,
-            "parallel_attn_mlp": graph.parallel_attn_mlp, "tokens_seen": step * a.tokens_per_step,
-            "seconds": round(time.time() - t0, 3)})
-        _log(f"scores {a.model} {a.ds.task} step {step}: {len(values)} edges by {a.method} "
-             f"in {time.time() - t0:.1f}s")
+        scores = score_edges(bridge, graph, prompts, a.method, a.ig_steps, a.ig_convention, a.batch_size)
+        meta = {"model": a.model, "step": step, "task": ds.task, "method": a.method,
+                "ig_steps": a.ig_steps if a.method == "EAP-IG" else (1 if a.method == "EAP" else 0),
+                "ig_convention": a.ig_convention, "n_examples": len(ds), "metric": ds.metric, "version": __version__,
+                "seed": ds.seed, "tokens_seen": step * a.tokens_per_step, "seconds": round(time.time() - t0, 3)}
+        ScoresRecord(graph, scores, meta).write(Path(a.out_dir) / f"step{step}.parquet")
+        _log(f"scores {a.model} {ds.task} step {step}: {graph.n_edges} edges by {a.method} in {time.time() - t0:.1f}s")
 
 
-def read_scores(path: str | Path):
-    """Read a scores parquet into ``(graph, dense scores [n_writers, n_readers], metadata)``.
-
-    Raises:
-        ValueError: if the file has no edges, only NaN scores, or edge names foreign to its graph.
-    """
-    import numpy as np
-    import pandas as pd
-
-    from circuit_stability.artifacts import parquet_metadata
-    from circuit_stability.graph import Graph
-
-    meta = parquet_metadata(path)
-    frame = pd.read_parquet(path)
-    if frame.empty or frame["score"].isna().all():
-        raise ValueError(f"scores file {path} has no usable scores (empty or all NaN)")
-    graph = Graph(int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["parallel_attn_mlp"]))
-    w_idx = {n: i for i, n in enumerate(graph.writer_names)}
-    r_idx = {n: i for i, n in enumerate(graph.reader_names)}
-    try:
-        src = frame["src"].astype(str).map(w_idx.__getitem__).to_numpy()
-        dst = frame["dst"].astype(str).map(r_idx.__getitem__).to_numpy()
-    except KeyError as e:
-        raise ValueError(f"scores file {path} names node {e} that is not in its {graph}") from None
-    dense = np.full((graph.n_writers, graph.n_readers), np.nan, dtype=np.float32)
-    dense[src, dst] = frame["score"].to_numpy(dtype=np.float32)
-    return graph, dense, meta
-
-
-# ---------------------------------------------------------------- circuits
 def cmd_circuit(a: argparse.Namespace) -> None:
     """Minimal circuit by greedy selection + faithfulness search (design §5) -> circuit JSON."""
-    from circuit_stability.circuits import (check_search, circuit_nodes, faithfulness_summaries, minimal_circuit,
-                                            search_limit)
+    from circuit_stability.circuits import SearchSettings, circuit_record
+    from circuit_stability.records import BehaviorRecord, ScoresRecord
 
-    steps = _steps(a)
-    check_search(a.threshold, a.max_fraction, a.min_search_edges)  # before any model is loaded
-    a.ds = _load_dataset(a.dataset)
-    loaded = {step: read_scores(Path(a.scores_dir) / f"step{step}.parquet") for step in steps}  # fail fast
-    for step, bridge, graph, prompts in _checkpoints(a, steps):
-        t0 = time.time()
-        sgraph, scores, meta = loaded[step]
-        if graph != sgraph:
-            raise ValueError(f"scores of step {step} were computed on {sgraph}, but the model has {graph}")
-        res = minimal_circuit(bridge, graph, scores, prompts, a.threshold, a.max_fraction, a.grid_points,
-                              a.batch_size, selection=a.selection, min_search_edges=a.min_search_edges)
-        mib = faithfulness_summaries(bridge, graph, scores, prompts, batch_size=a.batch_size,
-                                     selection=a.selection)
-        in_circuit = res.edges[graph.edge_mask]
-        edges = [name for name, keep in zip(graph.edge_names, in_circuit) if keep]
-        write_json({
-            "model": a.model, "step": step, "task": a.ds.task, "method": meta["method"],
-            "tokens_seen": step * a.tokens_per_step, "selection": a.selection, "pruned": True,
-            "threshold": a.threshold, "max_fraction": a.max_fraction,
-            "min_search_edges": a.min_search_edges,
-            "max_edges": search_limit(graph.n_edges, a.max_fraction, a.min_search_edges),
-            "total_edges": graph.n_edges,
-            "size": res.size, "edges": edges, "nodes": circuit_nodes(graph, res.edges), "n_edges": len(edges),
-            "reached": res.reached, "metric_circuit": res.metric_circuit, "metric_model": res.metric_model,
-            "metric_empty": res.metric_empty, "faithfulness": {str(k): v for k, v in sorted(res.curve.items())},
-            "mib": mib,
-            "seconds": round(time.time() - t0, 3), "version": __version__}, Path(a.out_dir) / f"step{step}.json")
-        f = res.curve[res.size]["paper"]
-        _log(f"circuit {a.model} {a.ds.task} step {step}: {len(edges)} edges, f_paper={f:.3f}, "
-             f"reached={res.reached}")
+    search = SearchSettings(a.threshold, a.max_fraction, a.min_search_edges, a.grid_points, a.selection,
+                            a.validity_margin, a.emergence_fraction)  # checks the values before any model is loaded
+    steps = [int(x) for x in a.steps.split(",")]
+    loaded = {s: ScoresRecord.read(Path(a.scores_dir) / f"step{s}.parquet") for s in steps}  # fail fast
+    final = BehaviorRecord.read(a.final_behavior).metric
+    for step, bridge, graph, ds, prompts in _checkpoints(a):
+        rec = circuit_record(bridge, graph, loaded[step], prompts, search, a.batch_size, final,
+                             tokens_seen=step * a.tokens_per_step, version=__version__)
+        rec.write(Path(a.out_dir) / f"step{step}.json")
+        _log(f"circuit {a.model} {ds.task} step {step}: {rec.n_edges} edges, f_paper={rec.f_paper:.3f}, "
+             f"reached={rec.reached}, valid={rec.valid}" + ("" if rec.valid else f" ({rec.invalid_reason})"))
 
 
 # ---------------------------------------------------------------- tables and figures
 def cmd_tables(a: argparse.Namespace) -> None:
-    """Collect per-checkpoint JSONs into long-format parquet tables (design §4 tables)."""
-    from circuit_stability.tables import behavior_table, circuit_table, emergence_table, faithfulness_table
+    """Collect per-checkpoint records into long-format parquet tables (design §4 tables)."""
+    from circuit_stability.tables import write_tables
 
-    behavior = behavior_table(a.behavior)
-    write_parquet(behavior, Path(a.out) / "behavior.parquet")
-    write_parquet(circuit_table(a.circuits), Path(a.out) / "circuits.parquet")
-    write_parquet(faithfulness_table(a.circuits), Path(a.out) / "faithfulness.parquet")
-    write_parquet(emergence_table(behavior), Path(a.out) / "emergence.parquet")
+    write_tables(a.behavior, a.circuits, Path(a.out), a.emergence_fraction)
 
 
 def cmd_plot(a: argparse.Namespace) -> None:
@@ -331,9 +164,31 @@ def cmd_sync(a: argparse.Namespace) -> None:
                           allow_missing=a.allow_missing, build=not a.no_build))
 
 
-def _add_versioning_commands(sub) -> None:
-    """The ``track`` and ``sync`` subcommands."""
-    s = sub.add_parser("track", help="log a study's per-checkpoint results to MLflow (idempotent)")
+# ---------------------------------------------------------------- argument parsing
+def _option(p: argparse.ArgumentParser, flag: str, key: str, help: str, **kw) -> None:
+    """An option whose default is the schema's default of config key ``key``, shown in ``--help``."""
+    p.add_argument(flag, default=schema_default(key), help=f"{help} (default: %(default)s; config key {key})", **kw)
+
+
+def _checkpoint_options(p: argparse.ArgumentParser) -> None:
+    from circuit_stability.models import DTYPES
+
+    p.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
+    p.add_argument("--model-name", default=None, help="hub name, e.g. EleutherAI/pythia-160m (default: --model)")
+    p.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
+    p.add_argument("--dataset", required=True, help="task dataset parquet")
+    p.add_argument("--tokens-per-step", type=int, required=True, help="batch size x context of training")
+    p.add_argument("--steps", required=True, help="comma-separated checkpoint steps (one process, loaded in turn)")
+    p.add_argument("--out-dir", required=True, help="writes <out-dir>/step<step>.<ext> for each step")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    _option(p, "--dtype", "analysis.dtype", "model dtype; scores accumulate in float32", choices=list(DTYPES))
+    _option(p, "--batch-size", "analysis.batch_size", "examples per forward pass", type=int)
+    _option(p, "--threads", "threads", "torch threads", type=int)
+
+
+def _versioning_commands(sub) -> None:
+    s = sub.add_parser("track", help="log a study's per-checkpoint results to MLflow (idempotent)",
+                       description=cmd_track.__doc__)
     s.add_argument("--study", required=True, help="MLflow experiment name")
     s.add_argument("--behavior", nargs="+", required=True, help="behaviour JSONs")
     s.add_argument("--scores", nargs="*", help="scores parquet files")
@@ -363,72 +218,94 @@ def _add_versioning_commands(sub) -> None:
     s.set_defaults(fn=cmd_sync)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``circuit-stability`` argument parser (every stage a subcommand)."""
+    from circuit_stability.attribution import IG_CONVENTIONS, METHODS
+    from circuit_stability.circuits import SELECTIONS
+    from circuit_stability.tasks import TASKS
+
     p = argparse.ArgumentParser(prog="circuit-stability", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
     sub = p.add_subparsers(dest="stage", required=True)
 
-    s = sub.add_parser("corpus", help="generate the embedded corpus, tokenizer and token stream")
-    s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--weights", default="{}", help="JSON: sentence-kind mixture weights")
-    s.add_argument("--training", required=True, help="JSON: batch_size, context, max_steps (+ other TrainConfig)")
+    s = sub.add_parser("corpus", help="generate the embedded corpus, tokenizer and token stream",
+                       description=cmd_corpus.__doc__)
+    s.add_argument("--out", required=True, help="corpus folder")
+    _option(s, "--seed", "suite.corpus.seed", "grammar seed", type=int)
+    s.add_argument("--weights", default=json.dumps(schema_default("suite.corpus.weights")),
+                   help="JSON: sentence-kind mixture weights (default: %(default)s; config key suite.corpus.weights)")
+    s.add_argument("--training", required=True, help="JSON with batch_size, context, max_steps")
     s.set_defaults(fn=cmd_corpus)
 
-    s = sub.add_parser("train", help="train one embedded suite model")
-    s.add_argument("--corpus", required=True)
+    s = sub.add_parser("train", help="train one embedded suite model", description=cmd_train.__doc__)
+    s.add_argument("--corpus", required=True, help="corpus folder")
     s.add_argument("--out", required=True, help="models/<name>")
-    s.add_argument("--shape", required=True, help="JSON: n_layers, d_model, n_heads[, d_mlp, rotary_pct]")
-    s.add_argument("--training", required=True, help="JSON: TrainConfig fields + checkpoint_every, log_until")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--shape", required=True, help="JSON: n_layers, d_model, n_heads, d_mlp, rotary_pct")
+    s.add_argument("--training", required=True,
+                   help="JSON: batch_size, context, max_steps, lr, warmup_steps, min_lr_ratio, weight_decay, "
+                        "checkpoint_every, log_until")
+    s.add_argument("--seed", type=int, required=True, help="initialisation seed (config key seed)")
+    _option(s, "--threads", "threads", "torch threads", type=int)
     s.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("dataset", help="generate a task dataset")
-    s.add_argument("--task", required=True)
+    s = sub.add_parser("dataset", help="generate a task dataset", description=cmd_dataset.__doc__)
+    s.add_argument("--task", required=True, choices=sorted(TASKS))
     s.add_argument("--tokenizer", required=True, help="tokenizer folder or hub name")
-    s.add_argument("--n-examples", type=int, default=None)
-    s.add_argument("--seed", type=int, default=42)
-    s.add_argument("--out", required=True)
+    s.add_argument("--n-examples", type=int, default=None, help="default: the task's tasks.<task>.n_examples")
+    s.add_argument("--seed", type=int, default=None, help="default: the task's tasks.<task>.seed")
+    s.add_argument("--out", required=True, help="dataset parquet")
     s.set_defaults(fn=cmd_dataset)
 
-    s = sub.add_parser("behavior", help="task metric at checkpoints")
-    _common(s)
+    s = sub.add_parser("behavior", help="task metric at checkpoints", description=cmd_behavior.__doc__)
+    _checkpoint_options(s)
     s.set_defaults(fn=cmd_behavior)
 
-    s = sub.add_parser("scores", help="edge scores at checkpoints")
-    _common(s)
-    s.add_argument("--method", default="EAP-IG")
-    s.add_argument("--ig-steps", type=int, default=5)
-    s.add_argument("--ig-convention", default="paper")
+    s = sub.add_parser("scores", help="edge scores at checkpoints", description=cmd_scores.__doc__)
+    _checkpoint_options(s)
+    _option(s, "--method", "analysis.method", "edge-scoring method", choices=list(METHODS))
+    _option(s, "--ig-steps", "analysis.ig_steps", "m, the EAP-IG interpolation points", type=int)
+    _option(s, "--ig-convention", "analysis.ig_convention", "EAP-IG points: paper k/m, k=1..m; code k=0..m-1",
+            choices=list(IG_CONVENTIONS))
     s.set_defaults(fn=cmd_scores)
 
-    s = sub.add_parser("circuit", help="minimal circuits at checkpoints")
-    _common(s)
+    s = sub.add_parser("circuit", help="minimal circuits at checkpoints", description=cmd_circuit.__doc__)
+    _checkpoint_options(s)
     s.add_argument("--scores-dir", required=True, help="folder of step<step>.parquet score files")
-    s.add_argument("--threshold", type=float, default=0.8)
-    s.add_argument("--max-fraction", type=float, default=0.05)
-    s.add_argument("--min-search-edges", type=int, default=1,
-                   help="floor on the search's largest size, for tiny graphs (default 1: the 5%% bound alone)")
-    s.add_argument("--grid-points", type=int, default=8)
-    s.add_argument("--selection", default="greedy", choices=["greedy", "topn-abs", "topn-signed"])
+    _option(s, "--threshold", "circuits.threshold", "f_paper a circuit must reach", type=float)
+    _option(s, "--max-fraction", "circuits.max_fraction", "largest size searched, as a fraction of edges",
+            type=float)
+    _option(s, "--min-search-edges", "circuits.min_search_edges", "floor on the largest size searched", type=int)
+    _option(s, "--grid-points", "circuits.grid_points", "log-spaced sizes of the first pass", type=int)
+    _option(s, "--selection", "circuits.selection", "how edges are chosen", choices=sorted(SELECTIONS))
+    s.add_argument("--final-behavior", required=True,
+                   help="behaviour JSON of the study's last checkpoint (the validity rule's reference metric)")
+    _option(s, "--validity-margin", "circuits.validity_margin",
+            "valid only if m(M) - m(empty) > margin x |m(M)| (and m(M) > 0, the task emerged)", type=float)
+    _option(s, "--emergence-fraction", "analysis.emergence_fraction",
+            "valid only from the first checkpoint with m(M) >= this x the last checkpoint's", type=float)
     s.set_defaults(fn=cmd_circuit)
 
-    s = sub.add_parser("tables", help="aggregate behaviour and circuit JSONs into parquet tables")
-    s.add_argument("--behavior", nargs="+", required=True)
-    s.add_argument("--circuits", nargs="+", required=True)
-    s.add_argument("--out", required=True)
+    s = sub.add_parser("tables", help="aggregate behaviour and circuit records into parquet tables",
+                       description=cmd_tables.__doc__)
+    s.add_argument("--behavior", nargs="+", required=True, help="behaviour JSONs")
+    s.add_argument("--circuits", nargs="+", required=True, help="circuit JSONs")
+    s.add_argument("--out", required=True, help="tables folder")
+    _option(s, "--emergence-fraction", "analysis.emergence_fraction",
+            "onset: first checkpoint with metric >= this x the last checkpoint's", type=float)
     s.set_defaults(fn=cmd_tables)
 
-    s = sub.add_parser("plot", help="figures from the tables")
-    s.add_argument("--tables", required=True)
-    s.add_argument("--out", required=True)
+    s = sub.add_parser("plot", help="figures from the tables", description=cmd_plot.__doc__)
+    s.add_argument("--tables", required=True, help="tables folder")
+    s.add_argument("--out", required=True, help="figures folder")
     s.add_argument("--models", required=True, help="comma-separated model order (smallest first)")
-    s.add_argument("--dpi", type=int, default=120, help="figure resolution (dots per inch)")
+    _option(s, "--dpi", "plots.dpi", "figure resolution (dots per inch)", type=int)
     s.set_defaults(fn=cmd_plot)
-    _add_versioning_commands(sub)
+    _versioning_commands(sub)
+    return p
 
-    args = p.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     args.fn(args)
 
 

@@ -1,17 +1,93 @@
-"""Validate a study config against ``config/schema.yaml`` with messages a researcher can act on.
+"""The study config: validation against the schema, and the schema as the one home of every default.
 
 The Snakefile calls :func:`validate_config` when it loads the config, so a bad config fails before any job
-starts. Each error names the offending key (as a dotted path) and what would be valid.
+starts; each error names the offending key (as a dotted path) and what would be valid. Validation then fills in
+every ``default:`` of the schema (:data:`SCHEMA_PATH`, linked from ``config/schema.yaml``) that the config
+leaves out, so rules pass explicit values; the CLI takes its option defaults from the same schema
+(:func:`schema_default`), and library functions take these settings as required arguments.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import jsonschema
 import yaml
+
+SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
+
+
+@lru_cache(maxsize=None)
+def _schema(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The study-config schema (a fresh copy)."""
+    return copy.deepcopy(_schema(str(path)))
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    """``node`` with a local ``$ref`` (``#/$defs/x``) replaced by its target (siblings kept)."""
+    ref = node.get("$ref")
+    if not ref:
+        return node
+    target = schema
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def fill_defaults(config: dict, schema: dict) -> dict:
+    """A copy of ``config`` with every schema ``default`` filled in where the key is absent, recursively (into
+    present objects, objects created from a ``default``, and the values of ``additionalProperties`` maps)."""
+    out = copy.deepcopy(config)
+
+    def walk(node: dict, sch: dict) -> None:
+        sch = _resolve(schema, sch)
+        props = sch.get("properties", {})
+        for key, sub in props.items():
+            sub = _resolve(schema, sub)
+            if key not in node and "default" in sub:
+                node[key] = copy.deepcopy(sub["default"])
+            if isinstance(node.get(key), dict):
+                walk(node[key], sub)
+        extra = sch.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, value in node.items():
+                if key not in props and isinstance(value, dict):
+                    walk(value, extra)
+
+    walk(out, schema)
+    return out
+
+
+def schema_default(path: str, schema_path: str | Path = SCHEMA_PATH):
+    """The schema's default of the dotted config key ``path`` (e.g. ``"circuits.threshold"``,
+    ``"tasks.ioi.n_examples"``).
+
+    Raises:
+        KeyError: naming ``path`` if the schema has no such key or no default for it.
+    """
+    schema = _schema(str(schema_path))
+    node = schema
+    for part in path.split("."):
+        node = _resolve(schema, node)
+        props = node.get("properties", {})
+        if part in props:
+            node = props[part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            raise KeyError(f"the config schema has no key {path!r}")
+    node = _resolve(schema, node)
+    if "default" not in node:
+        raise KeyError(f"the config schema has no default for {path!r}")
+    return copy.deepcopy(node["default"])
 
 
 class ConfigError(ValueError):
@@ -48,13 +124,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{where}: {error.message}"
 
 
-def validate_config(config: dict, schema_path: str | Path) -> dict:
-    """Validate ``config``; return it unchanged.
+def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Validate ``config`` and return a copy with every schema default filled in (:func:`fill_defaults`).
 
     Raises:
         ConfigError: listing every violation (key path, bad value, what is allowed).
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     if errors:
@@ -64,7 +140,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
         raise ConfigError("<top level>: source 'suite' needs a 'suite' section")
     if config["source"] == "hub" and "hub" not in config:
         raise ConfigError("<top level>: source 'hub' needs a 'hub' section")
-    return config
+    return fill_defaults(config, schema)
 
 
 def config_hash(config: dict) -> str:

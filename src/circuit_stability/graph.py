@@ -131,17 +131,92 @@ class Graph:
         w, r = self.writer_names, self.reader_names
         return [f"{w[s]}->{r[d]}" for s, d in zip(src, dst)]
 
+    # ---- structure: which reader columns belong to which node, and name lookups
+    @cached_property
+    def reader_writer(self) -> np.ndarray:
+        """``[n_readers]`` int: the writer index of the node each reader belongs to (``a1.h2<q>`` → ``a1.h2``,
+        ``m1`` → ``m1``); −1 for ``logits``, which writes nothing."""
+        out = np.full(self.n_readers, -1, dtype=np.int64)
+        for l in range(self.n_layers):
+            for h in range(self.n_heads):
+                for c in QKV:
+                    out[self.reader_index(l, h, c)] = self.writer_index(l, h)
+            out[self.reader_index(l)] = self.writer_index(l)
+        return out
+
+    @cached_property
+    def writer_readers(self) -> tuple[np.ndarray, ...]:
+        """Per writer, the ``[k]`` int reader columns of the same node: a head's q, k, v inputs, an MLP's input;
+        empty for ``input``, which reads nothing."""
+        return tuple(np.nonzero(self.reader_writer == w)[0] for w in range(self.n_writers))
+
+    @cached_property
+    def writer_ids(self) -> dict[str, int]:
+        """Writer name (``input``, ``a0.h1``, ``m0``) → writer index."""
+        return {n: i for i, n in enumerate(self.writer_names)}
+
+    @cached_property
+    def reader_ids(self) -> dict[str, int]:
+        """Reader name (``a0.h1<q>``, ``m0``, ``logits``) → reader index."""
+        return {n: i for i, n in enumerate(self.reader_names)}
+
+    def edge_ids(self, src: list[str], dst: list[str], where: str = "edges") -> tuple[np.ndarray, np.ndarray]:
+        """Writer and reader indices ``([n], [n])`` of edges given by node names.
+
+        Raises:
+            ValueError: naming ``where`` and the first name that is not a writer / reader of this graph, or a
+                pair that is not an edge (e.g. a reader upstream of its writer).
+        """
+        try:
+            s = np.fromiter((self.writer_ids[n] for n in src), dtype=np.int64, count=len(src))
+            d = np.fromiter((self.reader_ids[n] for n in dst), dtype=np.int64, count=len(dst))
+        except KeyError as e:
+            raise ValueError(f"{where} name node {e} that is not in {self}") from None
+        bad = np.nonzero(~self.edge_mask[s, d])[0]
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"{where}: {src[i]}->{dst[i]} is not an edge of {self}")
+        return s, d
+
     def reader_node(self, reader: int) -> str:
         """Node name of a reader (``a1.h2<q>`` → ``a1.h2``)."""
-        return self.reader_names[reader].split("<")[0]
+        w = int(self.reader_writer[reader])
+        return "logits" if w < 0 else self.writer_names[w]
+
+    def check_scores(self, scores: np.ndarray, where: str = "edge scores") -> None:
+        """The one validation of a dense score table before circuits are chosen from it.
+
+        Args:
+            scores: ``[n_writers, n_readers]`` (NaN off :attr:`edge_mask`).
+
+        Raises:
+            ValueError: if the shape is wrong, or no edge has a finite score (empty or all NaN), naming ``where``.
+        """
+        if scores.shape != (self.n_writers, self.n_readers):
+            raise ValueError(f"{where} must be [{self.n_writers}, {self.n_readers}] for {self}; got {scores.shape}")
+        values = scores[self.edge_mask]
+        if values.size == 0 or np.all(np.isnan(values)):
+            raise ValueError(f"{where} are empty or all NaN: no circuit can be chosen from them")
 
     @classmethod
     def from_config(cls, cfg) -> "Graph":
-        """Graph of a model from a config with ``n_layers``/``n_heads`` (TransformerLens) or
-        ``num_hidden_layers``/``num_attention_heads`` (Hugging Face) and optional parallel-attention flag."""
-        n_layers = getattr(cfg, "n_layers", None) or getattr(cfg, "num_hidden_layers")
-        n_heads = getattr(cfg, "n_heads", None) or getattr(cfg, "num_attention_heads")
+        """Graph of a model from its config: TransformerLens (``n_layers``, ``n_heads``, ``parallel_attn_mlp``)
+        or Hugging Face (``num_hidden_layers``, ``num_attention_heads``, ``use_parallel_residual``).
+
+        Raises:
+            ValueError: if the config names neither parallel-attention flag (the edge set depends on it: with
+                parallel attention MLP l does not read layer l's heads), or lacks the layer/head counts.
+        """
+        n_layers = getattr(cfg, "n_layers", None) or getattr(cfg, "num_hidden_layers", None)
+        n_heads = getattr(cfg, "n_heads", None) or getattr(cfg, "num_attention_heads", None)
+        if not n_layers or not n_heads:
+            raise ValueError(f"model config {type(cfg).__name__} has no layer/head counts (n_layers/n_heads or "
+                             "num_hidden_layers/num_attention_heads)")
         parallel = getattr(cfg, "parallel_attn_mlp", None)
         if parallel is None:
-            parallel = getattr(cfg, "use_parallel_residual", True)
+            parallel = getattr(cfg, "use_parallel_residual", None)
+        if parallel is None:
+            raise ValueError(f"model config {type(cfg).__name__} has neither 'parallel_attn_mlp' (TransformerLens) "
+                             "nor 'use_parallel_residual' (Hugging Face): the edge set depends on whether attention "
+                             "and MLP run in parallel, so it cannot be guessed")
         return cls(int(n_layers), int(n_heads), bool(parallel))

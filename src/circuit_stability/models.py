@@ -95,6 +95,7 @@ def load_model(model: str, step: int, suite_dir: str | Path | None = None, devic
     Raises:
         ValueError: unknown model, step or dtype (before any loading).
         OSError: from Hugging Face when a hub checkpoint cannot be downloaded.
+        RuntimeError: if the hooked reader inputs are not the pre-LayerNorm residual (:func:`check_reader_inputs`).
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {list(DTYPES)}")
@@ -113,4 +114,47 @@ def load_model(model: str, step: int, suite_dir: str | Path | None = None, devic
     bridge.set_use_split_qkv_input(True)
     bridge.set_use_attn_result(True)
     bridge.set_use_hook_mlp_in(True)
+    check_reader_inputs(bridge)
     return bridge
+
+
+def check_reader_inputs(bridge, n_positions: int = 6) -> None:
+    """Check on a probe that the hooks edge patching reads are what the engine assumes (design §5): block 0's
+    query, key and value inputs (``blocks.0.hook_{q,k,v}_input``, ``[batch, pos, head, d_model]``) and MLP input
+    (``blocks.0.hook_mlp_in``) equal the ``input`` node's output (``hook_embed``) for every head, i.e. they are
+    the residual stream *before* the layer norm, and the embedding is the whole residual stream at layer 0 (no
+    learned positional embedding: rotary models only).
+
+    TransformerLens only captures the pre-LayerNorm residual for split q/k/v inputs when its hooks are wired
+    as expected; otherwise it silently hands the hook a post-LN tensor, and every score and patch would be wrong.
+
+    Raises:
+        RuntimeError: naming the hook and the largest difference, if an input is not the embedding.
+    """
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(x, hook):
+            seen[name] = x.detach().float()
+        return hook
+
+    names = ["hook_embed", "blocks.0.hook_q_input", "blocks.0.hook_k_input", "blocks.0.hook_v_input",
+             "blocks.0.hook_mlp_in"]
+    device = next(bridge.parameters()).device
+    tokens = (torch.arange(n_positions, device=device) % bridge.cfg.d_vocab).unsqueeze(0)
+    with torch.no_grad(), bridge.hooks(fwd_hooks=[(n, keep(n)) for n in names]):
+        bridge(tokens)
+    missing = [n for n in names if n not in seen]
+    if missing:
+        raise RuntimeError(f"hook point(s) {missing} did not fire on a probe forward: this bridge cannot be patched "
+                           "edge by edge")
+    embed = seen["hook_embed"]
+    tol = 1e-5 * max(1.0, float(embed.abs().max()))
+    for name in names[1:]:
+        x = seen[name]
+        x = x if x.ndim == 4 else x.unsqueeze(2)  # [batch, pos, head or 1, d_model]
+        diff = float((x - embed.unsqueeze(2)).abs().max())
+        if diff > tol:
+            raise RuntimeError(f"{name} is not the pre-LayerNorm residual stream at layer 0 (max |difference| from "
+                               f"hook_embed = {diff:.3g} > {tol:.3g}): reader inputs must be the residual stream "
+                               "before the layer norm for edge attribution and patching to be correct")

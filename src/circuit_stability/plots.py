@@ -5,12 +5,12 @@
   difference; log x-axis, linear near 0 so the initialisation, step 0, is shown).
 - ``emergence.png``: tokens seen when each task first reaches half its final metric, per model and task.
 - ``faithfulness_curves.png``: f_norm against the fraction of edges kept (MIB's grid) for the largest model,
-  one panel per task, one line per selected checkpoint (the first at which the task is learnt, the middle
-  one, the last), with CPR (area under the curve) in the legend.
+  one panel per task, one line per selected checkpoint (the first with a valid circuit, the middle valid one,
+  the last), with CPR (area under the curve) in the legend.
 - ``circuit_size.png``: minimal-circuit size in edges against tokens seen, one line per model, one panel per
-  task (Tigges et al. 2024, Figure 5 left); hollow markers where no circuit reached the threshold. Before the
-  task is learnt (m(M) below half its final value) f_paper = m(C)/m(M) divides by a near-zero metric and the
-  "minimal circuit" is noise: those checkpoints are drawn as grey crosses, off the line.
+  task (Tigges et al. 2024, Figure 5 left); hollow markers where no circuit reached the threshold. Checkpoints
+  whose circuit is not ``valid`` (the model does not perform the task, so f_paper = m(C)/m(M) divides by
+  noise; :func:`circuits.circuit_validity`) are drawn as grey crosses, off the line.
 """
 
 from __future__ import annotations
@@ -90,12 +90,6 @@ def emergence_figure(emergence: pd.DataFrame, model_order: list[str], path: Path
     _save(fig, path, dpi)
 
 
-def task_learnt(circuits: pd.DataFrame) -> pd.Series:
-    """Per checkpoint of one model and task: m(M) ≥ half of its value at the last checkpoint (and > 0)."""
-    final = circuits.sort_values("step")["metric_model"].iloc[-1]
-    return (circuits["metric_model"] >= 0.5 * final) & (final > 0)
-
-
 def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120) -> None:
     """Minimal-circuit size (edges) against tokens seen; hollow markers where the threshold was not reached."""
     tasks = _tasks(circuits)
@@ -108,9 +102,9 @@ def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Pa
         frame = circuits[circuits["task"] == task]
         for model in [m for m in model_order if m in set(frame["model"])]:
             f = frame[frame["model"] == model].sort_values("tokens_seen")
-            learnt = task_learnt(f)
-            ax.scatter(f.loc[~learnt, "tokens_seen"], f.loc[~learnt, "n_edges"], marker="x", color="0.6", s=12)
-            f = f[learnt]
+            valid = f["valid"].astype(bool)
+            ax.scatter(f.loc[~valid, "tokens_seen"], f.loc[~valid, "n_edges"], marker="x", color="0.6", s=12)
+            f = f[valid]
             line, = ax.plot(f["tokens_seen"], f["n_edges"], label=model)
             ok = f["reached"].astype(bool)
             ax.scatter(f.loc[ok, "tokens_seen"], f.loc[ok, "n_edges"], color=line.get_color(), s=12)
@@ -118,7 +112,7 @@ def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Pa
                        edgecolors=line.get_color(), s=12)
         _tokens_axis(ax, frame)
         ax.set_ylabel("circuit size (edges)")
-        ax.set_title(f"{TASK_TITLES.get(task, task)}: minimal circuit\n(hollow: not reached; grey x: task not yet learnt)")
+        ax.set_title(f"{TASK_TITLES.get(task, task)}: minimal circuit\n(hollow: not reached; grey x: not valid)")
         ax.legend(title="model")
     fig.tight_layout()
     _save(fig, path, dpi)
@@ -131,7 +125,7 @@ def faithfulness_figure(faith: pd.DataFrame, circuits: pd.DataFrame, model_order
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         c = circuits[(circuits["model"] == model) & (circuits["task"] == task)].sort_values("step")
-        learnt = c[task_learnt(c)]
+        learnt = c[c["valid"].astype(bool)]
         steps = sorted({int(learnt["step"].iloc[0]), int(learnt["step"].iloc[len(learnt) // 2]),
                         int(c["step"].iloc[-1])}) if len(learnt) else [int(c["step"].iloc[-1])]
         for step in steps:

@@ -54,6 +54,9 @@ def touch_targets(verified: set[str], outputs: list[str]) -> list[str]:
     return sorted({o for o in outputs if o in verified or o.rstrip("/") in folders})
 
 
+DEFAULT_CONFIG = "config/config.yaml"  # the Snakefile's study when no --configfile is given
+
+
 def committed_configfiles(configfiles: list[str], project: str | Path, tmp: Path) -> list[str]:
     """Each config file as committed at git ``HEAD`` where the working copy differs (else the file itself)."""
     out = []
@@ -97,8 +100,9 @@ def sync(configfiles: list[str] = (), snakemake_args: list[str] = (), cores: str
             return rc
     verified = dvc_unchanged_files(project)
     with tempfile.TemporaryDirectory() as tmp:
-        marking = [*(["--configfile", *committed_configfiles(list(configfiles), project, Path(tmp))]
-                     if configfiles else []), *snakemake_args]
+        given = list(configfiles) or [DEFAULT_CONFIG]
+        committed = committed_configfiles(given, project, Path(tmp))
+        marking = [*(["--configfile", *committed] if configfiles or committed != given else []), *snakemake_args]
         targets = touch_targets(verified, dag_outputs(marking, project)) if verified else []
         _say(f"DVC verifies {len(verified)} file(s) as committed; {len(targets)} output(s) of this study's DAG "
              "among them are marked up to date (snakemake --touch)")

@@ -1,19 +1,25 @@
-"""Study-wide tables (design §4 "Tables"): long-format frames built from the per-checkpoint JSON files.
+"""Study-wide tables (design §4 "Tables"): long-format frames built from the per-checkpoint records
+(:mod:`circuit_stability.records`).
 
 - behaviour: one row per (model, task, step, split) with the task metric and accuracy;
-- circuits: one row per (model, task, step) with the minimal circuit's size and faithfulness;
-- emergence: one row per (model, task): the first checkpoint whose metric reaches half of the final
-  checkpoint's (Tigges et al. 2024 §3.1 compare such onsets across sizes), in steps and tokens, and the
+- circuits: one row per (model, task, step) with the minimal circuit's size, faithfulness and ``valid`` flag
+  (with ``invalid_reason``): later stages and figures use only valid circuits;
+- faithfulness: every evaluated point of every faithfulness curve;
+- emergence: one row per (model, task): the first checkpoint whose metric reaches a fraction (the config's
+  ``analysis.emergence_fraction``, 0.5: half) of the final checkpoint's (Tigges et al. 2024 §3.1 compare such
+  onsets across sizes), in steps and tokens, and the
   spread of that onset across model sizes.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from circuit_stability.artifacts import write_parquet
+from circuit_stability.records import BehaviorRecord, CircuitRecord
 
 
 def behavior_table(paths: list[str | Path]) -> pd.DataFrame:
@@ -21,47 +27,50 @@ def behavior_table(paths: list[str | Path]) -> pd.DataFrame:
     metric_corrupted, n`` from behaviour JSONs."""
     rows = []
     for p in paths:
-        b = json.loads(Path(p).read_text())
-        base = {k: b[k] for k in ("model", "step", "tokens_seen", "task", "metric_name")}
-        rows.append({**base, "split": "all", "metric": b["metric"], "accuracy": b["accuracy"],
-                     "metric_corrupted": b["metric_corrupted"], "n": b["n_examples"]})
+        b = BehaviorRecord.read(p)
+        base = {"model": b.model, "step": b.step, "tokens_seen": b.tokens_seen, "task": b.task,
+                "metric_name": b.metric_name}
+        rows.append({**base, "split": "all", "metric": b.metric, "accuracy": b.accuracy,
+                     "metric_corrupted": b.metric_corrupted, "n": b.n_examples})
         rows += [{**base, "split": s, "metric": v["metric"], "accuracy": v["accuracy"], "metric_corrupted": np.nan,
-                  "n": v["n"]} for s, v in b["splits"].items()]
+                  "n": v["n"]} for s, v in b.splits.items()]
     return pd.DataFrame(rows).sort_values(["model", "task", "split", "step"], kind="stable", ignore_index=True)
 
 
 def circuit_table(paths: list[str | Path]) -> pd.DataFrame:
-    """Rows ``model, step, tokens_seen, task, method, n_edges, n_nodes, size, reached, metric_model,
-    metric_empty, metric_circuit, total_edges, f_paper, f_norm, cpr, cmd`` from circuit JSONs."""
+    """Rows ``model, step, tokens_seen, task, method, n_edges, size, reached, valid, invalid_reason,
+    metric_model, metric_empty, metric_circuit, total_edges, n_nodes, f_paper, f_norm, cpr, cmd`` from circuit
+    JSONs (``invalid_reason`` is None for valid circuits)."""
     rows = []
     for p in paths:
-        c = json.loads(Path(p).read_text())
-        f = c["faithfulness"][str(c["size"])]
-        rows.append({k: c[k] for k in ("model", "step", "tokens_seen", "task", "method", "n_edges", "size",
-                                       "reached", "metric_model", "metric_empty", "metric_circuit", "total_edges")}
-                    | {"n_nodes": len(c["nodes"]), "f_paper": f["paper"], "f_norm": f["normalized"],
-                       "cpr": c.get("mib", {}).get("cpr", np.nan), "cmd": c.get("mib", {}).get("cmd", np.nan)})
+        c = CircuitRecord.read(p)
+        rows.append({k: getattr(c, k) for k in ("model", "step", "tokens_seen", "task", "method", "n_edges", "size",
+                                                "reached", "valid", "invalid_reason", "metric_model",
+                                                "metric_empty", "metric_circuit", "total_edges")}
+                    | {"n_nodes": len(c.nodes), "f_paper": c.f_paper, "f_norm": c.f_norm,
+                       "cpr": c.mib.get("cpr", np.nan), "cmd": c.mib.get("cmd", np.nan)})
     return pd.DataFrame(rows).sort_values(["model", "task", "step"], kind="stable", ignore_index=True)
 
 
 def faithfulness_table(paths: list[str | Path]) -> pd.DataFrame:
-    """Long-format faithfulness curves: rows ``model, step, tokens_seen, task, n (greedy size), n_edges (after
-    pruning), fraction (of all edges, for MIB's grid, else NaN), f_paper, f_norm, source ('search'|'mib')``."""
+    """Long-format faithfulness curves: rows ``model, step, tokens_seen, task, valid, n (greedy size), n_edges
+    (after pruning), fraction (of all edges, for MIB's grid, else NaN), f_paper, f_norm, source
+    ('search'|'mib')``."""
     rows = []
     for p in paths:
-        c = json.loads(Path(p).read_text())
-        base = {k: c[k] for k in ("model", "step", "tokens_seen", "task")}
-        for n, v in c["faithfulness"].items():
+        c = CircuitRecord.read(p)
+        base = {"model": c.model, "step": c.step, "tokens_seen": c.tokens_seen, "task": c.task, "valid": c.valid}
+        for n, v in c.faithfulness.items():
             rows.append({**base, "n": int(n), "n_edges": v["n_edges"], "fraction": np.nan, "f_paper": v["paper"],
                          "f_norm": v["normalized"], "source": "search"})
-        for frac, v in c.get("mib", {}).get("fractions", {}).items():
+        for frac, v in c.mib.get("fractions", {}).items():
             rows.append({**base, "n": v["n"], "n_edges": v["n"], "fraction": float(frac), "f_paper": v["paper"],
                          "f_norm": v["normalized"], "source": "mib"})
     return pd.DataFrame(rows).sort_values(["model", "task", "step", "source", "n"], kind="stable",
                                           ignore_index=True)
 
 
-def emergence_table(behavior: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
+def emergence_table(behavior: pd.DataFrame, fraction: float) -> pd.DataFrame:
     """Onset of each task in each model: the first step whose metric (split 'all') is ≥ ``fraction`` × the final
     checkpoint's metric.
 
@@ -90,3 +99,13 @@ def emergence_table(behavior: pd.DataFrame, fraction: float = 0.5) -> pd.DataFra
     out["spread_ratio"] = out["task"].map(lambda t: spread[t][0])
     out["spread_log10_std"] = out["task"].map(lambda t: spread[t][1])
     return out
+
+
+def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Path, emergence_fraction: float) -> None:
+    """Write ``behavior``, ``circuits``, ``faithfulness`` and ``emergence`` ``.parquet`` into ``out``
+    (``emergence_fraction``: the onset rule of :func:`emergence_table`)."""
+    b = behavior_table(behavior)
+    write_parquet(b, out / "behavior.parquet")
+    write_parquet(circuit_table(circuits), out / "circuits.parquet")
+    write_parquet(faithfulness_table(circuits), out / "faithfulness.parquet")
+    write_parquet(emergence_table(b, emergence_fraction), out / "emergence.parquet")

@@ -8,9 +8,8 @@ logs them. It is idempotent: each checkpoint's run is found again by its tags (s
 when the artefacts' content is unchanged (same MD5, the hash DVC stores for the file) nothing is logged,
 and when a job was re-run and its artefacts changed, a new run is logged and the old one is tagged
 ``cs.superseded_by`` and moved to MLflow's "deleted" lifecycle stage (hidden in the UI, kept in the database;
-``mlflow gc`` purges it). Writers on the same SQLite database are serialised with a file lock beside it, and
-each call is retried while the database reports itself locked, so concurrent ``track`` processes (two
-studies built at once) neither lose nor duplicate runs.
+``mlflow gc`` purges it). The MLflow plumbing (database location, the writer lock, retries) is
+:mod:`circuit_stability.mlflow_store`; this module decides what is logged.
 
 Run contents. Params: study, model, task, step, method, seed, config hash, git commit and dirty flag (plus the
 analysis settings found in the artefacts). Metrics, logged with ``step=`` the training step so MLflow plots
@@ -22,36 +21,22 @@ figures, the config file(s) and every model's curves over training as metric his
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import subprocess
 import tempfile
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
-from circuit_stability.artifacts import parquet_metadata, read_json, write_json
+from circuit_stability.artifacts import write_json
+from circuit_stability.mlflow_store import (CHECKPOINT, KIND, PARENT, PIPELINE, RetryingClient, active_checkpoint_runs,
+                                            default_tracking_uri, ensure_experiment, log_batch, sqlite_path,
+                                            tracking_lock)
+from circuit_stability.records import BehaviorRecord, CircuitRecord, ScoresRecord
 
-KIND = "cs.kind"  # "checkpoint" (one (model, task, step)) or "pipeline" (one invocation of the track rule)
-CHECKPOINT, PIPELINE = "checkpoint", "pipeline"
 CONTENT = "cs.content"  # hash of the MD5s of a checkpoint's artefacts: unchanged content, nothing to log
 SUPERSEDED_BY = "cs.superseded_by"
-PARENT = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under this parent
-
-
-def default_tracking_uri(project_dir: str | Path = ".") -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<absolute project dir>/mlflow.db`` (design §7)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_dir).resolve() / 'mlflow.db'}"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (``sqlite:////abs/x.db`` is absolute), else ``None``."""
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
 def git_state(project_dir: str | Path = ".") -> dict[str, str]:
@@ -114,7 +99,8 @@ def read_benchmark(path: str | Path | None) -> dict[str, float] | None:
 
 @dataclass
 class Checkpoint:
-    """The artefacts of one (model, task, step): behaviour JSON, and where scored, scores parquet and circuit."""
+    """The artefacts of one (model, task, step): behaviour record, and where scored, the scores file's
+    metadata and the circuit record, each with its path."""
 
     model: str
     task: str
@@ -122,6 +108,9 @@ class Checkpoint:
     behavior: Path | None = None
     scores: Path | None = None
     circuit: Path | None = None
+    behavior_record: BehaviorRecord | None = None
+    scores_meta: dict | None = None
+    circuit_record: CircuitRecord | None = None
 
     @property
     def key(self) -> str:
@@ -135,19 +124,30 @@ class Checkpoint:
 
 def collect_checkpoints(behavior: list[str | Path], scores: list[str | Path],
                         circuits: list[str | Path]) -> dict[tuple[str, str, int], Checkpoint]:
-    """Group artefact files by the (model, task, step) written inside them (not parsed from file names)."""
+    """Read every artefact once and group them by the (model, task, step) written inside them (not parsed from
+    file names).
+
+    Raises:
+        RecordError: naming the file, for an artefact that does not match its contract.
+    """
     found: dict[tuple[str, str, int], Checkpoint] = {}
 
-    def slot(meta: dict) -> Checkpoint:
-        key = (str(meta["model"]), str(meta["task"]), int(meta["step"]))
+    def slot(model, task, step) -> Checkpoint:
+        key = (str(model), str(task), int(step))
         return found.setdefault(key, Checkpoint(*key))
 
     for p in behavior:
-        slot(read_json(p)).behavior = Path(p)
+        b = BehaviorRecord.read(p)
+        cp = slot(b.model, b.task, b.step)
+        cp.behavior, cp.behavior_record = Path(p), b
     for p in scores:
-        slot(parquet_metadata(p)).scores = Path(p)
+        m = ScoresRecord.read_meta(p)
+        cp = slot(m["model"], m["task"], m["step"])
+        cp.scores, cp.scores_meta = Path(p), m
     for p in circuits:
-        slot(read_json(p)).circuit = Path(p)
+        c = CircuitRecord.read(p)
+        cp = slot(c.model, c.task, c.step)
+        cp.circuit, cp.circuit_record = Path(p), c
     return dict(sorted(found.items()))
 
 
@@ -157,38 +157,33 @@ def checkpoint_payload(cp: Checkpoint, common: dict[str, str], benchmarks: Path 
 
     ``common`` holds the study-wide params (study, seed, config hash, git commit and dirty flag). Metrics are
     the ones of design §7 (``task_metric``, ``accuracy``, ``f_paper``, ``f_norm``, ``circuit_size``,
-    ``seconds``, ``peak_rss_mb``) plus per-split and diagnostic values; all belong at ``step=cp.step``.
+    ``seconds``, ``peak_rss_mb``) plus per-split and diagnostic values (``circuit_valid``); all belong at
+    ``step=cp.step``.
     """
     params = {**common, "model": cp.model, "task": cp.task, "step": str(cp.step), "method": "none"}
     metrics: dict[str, float] = {}
-    if cp.behavior:
-        b = read_json(cp.behavior)
-        params.update(metric_name=b["metric_name"], n_examples=str(b["n_examples"]))
-        metrics.update(task_metric=b["metric"], accuracy=b["accuracy"], task_metric_corrupted=b["metric_corrupted"],
-                       tokens_seen=b["tokens_seen"])
-        for split, v in b.get("splits", {}).items():
+    if (b := cp.behavior_record) is not None:
+        params.update(metric_name=b.metric_name, n_examples=str(b.n_examples))
+        metrics.update(task_metric=b.metric, accuracy=b.accuracy, task_metric_corrupted=b.metric_corrupted,
+                       tokens_seen=b.tokens_seen)
+        for split, v in b.splits.items():
             metrics[f"task_metric_{split}"] = v["metric"]
             metrics[f"accuracy_{split}"] = v["accuracy"]
     seconds = {}
-    if cp.scores:
-        m = parquet_metadata(cp.scores)
+    if (m := cp.scores_meta) is not None:
         params.update(method=str(m["method"]), ig_steps=str(m.get("ig_steps")),
                       ig_convention=str(m.get("ig_convention")), task_seed=str(m.get("seed")),
                       version=str(m.get("version")))
         if "seconds" in m:
             seconds["scores"] = float(m["seconds"])
-    if cp.circuit:
-        c = read_json(cp.circuit)
-        f = c["faithfulness"][str(c["size"])]
-        params.update(method=str(c["method"]), threshold=str(c["threshold"]), max_fraction=str(c["max_fraction"]),
-                      max_edges=str(c.get("max_edges")), selection=str(c.get("selection")))
-        metrics.update(circuit_size=c["n_edges"], circuit_nodes=len(c["nodes"]), f_paper=f["paper"],
-                       f_norm=f["normalized"], circuit_reached=float(bool(c["reached"])),
-                       circuit_fraction=c["n_edges"] / c["total_edges"], total_edges=c["total_edges"],
-                       metric_model=c["metric_model"], metric_circuit=c["metric_circuit"],
-                       metric_empty=c["metric_empty"])
-        if "seconds" in c:
-            seconds["circuit"] = float(c["seconds"])
+    if (c := cp.circuit_record) is not None:
+        params.update(method=c.method, threshold=str(c.threshold), max_fraction=str(c.max_fraction),
+                      max_edges=str(c.max_edges), selection=c.selection, validity_margin=str(c.validity_margin))
+        metrics.update(circuit_size=c.n_edges, circuit_nodes=len(c.nodes), f_paper=c.f_paper, f_norm=c.f_norm,
+                       circuit_reached=float(c.reached), circuit_valid=float(c.valid),
+                       circuit_fraction=c.n_edges / c.total_edges, total_edges=c.total_edges,
+                       metric_model=c.metric_model, metric_circuit=c.metric_circuit, metric_empty=c.metric_empty)
+        seconds["circuit"] = float(c.seconds)
     for kind, s in seconds.items():
         metrics[f"{kind}_seconds"] = s
     if seconds:
@@ -214,115 +209,16 @@ def checkpoint_payload(cp: Checkpoint, common: dict[str, str], benchmarks: Path 
     return params, {k: float(v) for k, v in metrics.items() if v is not None}, tags
 
 
-@contextmanager
-def tracking_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``<database>.lock`` for a SQLite URI (no-op for a tracking server)."""
-    db = sqlite_path(uri)
-    if db is None:
-        yield
-        return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{db}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _locked_error(exc: BaseException) -> bool:
-    while exc is not None:
-        if "database is locked" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-class _Retrying:
-    """Proxy of an ``MlflowClient`` whose calls are retried (with back-off) while SQLite says it is locked."""
-
-    def __init__(self, client, attempts: int = 10):
-        self._client, self._attempts = client, attempts
-
-    def __getattr__(self, name):
-        fn = getattr(self._client, name)
-
-        def call(*args, **kwargs):
-            for attempt in range(self._attempts):
-                try:
-                    return fn(*args, **kwargs)
-                except Exception as e:  # noqa: BLE001 (MlflowException wraps sqlalchemy's OperationalError)
-                    if not _locked_error(e) or attempt == self._attempts - 1:
-                        raise
-                    time.sleep(min(5.0, 0.2 * 2 ** attempt))
-        return call
-
-
-def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
-    """The id of experiment ``name``, created (or restored from MLflow's trash) if needed."""
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location)
-        except Exception:  # created meanwhile by another writer (tracking server): use that one
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-    if exp.lifecycle_stage == "deleted":
-        client.restore_experiment(exp.experiment_id)
-    return exp.experiment_id
-
-
-def _active_checkpoint_runs(client, experiment_id: str, study: str) -> dict[str, list]:
-    """Active checkpoint runs of a study by ``model/task/step``, newest first."""
-    from mlflow.entities import ViewType
-
-    runs: dict[str, list] = {}
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], f"tags.`{KIND}` = '{CHECKPOINT}' AND tags.`cs.study` = '{study}'",
-                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token,
-                                  order_by=["attributes.start_time DESC"])
-        for r in page:
-            t = r.data.tags
-            runs.setdefault(f"{t['cs.model']}/{t['cs.task']}/{t['cs.step']}", []).append(r)
-        token = page.token
-        if not token:
-            return runs
-
-
-def _log(client, run_id: str, params: dict | None = None, metrics: dict | None = None, step: int = 0,
-         tags: dict | None = None, series: list[tuple[str, float, int]] | None = None) -> None:
-    """Params, tags and metrics (``metrics`` at ``step``; ``series`` as (key, value, step)) in batches."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    now = int(time.time() * 1000)
-    ms = [Metric(k, v, now, step) for k, v in (metrics or {}).items()]
-    ms += [Metric(k, v, now, s) for k, v, s in (series or [])]
-    ps = [Param(k, str(v)) for k, v in (params or {}).items()]
-    ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-    while ms or ps or ts:  # MLflow caps one batch at 100 params, 100 tags and 1000 entries in all
-        p, ps = ps[:100], ps[100:]
-        t, ts = ts[:100], ts[100:]
-        n = 1000 - len(p) - len(t)
-        m, ms = ms[:n], ms[n:]
-        client.log_batch(run_id, metrics=m, params=p, tags=t)
-
-
-def _study_series(checkpoints: dict[tuple[str, str, int], Checkpoint]) -> list[tuple[str, float, int]]:
+def study_series(checkpoints: dict[tuple[str, str, int], Checkpoint]) -> list[tuple[str, float, int]]:
     """Every model's curves over training, as parent-run metric histories ``{model}/{task}/{metric}``."""
     series = []
     for (model, task, step), cp in checkpoints.items():
-        if cp.behavior:
-            b = read_json(cp.behavior)
-            series += [(f"{model}/{task}/task_metric", float(b["metric"]), step),
-                       (f"{model}/{task}/accuracy", float(b["accuracy"]), step)]
-        if cp.circuit:
-            c = read_json(cp.circuit)
-            f = c["faithfulness"][str(c["size"])]
-            series += [(f"{model}/{task}/circuit_size", float(c["n_edges"]), step),
-                       (f"{model}/{task}/f_paper", float(f["paper"]), step),
-                       (f"{model}/{task}/f_norm", float(f["normalized"]), step)]
+        if (b := cp.behavior_record) is not None:
+            series += [(f"{model}/{task}/task_metric", float(b.metric), step),
+                       (f"{model}/{task}/accuracy", float(b.accuracy), step)]
+        if (c := cp.circuit_record) is not None:
+            series += [(f"{model}/{task}/circuit_size", float(c.n_edges), step),
+                       (f"{model}/{task}/f_paper", c.f_paper, step), (f"{model}/{task}/f_norm", c.f_norm, step)]
     return series
 
 
@@ -337,6 +233,24 @@ def _pointer(cp: Checkpoint, md5: str, folder: Path) -> Path:
     return path
 
 
+def _log_checkpoint(client, exp_id: str, parent: str, cp: Checkpoint, params: dict, metrics: dict, tags: dict,
+                    tmp: Path) -> str:
+    """Create one checkpoint's run under ``parent``: params, metrics at ``step=cp.step``, the behaviour and
+    circuit JSON, and a pointer to the scores parquet. Returns the run id."""
+    run_id = client.create_run(exp_id, run_name=f"{cp.model} {cp.task} step {cp.step}",
+                               tags={**tags, PARENT: parent}).info.run_id
+    log_batch(client, run_id, params=params, metrics=metrics, step=cp.step)
+    for kind in ("behavior", "circuit"):
+        if (p := getattr(cp, kind)) is not None:
+            client.log_artifact(run_id, str(p), kind)
+    if cp.scores is not None:
+        folder = tmp / cp.key.replace("/", "_")
+        folder.mkdir()
+        client.log_artifact(run_id, str(_pointer(cp, tags["dvc.md5.scores"], folder)), "scores")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
 def track_study(study: str, behavior: list[str | Path], scores: list[str | Path], circuits: list[str | Path],
                 figures: list[str | Path] = (), configfiles: list[str | Path] = (), config_hash: str = "",
                 seed: int | None = None, tracking_uri: str | None = None, project_dir: str | Path = ".",
@@ -349,13 +263,17 @@ def track_study(study: str, behavior: list[str | Path], scores: list[str | Path]
         figures, configfiles: logged as artefacts of the parent run.
         config_hash: :func:`circuit_stability.config.config_hash` of the study config.
         seed: the study seed.
-        tracking_uri: default :func:`default_tracking_uri` of ``project_dir``.
+        tracking_uri: default :func:`~circuit_stability.mlflow_store.default_tracking_uri` of ``project_dir``.
         project_dir: the project checkout (git state; default database location).
         benchmarks: folder of Snakemake benchmark TSVs ``<rule>/<model>/<task>/steps<first>-<last>.tsv``.
         out: summary JSON (tracking URI, experiment, parent run, run id per ``model/task/step``).
 
     Returns:
         The summary: ``logged`` (new runs), ``unchanged``, ``superseded`` (old run ids), ``runs``.
+
+    Raises:
+        RecordError: naming the file, for an artefact that does not match its contract (before MLflow is
+            touched).
     """
     from mlflow import MlflowClient
 
@@ -368,9 +286,9 @@ def track_study(study: str, behavior: list[str | Path], scores: list[str | Path]
     checkpoints = collect_checkpoints(behavior, scores, circuits)
     bench = Path(benchmarks) if benchmarks else None
     with tracking_lock(uri):
-        client = _Retrying(MlflowClient(uri))
+        client = RetryingClient(MlflowClient(uri))
         exp_id = ensure_experiment(client, study, artifact_location)
-        existing = _active_checkpoint_runs(client, exp_id, study)
+        existing = active_checkpoint_runs(client, exp_id, study)
         started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         parent = client.create_run(exp_id, run_name=f"pipeline {started}",
                                    tags={KIND: PIPELINE, "cs.study": study, "config_hash": config_hash,
@@ -387,20 +305,9 @@ def track_study(study: str, behavior: list[str | Path], scores: list[str | Path]
                     summary["runs"][cp.key] = old[0].info.run_id
                     stale = old[1:]
                 else:
-                    run = client.create_run(exp_id, run_name=f"{cp.model} {cp.task} step {cp.step}",
-                                            tags={**tags, PARENT: parent})
-                    run_id = run.info.run_id
-                    _log(client, run_id, params=params, metrics=metrics, step=cp.step)
-                    for kind in ("behavior", "circuit"):
-                        if (p := getattr(cp, kind)) is not None:
-                            client.log_artifact(run_id, str(p), kind)
-                    if cp.scores is not None:
-                        folder = Path(tmp) / cp.key.replace("/", "_")
-                        folder.mkdir()
-                        client.log_artifact(run_id, str(_pointer(cp, tags["dvc.md5.scores"], folder)), "scores")
-                    client.set_terminated(run_id, "FINISHED")
+                    summary["runs"][cp.key] = _log_checkpoint(client, exp_id, parent, cp, params, metrics, tags,
+                                                              Path(tmp))
                     summary["logged"].append(cp.key)
-                    summary["runs"][cp.key] = run_id
                     stale = old
                 for r in stale:  # re-run jobs: the older run is superseded, not duplicated
                     client.set_tag(r.info.run_id, SUPERSEDED_BY, summary["runs"][cp.key])
@@ -408,16 +315,16 @@ def track_study(study: str, behavior: list[str | Path], scores: list[str | Path]
                     summary["superseded"].append(r.info.run_id)
         models = sorted({k[0] for k in checkpoints})
         tasks = sorted({k[1] for k in checkpoints})
-        _log(client, parent, params={**common, "models": ",".join(models), "tasks": ",".join(tasks),
-                                     "n_checkpoints": len(checkpoints)},
-             tags={"cs.logged": len(summary["logged"]), "cs.unchanged": len(summary["unchanged"]),
-                   "cs.superseded": len(summary["superseded"]),
-                   "mlflow.note.content": f"Pipeline invocation of study `{study}` (config {config_hash}, git "
-                                          f"{git['commit'][:12]}, dirty: {git['dirty']}): logged "
-                                          f"{len(summary['logged'])} checkpoint run(s), "
-                                          f"{len(summary['unchanged'])} unchanged. Metrics `model/task/name` "
-                                          "are the study's curves over training (x axis: step)."},
-             series=_study_series(checkpoints))
+        log_batch(client, parent, params={**common, "models": ",".join(models), "tasks": ",".join(tasks),
+                                          "n_checkpoints": len(checkpoints)},
+                  tags={"cs.logged": len(summary["logged"]), "cs.unchanged": len(summary["unchanged"]),
+                        "cs.superseded": len(summary["superseded"]),
+                        "mlflow.note.content": f"Pipeline invocation of study `{study}` (config {config_hash}, git "
+                                               f"{git['commit'][:12]}, dirty: {git['dirty']}): logged "
+                                               f"{len(summary['logged'])} checkpoint run(s), "
+                                               f"{len(summary['unchanged'])} unchanged. Metrics `model/task/name` "
+                                               "are the study's curves over training (x axis: step)."},
+                  series=study_series(checkpoints))
         for f in figures:
             client.log_artifact(parent, str(f), "figures")
         for f in configfiles:

@@ -23,7 +23,7 @@ every combination that :func:`lexicon.is_reserved` reserves for the "seen" evalu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,11 +34,10 @@ SENTENCE_KINDS = ("ioi", "narrative", "repeat", "ordinal", "filler", "gp", "gt",
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    """Mixture weights of the sentence kinds and document length (sentences per document)."""
+    """Mixture weights of the sentence kinds (a kind left out has weight 0; the study config's schema holds
+    the default mixture, ``suite.corpus.weights``) and document length (sentences per document)."""
 
-    weights: dict = field(default_factory=lambda: {"ioi": 4.0, "narrative": 2.0, "repeat": 4.0,
-                                                   "ordinal": 0.5, "filler": 1.0, "gp": 5.0, "gt": 3.0,
-                                                   "sva": 3.0})
+    weights: dict
     sentences_per_document: tuple[int, int] = (2, 5)
 
     def __post_init__(self) -> None:
@@ -172,7 +171,7 @@ def _sva_rest(rng: np.random.Generator, verb: str | None = None) -> str:
     return _pick(rng, lx.ADJECTIVES)
 
 
-def generate_documents(seed: int, n_documents: int, config: CorpusConfig = CorpusConfig()) -> list[str]:
+def generate_documents(seed: int, n_documents: int, config: CorpusConfig) -> list[str]:
     """Generate ``n_documents`` documents; identical for identical ``(seed, n_documents, config)``."""
     rng = np.random.default_rng(seed)
     kinds = [k for k in SENTENCE_KINDS if config.weights.get(k, 0) > 0]

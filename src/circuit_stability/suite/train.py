@@ -26,13 +26,14 @@ from circuit_stability.checkpoints import tokens_seen
 
 @dataclass(frozen=True)
 class ModelShape:
-    """Architecture of one suite member (GPT-NeoX hyperparameters, as in Pythia's configs)."""
+    """Architecture of one suite member (GPT-NeoX hyperparameters, as in Pythia's configs). The study config's
+    schema holds the defaults (``rotary_pct`` 0.25 as Pythia; ``d_mlp`` None = 4 · d_model, as Pythia)."""
 
     n_layers: int
     d_model: int
     n_heads: int
-    d_mlp: int | None = None  # default 4 · d_model, as Pythia
-    rotary_pct: float = 0.25  # Pythia's value
+    d_mlp: int | None
+    rotary_pct: float
 
     def hf_config(self, vocab_size: int, context: int) -> GPTNeoXConfig:
         """The ``GPTNeoXConfig`` of this shape (no dropout, untied embeddings, parallel residual)."""
@@ -49,16 +50,18 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings shared by every model of a suite (one token stream, one order)."""
+    """Optimisation settings shared by every model of a suite (one token stream, one order); the defaults live
+    in the study config's schema (``suite.training``: cosine decay to ``min_lr_ratio`` = 10% of peak, as
+    Pythia). ``seed`` fixes the initialisation."""
 
-    batch_size: int = 32
-    context: int = 64
-    max_steps: int = 2000
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1  # cosine decay to 10% of peak, as Pythia
-    weight_decay: float = 0.01
-    seed: int = 0
+    batch_size: int
+    context: int
+    max_steps: int
+    lr: float
+    warmup_steps: int
+    min_lr_ratio: float
+    weight_decay: float
+    seed: int
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -134,17 +137,18 @@ def train_model(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray, tokeniz
     return pd.DataFrame(log, columns=["step", "tokens_seen", "loss", "lr"])
 
 
-def build_token_stream(docs_encoded: list[list[int]], eos_id: int, cfg: TrainConfig) -> np.ndarray:
-    """Concatenate documents (each followed by EOS) and cut the stream into ``[max_steps, batch, context]``.
+def build_token_stream(docs_encoded: list[list[int]], eos_id: int, max_steps: int, batch_size: int,
+                       context: int) -> np.ndarray:
+    """Concatenate documents (each followed by EOS) and cut the stream into ``[max_steps, batch_size, context]``.
 
     Raises:
-        ValueError: if the documents hold fewer tokens than ``max_steps · batch · context``.
+        ValueError: if the documents hold fewer tokens than ``max_steps · batch_size · context``.
     """
-    need = cfg.max_steps * cfg.batch_size * cfg.context
+    need = max_steps * batch_size * context
     flat = np.fromiter((t for doc in docs_encoded for t in (*doc, eos_id)), dtype=np.int32)
     if flat.size < need:
         raise ValueError(f"corpus has {flat.size} tokens; training needs {need} (max_steps·batch·context)")
-    return flat[:need].reshape(cfg.max_steps, cfg.batch_size, cfg.context)
+    return flat[:need].reshape(max_steps, batch_size, context)
 
 
 def shape_summary(shape: ModelShape, vocab_size: int, context: int) -> dict:

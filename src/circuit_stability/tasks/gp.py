@@ -13,10 +13,9 @@ import pandas as pd
 from circuit_stability.suite import lexicon as lx
 from circuit_stability.tasks.base import TaskDataset, pair_row, token_ids
 
-N_EXAMPLES = 70
 
 
-def gp_dataset(tokenizer, n_examples: int = N_EXAMPLES, seed: int = 42) -> TaskDataset:
+def gp_dataset(tokenizer, n_examples: int, seed: int) -> TaskDataset:
     """Generate ``n_examples`` Gendered-Pronoun pairs.
 
     Half the examples (``split = "held_out"``) use the attributes of :data:`lexicon.GP_HELD_OUT`, never seen

@@ -13,7 +13,6 @@ import pandas as pd
 from circuit_stability.suite import lexicon as lx
 from circuit_stability.tasks.base import TaskDataset, TokenizationError, pair_row, token_ids
 
-N_EXAMPLES = 200
 
 
 def valid_years(tokenizer, centuries=lx.GT_CENTURIES, yys=lx.GT_YY) -> list[tuple[int, int]]:
@@ -27,7 +26,7 @@ def valid_years(tokenizer, centuries=lx.GT_CENTURIES, yys=lx.GT_YY) -> list[tupl
     return out
 
 
-def greater_than_dataset(tokenizer, n_examples: int = N_EXAMPLES, seed: int = 42) -> TaskDataset:
+def greater_than_dataset(tokenizer, n_examples: int, seed: int) -> TaskDataset:
     """Generate ``n_examples`` Greater-Than pairs, YY cycling through 02 … 98 (balanced, as the paper).
 
     Half the examples (``split = "held_out"``) use nouns of :data:`lexicon.GT_HELD_OUT`, never seen in the

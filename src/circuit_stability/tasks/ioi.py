@@ -14,7 +14,6 @@ import pandas as pd
 from circuit_stability.suite import lexicon as lx
 from circuit_stability.tasks.base import TaskDataset, pair_row, token_ids
 
-N_EXAMPLES = 70  # Tigges et al. (2024): from_ioi(model, 70)
 
 
 def _fill(template: str, io: str, s: str, s2: str, abba: bool, place: str, obj: str) -> str:
@@ -26,7 +25,7 @@ def _fill(template: str, io: str, s: str, s2: str, abba: bool, place: str, obj: 
     return text.replace("[A]", io).replace("[B]", s).replace("[PLACE]", place).replace("[OBJECT]", obj)
 
 
-def ioi_dataset(tokenizer, n_examples: int = N_EXAMPLES, seed: int = 42,
+def ioi_dataset(tokenizer, n_examples: int, seed: int,
                 names: tuple[str, ...] = lx.NAMES) -> TaskDataset:
     """Generate ``n_examples`` IOI pairs, half ABBA and half BABA, over Wang et al.'s 15 templates.
 
@@ -36,7 +35,7 @@ def ioi_dataset(tokenizer, n_examples: int = N_EXAMPLES, seed: int = 42,
 
     Args:
         tokenizer: a Hugging Face tokenizer; every ``" " + name`` must be one token.
-        n_examples: number of pairs (default 70, as the paper).
+        n_examples: number of pairs (the paper: 70).
         seed: numpy seed; the same seed gives the same dataset.
         names: candidate names (two distinct ones per prompt).
 

@@ -14,10 +14,9 @@ import pandas as pd
 from circuit_stability.suite import lexicon as lx
 from circuit_stability.tasks.base import TaskDataset, pair_row, token_ids
 
-N_EXAMPLES = 200
 
 
-def sva_dataset(tokenizer, n_examples: int = N_EXAMPLES, seed: int = 42) -> TaskDataset:
+def sva_dataset(tokenizer, n_examples: int, seed: int) -> TaskDataset:
     """Generate ``n_examples`` agreement pairs, half singular and half plural subjects.
 
     Half the examples (``split = "held_out"``) have subjects of :data:`lexicon.SVA_HELD_OUT`, never the subject

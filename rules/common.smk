@@ -1,0 +1,73 @@
+# The study's derived settings and the helpers every rule uses. The config is validated and its defaults are
+# filled in (Snakefile), so every setting is read with config[...] and no default is repeated here.
+import json
+
+from circuit_stability.checkpoints import checkpoint_schedule, pythia_schedule
+from circuit_stability.kernels import env_prefix
+
+THREADS = config["threads"]
+# `env ATEN_CPU_CAPABILITY=... ` in front of every torch job with cpu_kernels: portable; nothing with native.
+KERNELS = env_prefix(config["cpu_kernels"])
+TASKS = sorted(config["tasks"])
+ANALYSIS = config["analysis"]
+CIRCUITS = config["circuits"]
+
+if config["source"] == "suite":
+    SUITE = config["suite"]
+    FAMILY = SUITE["name"]
+    TRAINING = SUITE["training"]
+    MODELS = list(SUITE["models"])  # smallest first, as listed
+    MODEL_NAMES = {m: m for m in MODELS}
+    STEPS = checkpoint_schedule(TRAINING["max_steps"], TRAINING["checkpoint_every"], TRAINING["log_until"])
+    TOKENS_PER_STEP = TRAINING["batch_size"] * TRAINING["context"]
+    TOKENIZER = f"data/corpus/{FAMILY}/tokenizer"
+else:
+    FAMILY = "pythia"
+    MODEL_NAMES = {name.split("/")[-1]: name for name in config["hub"]["models"]}
+    MODELS = list(MODEL_NAMES)
+    STEPS = pythia_schedule() if config["hub"]["steps"] == "all" else sorted(config["hub"]["steps"])
+    bad = sorted(set(STEPS) - set(pythia_schedule()))
+    if bad:
+        raise ValueError(f"hub.steps {bad} are not Pythia checkpoints; valid: 0, 1, 2, 4, ..., 512, then every 1000 to 143000")
+    TOKENS_PER_STEP = config["hub"]["batch_size"] * config["hub"]["context"]
+    TOKENIZER = config["hub"]["models"][0]
+
+CONFIGFILES = " ".join(map(str, workflow.configfiles))  # the study's config file(s), as given to this build
+
+SCORED = STEPS if ANALYSIS["steps"] == "all" else sorted(ANALYSIS["steps"])
+missing = sorted(set(SCORED) - set(STEPS))
+if missing:
+    raise ValueError(f"analysis.steps {missing} are not checkpoints of this study; valid steps: {STEPS}")
+
+# Per-checkpoint files, computed in chunks of `analysis.steps_per_job` checkpoints per job: one process loads
+# torch and TransformerLens once (~5 s) and then each checkpoint in turn. 1 = one job per checkpoint (GPU
+# scale, cluster-friendly); "all" = one job per (model, task) (tiny models, where imports dominate).
+PER_JOB = ANALYSIS["steps_per_job"]
+
+
+def chunked(steps):
+    size = len(steps) if PER_JOB == "all" else PER_JOB
+    return [steps[i : i + size] for i in range(0, len(steps), size)]
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    task="|".join(TASKS),
+    step=r"\d+",
+
+
+def checkpoints_of(steps):
+    """Input function: the local checkpoints of `steps` for the job's model (none for hub models)."""
+
+    def inputs(wildcards):
+        if config["source"] != "suite":
+            return []
+        return expand("models/{model}/step{step}/model.safetensors", model=wildcards.model, step=steps)
+
+    return inputs
+
+
+def model_args(wildcards):
+    """The options every per-checkpoint stage (behaviour, scores, circuits) shares."""
+    return (f"--model {wildcards.model} --model-name {MODEL_NAMES[wildcards.model]} --suite-dir models "
+            f"--tokens-per-step {TOKENS_PER_STEP} --dtype {ANALYSIS['dtype']} --batch-size {ANALYSIS['batch_size']}")

@@ -1,0 +1,318 @@
+"""The file contracts of design §4, as frozen dataclasses with ``read(path)`` and ``write(path)`` (atomic).
+
+Nothing else in the package parses or writes these formats: the CLI, the tables, MLflow tracking and the tests
+go through this module.
+
+- :class:`BehaviorRecord`: ``results/behavior/{model}/{task}/step{step}.json``: task metric and accuracy,
+  overall and per split.
+- :class:`ScoresRecord`: ``results/scores/{model}/{task}/step{step}.parquet``: every edge's score, columns
+  ``src`` (dictionary string), ``dst`` (dictionary string with ``<q|k|v>``), ``score`` (float32), and the run's
+  settings in the file metadata; in memory, the :class:`~circuit_stability.graph.Graph` and the dense
+  ``[n_writers, n_readers]`` score table (NaN off the edge mask).
+- :class:`CircuitRecord`: ``results/circuits/{model}/{task}/step{step}.json``: the minimal circuit, its
+  faithfulness curve, m(M), m(C), m(∅), and whether the circuit is ``valid`` (design §4).
+- :func:`write_dataset` / :func:`read_dataset`: ``data/tasks/{family}/{task}.parquet``, the task dataset schema
+  (:data:`DATASET_SCHEMA`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from circuit_stability.artifacts import parquet_metadata, write_json, write_parquet
+from circuit_stability.graph import Graph
+
+
+class RecordError(ValueError):
+    """An artefact that cannot be read as its contract says (the message names the file)."""
+
+
+def _read_json(path: str | Path, kind: str) -> dict:
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise RecordError(f"{kind} file {path} cannot be read: {e}") from None
+    if not isinstance(obj, dict):
+        raise RecordError(f"{kind} file {path} holds {type(obj).__name__}, not a JSON object")
+    return obj
+
+
+def _from_dict(cls, obj: dict, path: str | Path, kind: str):
+    """Build dataclass ``cls`` from ``obj``: every field without a default must be present; unknown keys are
+    an error (so a renamed key is found where it is read, not downstream)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    required = [n for n, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in obj]
+    unknown = sorted(set(obj) - set(fields))
+    if missing or unknown:
+        raise RecordError(f"{kind} file {path} does not match its contract: missing keys {missing}, "
+                          f"unknown keys {unknown}")
+    return cls(**obj)
+
+
+# ---------------------------------------------------------------- behaviour
+@dataclass(frozen=True)
+class BehaviorRecord:
+    """Task behaviour of one (model, task, step) (design §3).
+
+    Attributes:
+        model, task, step: identity; ``tokens_seen`` = step × tokens per step.
+        metric_name: ``logit_diff`` (logits) or ``prob_diff`` (probability).
+        metric: mean task metric on the clean prompts, m(M); ``accuracy``: fraction of examples with metric > 0.
+        metric_corrupted: mean task metric on the corrupted prompts.
+        n_examples: examples in the dataset.
+        splits: per split (``seen``, ``held_out``): ``{"metric", "accuracy", "n"}``.
+        version: package version that wrote the record.
+    """
+
+    model: str
+    step: int
+    tokens_seen: int
+    task: str
+    metric_name: str
+    metric: float
+    accuracy: float
+    metric_corrupted: float
+    n_examples: int
+    splits: dict[str, dict[str, float]]
+    version: str
+
+    def write(self, path: str | Path) -> None:
+        """Write the record as JSON, atomically."""
+        write_json(dataclasses.asdict(self), path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "BehaviorRecord":
+        """Read a behaviour JSON.
+
+        Raises:
+            RecordError: naming the file, if it is not valid JSON or its keys differ from the contract.
+        """
+        return _from_dict(cls, _read_json(path, "behaviour"), path, "behaviour")
+
+
+# ---------------------------------------------------------------- scores
+@dataclass(frozen=True)
+class ScoresRecord:
+    """Edge scores of one (model, task, step) (design §4 "Scores parquet").
+
+    Attributes:
+        graph: the model's edge graph.
+        scores: ``[n_writers, n_readers]`` float32, NaN off ``graph.edge_mask``; units: task-metric units;
+            sign: score ≈ m(edge corrupted) − m(model), so a negative score supports the task.
+        meta: the file metadata: model, step, task, method, ig_steps, ig_convention, n_examples, metric,
+            version, seed, tokens_seen, seconds (and the graph's n_layers, n_heads, parallel_attn_mlp).
+    """
+
+    graph: Graph
+    scores: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    REQUIRED_META = ("model", "step", "task", "method", "n_examples", "metric", "n_layers", "n_heads",
+                     "parallel_attn_mlp")
+
+    def __post_init__(self) -> None:
+        self.graph.check_scores(self.scores, f"scores of {self.meta.get('model')} {self.meta.get('task')} "
+                                              f"step {self.meta.get('step')}")
+
+    def write(self, path: str | Path) -> None:
+        """Write the edges in row-major order of ``graph.edge_mask`` as a parquet file, atomically."""
+        import pandas as pd
+
+        g = self.graph
+        src, dst = g.edge_index
+        w, r = np.array(g.writer_names), np.array(g.reader_names)
+        frame = pd.DataFrame({"src": pd.Categorical(w[src], categories=g.writer_names),
+                              "dst": pd.Categorical(r[dst], categories=g.reader_names),
+                              "score": self.scores[src, dst].astype(np.float32)})
+        write_parquet(frame, path, {**self.meta, "n_layers": g.n_layers, "n_heads": g.n_heads,
+                                    "parallel_attn_mlp": g.parallel_attn_mlp})
+
+    @classmethod
+    def read_meta(cls, path: str | Path) -> dict[str, Any]:
+        """Only the file metadata of a scores parquet (cheap: the scores are not read).
+
+        Raises:
+            RecordError: naming the file, if it cannot be read or lacks a metadata key of the contract.
+        """
+        try:
+            meta = parquet_metadata(path)
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise RecordError(f"scores file {path} cannot be read: {e}") from None
+        missing = [k for k in cls.REQUIRED_META if k not in meta]
+        if missing:
+            raise RecordError(f"scores file {path} does not match its contract: metadata lacks {missing}")
+        return meta
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ScoresRecord":
+        """Read a scores parquet into its graph, dense scores and metadata.
+
+        Raises:
+            RecordError: naming the file, if it cannot be read, lacks metadata keys, names nodes foreign to its
+                graph, or has no usable scores (empty or all NaN).
+        """
+        import pandas as pd
+
+        meta = cls.read_meta(path)
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise RecordError(f"scores file {path} cannot be read: {e}") from None
+        if list(frame.columns) != ["src", "dst", "score"]:
+            raise RecordError(f"scores file {path} does not match its contract: columns {list(frame.columns)} "
+                              "(expected ['src', 'dst', 'score'])")
+        graph = Graph(int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["parallel_attn_mlp"]))
+        try:
+            src, dst = graph.edge_ids(frame["src"].astype(str).tolist(), frame["dst"].astype(str).tolist(),
+                                      f"scores file {path}")
+        except ValueError as e:
+            raise RecordError(str(e)) from None
+        dense = np.full((graph.n_writers, graph.n_readers), np.nan, dtype=np.float32)
+        dense[src, dst] = frame["score"].to_numpy(dtype=np.float32)
+        try:
+            return cls(graph, dense, meta)
+        except ValueError as e:
+            raise RecordError(f"scores file {path} has no usable scores: {e}") from None
+
+
+# ---------------------------------------------------------------- circuits
+@dataclass(frozen=True)
+class CircuitRecord:
+    """The minimal circuit of one (model, task, step) (design §4 "Circuit JSON", §5).
+
+    Attributes:
+        model, task, step, tokens_seen, method: identity and the scoring method.
+        selection, pruned, threshold, max_fraction, min_search_edges, max_edges, total_edges: the search
+            (``max_edges`` = the largest greedy size tried; ``total_edges`` = E).
+        size: greedy size n of the chosen circuit; ``edges``: its edges after pruning (``n_edges`` of them);
+            ``nodes``: the nodes they touch.
+        reached: f_paper ≥ threshold at ``size`` *and* the circuit is valid.
+        valid, invalid_reason: whether the model performs the task at this checkpoint (see
+            :func:`circuit_stability.circuits.circuit_validity`); the reason is ``None`` when valid.
+        validity_margin, emergence_fraction: ε and the onset fraction of the validity rule.
+        metric_final: the task metric at the study's last checkpoint (the onset rule's reference).
+        metric_model, metric_empty, metric_circuit: m(M), m(∅), m(C) (task-metric units).
+        faithfulness: ``{str(n): {"paper", "normalized", "n_edges", "metric"}}`` for every greedy size evaluated.
+        mib: MIB's summaries (``fractions``, ``cpr``, ``cmd``).
+        seconds, version: wall time of the search and the package version.
+    """
+
+    model: str
+    step: int
+    task: str
+    method: str
+    tokens_seen: int
+    selection: str
+    pruned: bool
+    threshold: float
+    max_fraction: float
+    min_search_edges: int
+    max_edges: int
+    total_edges: int
+    size: int
+    edges: list[str]
+    nodes: list[str]
+    n_edges: int
+    reached: bool
+    valid: bool
+    invalid_reason: str | None
+    validity_margin: float
+    emergence_fraction: float
+    metric_final: float
+    metric_circuit: float
+    metric_model: float
+    metric_empty: float
+    faithfulness: dict[str, dict[str, float]]
+    mib: dict
+    seconds: float
+    version: str
+
+    def __post_init__(self) -> None:
+        if str(self.size) not in self.faithfulness:
+            raise ValueError(f"circuit of {self.model} {self.task} step {self.step}: its size {self.size} has no "
+                             f"entry in the faithfulness curve (sizes {sorted(self.faithfulness, key=int)})")
+        if self.reached and not self.valid:
+            raise ValueError(f"circuit of {self.model} {self.task} step {self.step} is marked reached but invalid")
+
+    @property
+    def f_paper(self) -> float:
+        """f_paper = m(C)/m(M) of the chosen circuit (Tigges et al. 2024 §2.3)."""
+        return float(self.faithfulness[str(self.size)]["paper"])
+
+    @property
+    def f_norm(self) -> float:
+        """f_norm = (m(C) − m(∅))/(m(M) − m(∅)) of the chosen circuit (MIB, Mueller et al. 2025)."""
+        return float(self.faithfulness[str(self.size)]["normalized"])
+
+    def write(self, path: str | Path) -> None:
+        """Write the record as JSON, atomically."""
+        write_json(dataclasses.asdict(self), path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "CircuitRecord":
+        """Read a circuit JSON.
+
+        Raises:
+            RecordError: naming the file, if it is not valid JSON, its keys differ from the contract, or its
+                size has no faithfulness entry.
+        """
+        try:
+            return _from_dict(cls, _read_json(path, "circuit"), path, "circuit")
+        except RecordError:
+            raise
+        except ValueError as e:
+            raise RecordError(f"circuit file {path}: {e}") from None
+
+
+# ---------------------------------------------------------------- task datasets
+DATASET_SCHEMA = pa.schema([("clean", pa.list_(pa.int32())), ("corrupted", pa.list_(pa.int32())),
+                            ("clean_text", pa.string()), ("corrupted_text", pa.string()), ("position", pa.int32()),
+                            ("answer_ids", pa.list_(pa.int32())), ("flags", pa.list_(pa.int8())),
+                            ("split", pa.string())])
+"""Columns every task dataset has (design §4 "Task dataset parquet"); a task may add its own after them (IOI's
+``order``, Greater-Than's ``yy``, …). File metadata: task, metric, tokenizer, seed, n_examples."""
+
+
+def write_dataset(ds, path: str | Path) -> None:
+    """Write a :class:`~circuit_stability.tasks.base.TaskDataset` as parquet with :data:`DATASET_SCHEMA`,
+    atomically."""
+    frame = ds.frame.copy()
+    for col in ("clean", "corrupted", "answer_ids"):
+        frame[col] = frame[col].map(lambda x: [int(i) for i in x])
+    table = pa.Table.from_pandas(frame[DATASET_SCHEMA.names], schema=DATASET_SCHEMA, preserve_index=False)
+    for c in [c for c in frame.columns if c not in DATASET_SCHEMA.names]:
+        table = table.append_column(c, pa.array(frame[c].tolist()))
+    write_parquet(table, path, {"task": ds.task, "metric": ds.metric, "tokenizer": str(ds.tokenizer),
+                                "seed": ds.seed, "n_examples": len(ds)})
+
+
+def read_dataset(path: str | Path):
+    """Read a task dataset parquet as a :class:`~circuit_stability.tasks.base.TaskDataset`.
+
+    Raises:
+        RecordError: naming the file, if it cannot be read or lacks a column or metadata key of the contract.
+    """
+    import pandas as pd
+
+    from circuit_stability.tasks.base import TaskDataset
+
+    try:
+        meta = parquet_metadata(path)
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise RecordError(f"dataset file {path} cannot be read: {e}") from None
+    missing = [c for c in DATASET_SCHEMA.names if c not in frame.columns]
+    missing_meta = [k for k in ("task", "metric", "tokenizer", "seed") if k not in meta]
+    if missing or missing_meta:
+        raise RecordError(f"dataset file {path} does not match its contract: missing columns {missing}, "
+                          f"missing metadata {missing_meta}")
+    return TaskDataset(meta["task"], meta["metric"], frame, meta["tokenizer"], meta["seed"])

@@ -1,0 +1,139 @@
+"""The suite's two pipeline stages (design §6): the corpus (grammar → tokenizer → token stream) and the
+training of one member, each writing its folder and a small JSON manifest.
+
+- ``data/corpus/{suite}/``: ``tokens.npy`` (``[max_steps, batch_size, context]`` token ids: row ``s`` is the
+  batch of optimizer step ``s``), ``tokenizer/`` and ``corpus.json`` (seed, weights, sizes).
+- ``models/{model}/``: ``step{step}/`` checkpoints, ``train_log.parquet`` (loss per step) and ``suite.json``
+  (shape, parameter count, training settings, checkpoints, and the machine and library versions that trained it:
+  a rerun on the same machine is bit-identical, another CPU's float rounding differs, design §6).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from circuit_stability.artifacts import atomic_dir, atomic_path, write_json, write_parquet
+from circuit_stability.suite import corpus
+
+
+def build_corpus(out: str | Path, seed: int, weights: dict[str, float], batch_size: int, context: int,
+                 max_steps: int) -> dict:
+    """Generate documents in chunks until they fill ``max_steps × batch_size × context`` tokens, build the
+    tokenizer, cut the stream and write the corpus folder.
+
+    Args:
+        out: the corpus folder.
+        seed: grammar seed (chunk ``k`` of documents uses ``seed + k·chunk``).
+        weights: the full mixture (every sentence kind of :data:`corpus.SENTENCE_KINDS` that should occur).
+
+    Returns:
+        The manifest written to ``corpus.json``.
+
+    Raises:
+        RuntimeError: if the stream holds unknown tokens (a grammar word missing from the vocabulary).
+    """
+    from circuit_stability.suite.tokenizer import build_tokenizer
+    from circuit_stability.suite.train import build_token_stream
+
+    cfg = corpus.CorpusConfig(weights=dict(weights))
+    tok = build_tokenizer(corpus.lexicon_sample())
+    need = max_steps * batch_size * context
+    t0 = time.time()
+    docs, encoded, have, chunk = 0, [], 0, max(1000, need // 40)
+    while have < need:  # documents average ~50 tokens
+        new = corpus.generate_documents(seed + docs, chunk, cfg)
+        ids = tok(new, add_special_tokens=False)["input_ids"]
+        encoded += ids
+        have += sum(len(x) + 1 for x in ids)
+        docs += chunk
+    tokens = build_token_stream(encoded, tok.eos_token_id, max_steps, batch_size, context)
+    unk = int((tokens == tok.unk_token_id).sum())
+    if unk:
+        raise RuntimeError(f"corpus contains {unk} unknown tokens: the tokenizer vocabulary misses grammar words")
+    out = Path(out)
+    with atomic_dir(out / "tokenizer") as tmp:
+        tok.save_pretrained(tmp)
+    with atomic_path(out / "tokens.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, tokens.astype(np.uint16 if len(tok) < 65536 else np.int32))
+    manifest = {"seed": seed, "weights": dict(weights), "n_documents": docs, "n_tokens": int(tokens.size),
+                "vocab_size": len(tok), "shape": list(tokens.shape), "seconds": round(time.time() - t0, 2)}
+    write_json(manifest, out / "corpus.json")
+    return manifest
+
+
+def environment() -> dict:
+    """The machine and software a model was trained with: CPU model and instruction sets, the kernel paths
+    torch picks (ATen CPU capability, MKL, oneDNN, and the variables of :mod:`circuit_stability.kernels` in
+    effect), threads and library versions. Float rounding in training depends on these, so two machines that
+    differ here can train different suites from one config."""
+    import os
+
+    import tokenizers
+    import torch
+    import transformers
+
+    from circuit_stability.kernels import PORTABLE
+
+    cpu = platform.processor() or platform.machine()
+    flags: list[str] = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("", platform.machine()):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                break
+    except OSError:
+        pass
+    isa = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
+    return {"cpu": cpu, "cpu_isa": isa, "machine": platform.machine(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__, "numpy": np.__version__,
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
+            "threads": torch.get_num_threads(), "kernel_settings": {k: os.environ.get(k) for k in PORTABLE}}
+
+
+def build_model(corpus_dir: str | Path, out: str | Path, shape: dict, training: dict, seed: int,
+                threads: int) -> dict:
+    """Train one suite member on the corpus stream and write its folder (module docstring).
+
+    Args:
+        corpus_dir: the corpus folder of :func:`build_corpus`.
+        out: ``models/{model}``.
+        shape: :class:`~circuit_stability.suite.train.ModelShape` fields.
+        training: :class:`~circuit_stability.suite.train.TrainConfig` fields (without ``seed``) plus
+            ``checkpoint_every`` and ``log_until`` of the checkpoint schedule.
+        seed: initialisation seed.
+        threads: torch intra-op threads.
+
+    Returns:
+        The manifest written to ``suite.json``.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    from circuit_stability.checkpoints import checkpoint_schedule
+    from circuit_stability.suite.train import ModelShape, TrainConfig, shape_summary, train_model
+
+    model_shape = ModelShape(**shape)
+    opt = {k: v for k, v in training.items() if k not in ("checkpoint_every", "log_until")}
+    cfg = TrainConfig(**opt, seed=seed)
+    steps = checkpoint_schedule(cfg.max_steps, training["checkpoint_every"], training["log_until"])
+    tokens = np.load(Path(corpus_dir) / "tokens.npy")
+    tok = PreTrainedTokenizerFast.from_pretrained(Path(corpus_dir) / "tokenizer")
+    out = Path(out)
+    t0 = time.time()
+    log = train_model(model_shape, cfg, tokens, tok, out, steps, threads=threads)
+    write_parquet(log, out / "train_log.parquet", {"model": out.name, "seed": seed})
+    manifest = {"model": out.name, **shape_summary(model_shape, len(tok), cfg.context),
+                "training": {**json.loads(json.dumps(training)), "seed": seed}, "checkpoints": steps,
+                "seconds": round(time.time() - t0, 1), "final_loss": float(log["loss"].tail(50).mean()),
+                "environment": environment()}
+    write_json(manifest, out / "suite.json")
+    return manifest
