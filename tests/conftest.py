@@ -178,16 +178,40 @@ def run_ok(cmd: list[str], cwd: Path, timeout: int = 900):
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _quick_study_build(request, tmp_path_factory):
+    """Start building the versioned quick study in the background as the session starts, when any selected
+    test needs it: the build runs while the trained-model fixture trains on one thread, so the suite's two
+    long set-ups overlap instead of queueing. Yields ``(repo, process, log)``, or None."""
+    import subprocess
+
+    if not any("versioned_study" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    repo = quick_checkout(tmp_path_factory.mktemp("versioned") / "origin")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "quick study"]):
+        run_ok(cmd, repo)
+    setup = readme_command(ENV_SETUP + "pip install -e . && ")
+    log = open(repo.parent / "build.log", "w")
+    proc = subprocess.Popen(["bash", "-c", setup.removeprefix(ENV_SETUP + "pip install -e . && ")], cwd=repo,
+                            env=study_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    yield repo, proc, repo.parent / "build.log"
+    if proc.poll() is None:  # the session ended (e.g. -x) before the build did
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+    log.close()
+
+
 @pytest.fixture(scope="session")
-def versioned_study(tmp_path_factory) -> Path:
+def versioned_study(_quick_study_build) -> Path:
     """``<tmp>/origin``: a git repository made from this checkout with the quick study as its default config
     (:func:`quick_checkout`), built by the README's set-up command. Its environment part (a venv and
-    ``pip install -e .``) is what ``.ci/run`` runs before these tests, so the build part runs here verbatim. The
-    default DVC remote of ``.dvc/config`` is ``<tmp>/dvc-storage``; the MLflow database is ``<repo>/mlflow.db``."""
-    repo = quick_checkout(tmp_path_factory.mktemp("versioned") / "origin")
-    run_ok(["git", "init", "-q"], repo)
-    run_ok(["git", "add", "-A"], repo)
-    run_ok(["git", "commit", "-qm", "quick study"], repo)
-    setup = readme_command(ENV_SETUP + "pip install -e . && ")
-    run_readme(setup.removeprefix(ENV_SETUP + "pip install -e . && "), repo)
+    ``pip install -e .``) is what ``.ci/run`` runs before these tests, so the build part runs here verbatim (started
+    at the beginning of the session by :func:`_quick_study_build`). The default DVC remote of ``.dvc/config`` is
+    ``<tmp>/dvc-storage``; the MLflow database is ``<repo>/mlflow.db``."""
+    repo, proc, log = _quick_study_build
+    assert proc.wait(timeout=1800) == 0, f"the quick study's build failed:\n{log.read_text()[-4000:]}"
     return repo
