@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, readme_command, run_ok, run_readme
+from conftest import ROOT, quick_checkout, readme_command, run_ok, run_readme
 
 CONFIG = ["--configfile", "config/quick.yaml"]
 
@@ -131,3 +131,80 @@ def test_plot_option_changed_before_the_first_build_redraws_only_figures(pushed)
     _set_dpi(clone, 80)
     run_ok(["circuit-stability", "sync", "--no-pull", "--no-build"], clone)
     assert _plan(clone) == {"figures": 1, "report": 1, "track": 1, "all": 1}
+
+
+# ---------------------------------------------------------------- sync never loses work (issue: sync safety)
+def _fingerprint(root: Path) -> dict[str, str]:
+    """MD5 of every file under ``root``'s results/, models/ and data/ folders, but Snakemake's
+    ``.snakemake_timestamp`` markers (bookkeeping that DVC ignores, see .dvcignore)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for folder in ("results", "models", "data") for p in sorted((root / folder).rglob("*"))
+            if p.is_file() and p.name != ".snakemake_timestamp"}
+
+
+def _refused(cwd: Path, *args: str) -> str:
+    out = run_ok(["bash", "-c", "circuit-stability sync " + " ".join(args) + "; echo rc=$?"], cwd)
+    text = out.stdout + out.stderr
+    assert "rc=2" in text and "not pulling; nothing was changed" in text, text[-2000:]
+    assert "--force" not in text.replace("Do not add --force", "")
+    return text
+
+
+@pytest.mark.slow
+def test_sync_refuses_to_overwrite_local_results(pushed):
+    """Locally rebuilt or extra results in a checkout: sync names them and what to do, and changes nothing
+    (DVC's own advice, `--force`, deleted every computed file)."""
+    clone = _clone(pushed, "local-work")
+    run_ok(["dvc", "pull"], clone)
+    changed = clone / "results/behavior/quick-m/ioi/step0.json"
+    changed.write_text(changed.read_text().replace('"version"', '"version" ', 1))  # rebuilt differently
+    (clone / "results/scores/quick-m/ioi/local-extra.parquet").write_bytes(b"a local result dvc.lock lacks")
+    before = _fingerprint(clone)
+    text = _refused(clone)
+    assert "differ from what dvc.lock records" in text and "results/behavior/quick-m/ioi/step0.json" in text
+    assert "dvc commit -f" in text and "--no-pull" in text
+    assert _fingerprint(clone) == before
+
+
+@pytest.mark.slow
+def test_sync_without_dvc_lock_changes_nothing(tmp_path):
+    repo = quick_checkout(tmp_path / "unpublished")
+    run_ok(["git", "init", "-q"], repo)
+    (repo / "results/scores").mkdir(parents=True)
+    (repo / "results/scores/built-here.parquet").write_bytes(b"computed locally")
+    before = _fingerprint(repo)
+    text = _refused(repo)
+    assert "no dvc.lock" in text and "circuit-stability sync --no-pull" in text
+    assert _fingerprint(repo) == before
+
+
+@pytest.mark.slow
+def test_sync_names_an_unreachable_remote(pushed):
+    clone = _clone(pushed, "no-remote")
+    run_ok(["dvc", "remote", "modify", "--local", "local", "url", "/nonexistent/team-storage"], clone)
+    text = _refused(clone)
+    assert "remote 'local' (/nonexistent/team-storage) cannot be reached" in text and "--no-pull" in text
+    assert not (clone / "results").exists()
+
+
+@pytest.mark.slow
+def test_sync_names_files_missing_from_the_remote(pushed, tmp_path):
+    """The remote lacks one object (someone committed dvc.lock without pushing it all): sync names the file
+    and offers --allow-missing, which then pulls the rest."""
+    import shutil
+
+    storage = tmp_path / "storage"
+    shutil.copytree(pushed.parent / "dvc-storage/circuit-stability", storage)
+    objects = sorted(p for p in (storage / "files/md5").rglob("*") if p.is_file() and not p.name.endswith(".dir"))
+    clone = _clone(pushed, "partial-remote")
+    run_ok(["dvc", "remote", "modify", "--local", "local", "url", str(storage)], clone)
+    victim = next(o for o in objects if o.stat().st_size > 100)
+    victim.unlink()
+    text = _refused(clone)
+    assert "not on remote 'local'" in text and "circuit-stability sync --allow-missing" in text
+    assert not (clone / "results").exists()
+    run_ok(["circuit-stability", "sync", "--allow-missing", "--no-build"], clone)
+    absent = set(_fingerprint(pushed)) - set(_fingerprint(clone)) - {"results/tracking/quick.json"}  # not versioned
+    assert len(absent) == 1 and next(iter(absent)) in text  # all but the file the remote lacks, which was named
