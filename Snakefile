@@ -1,12 +1,13 @@
 # circuit-stability: the study as a DAG (design §3). Rules call the `circuit-stability` CLI.
 #   snakemake --cores all                                  # embedded default (config/config.yaml)
 #   snakemake --cores all --configfile config/quick.yaml   # minutes-long run used by the tests
-from circuit_stability.config import validate_config
+from circuit_stability.config import load_config, validate_config
 
-# The embedded default, unless --configfile names another (Snakemake would otherwise deep-merge the two).
+# The embedded default, unless --configfile names another (Snakemake would otherwise deep-merge the two). Read
+# with our loader, so a YAML error names the file, line and column (Snakemake's own names none of them).
+DEFAULT_CONFIG = "config/config.yaml"
 if not config:
-
-    configfile: "config/config.yaml"
+    config.update(load_config(DEFAULT_CONFIG))
 
 
 # Fail before any job starts: every key, value and step is checked against the schema, whose defaults are

@@ -32,6 +32,12 @@ def test_shipped_configs_are_valid():
     (lambda c: c["analysis"].update({"method": "EAP-GI"}),
      r"analysis.method: 'EAP-GI' is not allowed; allowed values: \['EAP', 'EAP-IG', 'exact'\]"),
     (lambda c: c["suite"]["training"].update({"max_step": 10}), r"suite.training: unknown key\(s\) \['max_step'\]"),
+    (lambda c: c["circuits"].update({"threshold": 1.5}), r"circuits.threshold: 1.5 violates maximum 1"),
+    (lambda c: c["suite"]["models"]["quick-s"].update({"d_model": 32, "n_heads": 3}),
+     r"suite.models.quick-s: d_model 32 is not divisible by n_heads 3"),
+    (lambda c: c["suite"]["models"]["quick-m"].update({"rotary_pct": 0.2}),
+     r"suite.models.quick-m: rotary_pct 0.2 of a 8-dimensional head rotates 1 dimensions; .* must be even"),
+    (lambda c: c["analysis"].update({"steps": [0, 150]}), r"analysis.steps: \[150\] are not checkpoints of this study"),
 ])
 def test_invalid_config_messages(quick, mutate, expected):
     bad = copy.deepcopy(quick)
@@ -155,3 +161,63 @@ def test_library_cli_and_workflow_build_the_same_dataset(tmp_path, quick):
     assert len(library) == 200
     pd.testing.assert_frame_equal(workflow, library)
     pd.testing.assert_frame_equal(read_dataset(cli).frame, library)
+
+
+def test_cli_help_describes_every_stage_and_option():
+    """`circuit-stability <stage> --help`: every stage has a one-line help and a description, every option its
+    help, and every option with a default or choices shows them (choices come from the library's registries)."""
+    import argparse
+
+    from circuit_stability.attribution import METHODS
+    from circuit_stability.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    assert {"corpus", "train", "dataset", "behavior", "scores", "circuit", "tables", "plot", "track", "check",
+            "sync"} <= set(sub.choices)
+    for name, p in sub.choices.items():
+        assert helps.get(name) and p.description, name
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction) or action.dest == "snakemake_args":
+                continue
+            assert action.help, f"{name} {action.option_strings}"
+            if action.default not in (None, False, argparse.SUPPRESS):
+                assert "%(default)s" in action.help or "default" in action.help, f"{name} {action.option_strings}"
+    scores = sub.choices["scores"]
+    assert next(a for a in scores._actions if a.dest == "method").choices == list(METHODS)
+    assert "(default: EAP-IG; config key analysis.method)" in " ".join(scores.format_help().split())
+
+
+def test_unbuildable_model_shape_fails_before_any_job_and_keeps_the_checkpoints(tmp_path):
+    """A shape that passes the schema but cannot be built (d_model 32, 3 heads) stops the build before any job,
+    so the model's existing checkpoints are not deleted by a train job that could only fail."""
+    from conftest import quick_checkout
+
+    repo = quick_checkout(tmp_path / "study")
+    config = repo / "config/config.yaml"
+    config.write_text(config.read_text().replace("quick-s: {n_layers: 1, d_model: 32, n_heads: 2",
+                                                 "quick-s: {n_layers: 1, d_model: 32, n_heads: 3"))
+    checkpoint = repo / "models/quick-s/step0/model.safetensors"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"an existing checkpoint")
+    out = subprocess.run(["snakemake", "--cores", "1"], cwd=repo, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "suite.models.quick-s: d_model 32 is not divisible by n_heads 3" in out.stdout + out.stderr
+    assert checkpoint.read_bytes() == b"an existing checkpoint" and not (repo / "data").exists()
+
+
+def test_yaml_error_names_the_file_and_line(tmp_path):
+    from conftest import quick_checkout
+
+    from circuit_stability.config import load_config
+
+    repo = quick_checkout(tmp_path / "study")
+    config = repo / "config/config.yaml"
+    lines = config.read_text().splitlines()
+    lines[2] = "  " + lines[2]  # "source: suite" indented under "seed: 0"
+    config.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"config.yaml, line 3, column \d+: not valid YAML: mapping values"):
+        load_config(config)
+    out = subprocess.run(["snakemake", "-n"], cwd=repo, capture_output=True, text=True)
+    assert out.returncode != 0 and "config/config.yaml, line 3, column" in out.stdout + out.stderr

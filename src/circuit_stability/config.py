@@ -140,7 +140,71 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
         raise ConfigError("<top level>: source 'suite' needs a 'suite' section")
     if config["source"] == "hub" and "hub" not in config:
         raise ConfigError("<top level>: source 'hub' needs a 'hub' section")
-    return fill_defaults(config, schema)
+    filled = fill_defaults(config, schema)
+    problems = semantic_problems(filled)
+    if problems:
+        lines = "\n  - ".join(problems)
+        raise ConfigError(f"invalid config ({len(problems)} problem(s)):\n  - {lines}")
+    return filled
+
+
+def semantic_problems(config: dict) -> list[str]:
+    """What the schema cannot say about a (filled) config: every suite model can be built (d_model divisible by
+    n_heads; an even number of rotary dimensions, since rotary embeddings turn pairs of dimensions, or none), and
+    every analysed step is a checkpoint of the study (Pythia's 154 for the hub)."""
+    from circuit_stability.checkpoints import checkpoint_schedule, pythia_schedule
+
+    problems = []
+    if config["source"] == "suite":
+        for name, m in config["suite"]["models"].items():
+            where = f"suite.models.{name}"
+            if m["d_model"] % m["n_heads"]:
+                problems.append(f"{where}: d_model {m['d_model']} is not divisible by n_heads {m['n_heads']}; "
+                                f"valid n_heads divide it, e.g. {[h for h in range(1, 17) if m['d_model'] % h == 0]}")
+                continue
+            head = m["d_model"] // m["n_heads"]
+            rotary = int(head * m["rotary_pct"])
+            if rotary % 2:
+                problems.append(f"{where}: rotary_pct {m['rotary_pct']} of a {head}-dimensional head rotates {rotary} "
+                                "dimensions; rotary embeddings turn pairs, so the count must be even (e.g. rotary_pct "
+                                f"{(rotary - 1) / head:g} or {(rotary + 1) / head:g})")
+        t = config["suite"]["training"]
+        steps = checkpoint_schedule(t["max_steps"], t["checkpoint_every"], t["log_until"])
+    else:
+        steps = pythia_schedule()
+        hub = config["hub"]["steps"]
+        bad = [] if hub == "all" else sorted(set(hub) - set(steps))
+        if bad:
+            problems.append(f"hub.steps: {bad} are not Pythia checkpoints; valid: 0, 1, 2, 4, ..., 512, then every "
+                            "1000 to 143000")
+        steps = steps if hub == "all" else sorted(set(hub) & set(steps))
+    analysed = config["analysis"]["steps"]
+    bad = [] if analysed == "all" else sorted(set(analysed) - set(steps))
+    if bad:
+        problems.append(f"analysis.steps: {bad} are not checkpoints of this study; valid steps: {steps}")
+    return problems
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a study config file (YAML or JSON).
+
+    Raises:
+        ConfigError: naming the file, the line and column and the parser's message, if it is not valid YAML, or
+            if it does not hold a mapping.
+    """
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read: {e}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a study config is a mapping of keys to values; this file holds "
+                          f"{type(config).__name__}")
+    return config
 
 
 def config_hash(config: dict) -> str:
