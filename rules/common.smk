@@ -1,9 +1,12 @@
 # The study's derived settings and the helpers every rule uses. The config is validated and its defaults are
 # filled in (Snakefile), so every setting is read with config[...] and no default is repeated here.
 import json
+import os
+from pathlib import Path
 
 from circuit_stability.checkpoints import checkpoint_schedule, pythia_schedule
 from circuit_stability.kernels import env_prefix
+from circuit_stability.records import check_artefact
 
 THREADS = config["threads"]
 # `env ATEN_CPU_CAPABILITY=... ` in front of every torch job with cpu_kernels: portable; nothing with native.
@@ -26,18 +29,13 @@ else:
     MODEL_NAMES = {name.split("/")[-1]: name for name in config["hub"]["models"]}
     MODELS = list(MODEL_NAMES)
     STEPS = pythia_schedule() if config["hub"]["steps"] == "all" else sorted(config["hub"]["steps"])
-    bad = sorted(set(STEPS) - set(pythia_schedule()))
-    if bad:
-        raise ValueError(f"hub.steps {bad} are not Pythia checkpoints; valid: 0, 1, 2, 4, ..., 512, then every 1000 to 143000")
     TOKENS_PER_STEP = config["hub"]["batch_size"] * config["hub"]["context"]
     TOKENIZER = config["hub"]["models"][0]
 
-CONFIGFILES = " ".join(map(str, workflow.configfiles))  # the study's config file(s), as given to this build
+# the study's config file(s), as given to this build
+CONFIGFILES = " ".join(map(str, workflow.configfiles)) or DEFAULT_CONFIG
 
-SCORED = STEPS if ANALYSIS["steps"] == "all" else sorted(ANALYSIS["steps"])
-missing = sorted(set(SCORED) - set(STEPS))
-if missing:
-    raise ValueError(f"analysis.steps {missing} are not checkpoints of this study; valid steps: {STEPS}")
+SCORED = STEPS if ANALYSIS["steps"] == "all" else sorted(ANALYSIS["steps"])  # checked by validate_config
 
 # Per-checkpoint files, computed in chunks of `analysis.steps_per_job` checkpoints per job: one process loads
 # torch and TransformerLens once (~5 s) and then each checkpoint in turn. 1 = one job per checkpoint (GPU
@@ -71,3 +69,17 @@ def model_args(wildcards):
     """The options every per-checkpoint stage (behaviour, scores, circuits) shares."""
     return (f"--model {wildcards.model} --model-name {MODEL_NAMES[wildcards.model]} --suite-dir models "
             f"--tokens-per-step {TOKENS_PER_STEP} --dtype {ANALYSIS['dtype']} --batch-size {ANALYSIS['batch_size']}")
+
+
+def validated(paths):
+    """The input files `paths`, each one that exists checked against its contract as the DAG is built (cheaply:
+    a parquet file's footer and metadata), so that a corrupt input stops the build before any job starts and
+    Snakemake deletes no output of a job that could only fail (circuit_stability.records.check_artefact).
+    `circuit-stability check` and `sync` set CIRCUIT_STABILITY_SKIP_INPUT_CHECKS=1: they need the DAG of a study
+    with corrupt files, to list them."""
+    if os.environ.get("CIRCUIT_STABILITY_SKIP_INPUT_CHECKS") == "1":
+        return paths
+    for path in paths:
+        if Path(path).exists():
+            check_artefact(path, full=False)
+    return paths

@@ -55,9 +55,18 @@ def test_greedy_starts_from_the_logits():
     assert first[graph.writer_index(1, 1), graph.logits_index] and first.sum() == 1
 
 
-def test_all_nan_scores_are_an_error():
+def test_nan_or_infinite_edge_scores_are_an_error():
+    """One NaN edge score (here the would-be top edge) is an error naming the edge, not a silently different
+    circuit; so is an infinite one, and a table of NaN."""
     graph = Graph(2, 2)
-    with pytest.raises(ValueError, match="all NaN"):
+    scores = _random_scores(graph)
+    u, r = graph.writer_index(1, 1), graph.logits_index
+    for bad in (np.nan, np.inf):
+        broken = scores.copy()
+        broken[u, r] = bad
+        with pytest.raises(ValueError, match=r"1 NaN or infinite value\(s\) .* at edge a1.h1->logits"):
+            greedy_circuit(graph, broken, 3)
+    with pytest.raises(ValueError, match="NaN or infinite"):
         greedy_circuit(graph, np.full((graph.n_writers, graph.n_readers), np.nan), 3)
 
 
@@ -166,7 +175,7 @@ def test_empty_or_all_nan_scores_file_is_an_error(tmp_path):
     write_parquet(nan, tmp_path / "nan.parquet", meta)
     write_parquet(nan.iloc[:0], tmp_path / "empty.parquet", meta)
     for name in ("nan.parquet", "empty.parquet"):
-        with pytest.raises(RecordError, match=f"{name} has no usable scores"):
+        with pytest.raises(RecordError, match=f"{name} (has unusable scores|has 0 rows).*delete it"):
             ScoresRecord.read(tmp_path / name)
 
 

@@ -2,11 +2,13 @@
 repositories have the quick study as their default config (conftest.quick_checkout), so every command here is
 the plain `snakemake --cores 2`."""
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -45,13 +47,15 @@ def _planned_jobs(cwd: Path) -> dict[str, int]:
 
 
 def _artefacts() -> list[str]:
-    paths = ["data/corpus/quick/tokens.npy", "data/corpus/quick/tokenizer/tokenizer.json",
-             *[f"data/tasks/quick/{t}.parquet" for t in TASKS], "results/tables/behavior.parquet", "results/tables/circuits.parquet",
+    paths = ["data/corpus/quick/tokens.npy", "data/corpus/quick/tokenizer/tokenizer.json", "data/corpus/quick/corpus.json",
+             *[f"data/tasks/quick/{t}.parquet" for t in TASKS], "results/tables/behavior.parquet",
+             "results/tables/circuits.parquet",
              "results/tables/emergence.parquet", "results/tables/faithfulness.parquet",
              "reports/figures/figure1_behavior.png", "reports/figures/circuit_size.png",
              "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png", "reports/report.html"]
     for m in MODELS:
-        paths += [f"models/{m}/train_log.parquet"] + [f"models/{m}/step{s}/model.safetensors" for s in STEPS]
+        paths += [f"models/{m}/train_log.parquet", f"models/{m}/suite.json"]
+        paths += [f"models/{m}/step{s}/model.safetensors" for s in STEPS]
         for t in TASKS:
             paths += [f"results/behavior/{m}/{t}/step{s}.json" for s in STEPS]
             paths += [f"results/scores/{m}/{t}/step{s}.parquet" for s in SCORED]
@@ -97,13 +101,16 @@ def test_scores_and_circuit_contracts(study):
 def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study, tmp_path):
     study = Path(shutil.copytree(study, tmp_path / "copy", symlinks=True))  # copy2 keeps the timestamps
     target = study / "results/scores/quick-m/ioi/step200.parquet"
+    md5 = hashlib.md5(target.read_bytes()).hexdigest()
     others = {p: p.stat().st_mtime_ns for p in (study / "results/scores").rglob("*.parquet") if p != target}
     behavior = {p: p.stat().st_mtime_ns for p in (study / "results/behavior").rglob("*.json")}
     target.unlink()
     assert _planned_jobs(study) == {"scores_1": 1, "circuit_1": 1, "tables": 1, "figures": 1, "report": 1,
                                     "track": 1, "all": 1}
+    os.umask(0o022)  # the build below inherits it
     _snakemake(study)
-    assert target.exists()
+    assert hashlib.md5(target.read_bytes()).hexdigest() == md5  # same inputs, same bytes: DVC sees no change
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644 and stat.S_IMODE(target.parent.stat().st_mode) == 0o755
     assert {p: p.stat().st_mtime_ns for p in others} == others
     assert {p: p.stat().st_mtime_ns for p in behavior} == behavior
 
@@ -134,14 +141,58 @@ def test_killed_run_resumes_and_reproduces_the_first_run(study, tmp_path):
             json.loads((cwd / p).read_text())
         elif p.endswith(".html"):
             assert (cwd / p).read_text().rstrip().endswith("</html>")
-    for m in MODELS:
-        for s in SCORED:
-            a = pd.read_parquet(study / f"results/scores/{m}/greater_than/step{s}.parquet")
-            b = pd.read_parquet(cwd / f"results/scores/{m}/greater_than/step{s}.parquet")
-            pd.testing.assert_frame_equal(a, b)
-            ca = json.loads((study / f"results/circuits/{m}/ioi/step{s}.json").read_text())
-            cb = json.loads((cwd / f"results/circuits/{m}/ioi/step{s}.json").read_text())
-            ca.pop("seconds"), cb.pop("seconds")
-            assert ca == cb
-        w = f"models/{m}/step200/model.safetensors"
-        assert (study / w).read_bytes() == (cwd / w).read_bytes()
+    for p in _artefacts():  # byte for byte: no wall times or other volatile values in any versioned file
+        if not p.endswith(".html"):  # the report embeds the jobs' run times and dates by design
+            assert (study / p).read_bytes() == (cwd / p).read_bytes(), p
+
+
+def _fingerprint(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for folder in ("results", "models", "data", "reports") for p in sorted((root / folder).rglob("*"))
+            if p.is_file()}
+
+
+def test_corrupt_inputs_stop_the_build_before_any_job(study, tmp_path):
+    """A truncated scores parquet or an unparseable behaviour JSON is named, with "delete it" and what is wrong,
+    when the DAG is built: no job starts, so no good output (the circuit JSON, the tables) is deleted."""
+    study = Path(shutil.copytree(study, tmp_path / "copy", symlinks=True))
+    scores = study / "results/scores/quick-m/ioi/step200.parquet"
+    scores.write_bytes(scores.read_bytes()[:200])  # truncated
+    before = _fingerprint(study)
+    out = subprocess.run(["snakemake", "--cores", "2"], cwd=study, capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "results/scores/quick-m/ioi/step200.parquet cannot be read" in text
+    assert "delete it and run `snakemake --cores all` again" in text
+    assert _fingerprint(study) == before  # the circuit JSON of step 200 and the tables are still there
+    scores.unlink()
+    behavior = study / "results/behavior/quick-s/ioi/step4.json"
+    behavior.write_text('{"model": "quick-s", "ste')
+    out = subprocess.run(["snakemake", "--cores", "2", "-n"], cwd=study, capture_output=True, text=True)
+    assert out.returncode != 0 and "behaviour file results/behavior/quick-s/ioi/step4.json cannot be read" in (
+        out.stdout + out.stderr)
+
+
+def test_check_lists_missing_corrupt_and_stale_artefacts_and_changes_nothing(study, tmp_path):
+    study = Path(shutil.copytree(study, tmp_path / "copy", symlinks=True))
+    assert subprocess.run(["circuit-stability", "check"], cwd=study, capture_output=True, text=True).returncode == 0
+    (study / "models/quick-m/step100/model.safetensors").unlink()  # a deleted checkpoint
+    (study / "results/behavior/quick-s/ioi/step4.json").write_text("{not json")
+    nan = study / "results/scores/quick-s/ioi/step200.parquet"
+    frame = pd.read_parquet(nan)  # one NaN score, written by hand (the scores writer refuses NaN)
+    frame.loc[0, "score"] = np.nan
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(pq.read_schema(nan).metadata)
+    pq.write_table(table, nan)
+    (study / "config/config.yaml").write_text((study / "config/config.yaml").read_text() + "\nplots: {dpi: 80}\n")
+    before = _fingerprint(study)
+    out = subprocess.run(["circuit-stability", "check"], cwd=study, capture_output=True, text=True)
+    assert out.returncode == 1
+    rows = {line.split()[1]: line.split()[0] for line in out.stdout.splitlines()[:-1]}
+    assert rows["models/quick-m/step100/model.safetensors"] == "missing"
+    assert rows["results/behavior/quick-s/ioi/step4.json"] == "corrupt"
+    assert rows["results/scores/quick-s/ioi/step200.parquet"] == "corrupt"
+    assert "NaN or infinite" in out.stdout
+    assert rows["reports/figures/circuit_size.png"] == "stale"  # the plotting option changed
+    assert _fingerprint(study) == before

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,7 +47,7 @@ def greedy_circuit(graph: Graph, scores: np.ndarray, n_edges: int, absolute: boo
         ``[n_writers, n_readers]`` bool mask of the chosen edges (before pruning).
 
     Raises:
-        ValueError: if ``scores`` has the wrong shape, is all NaN on the edges, or ``n_edges < 0``.
+        ValueError: if ``scores`` has the wrong shape or a NaN or infinite edge score, or ``n_edges < 0``.
     """
     graph.check_scores(scores)
     if n_edges < 0:
@@ -85,7 +84,7 @@ def top_n_circuit(graph: Graph, scores: np.ndarray, n_edges: int, absolute: bool
         ``[n_writers, n_readers]`` bool mask (before pruning). ``scores`` is not modified.
 
     Raises:
-        ValueError: for scores of the wrong shape or all NaN, or ``n_edges < 0``.
+        ValueError: for scores of the wrong shape or with a NaN or infinite edge score, or ``n_edges < 0``.
     """
     graph.check_scores(scores)
     if n_edges < 0:
@@ -219,7 +218,7 @@ class SearchSettings:
     holds their defaults).
 
     Attributes:
-        threshold: f_paper a circuit must reach (> 0; the paper's 0.8).
+        threshold: f_paper a circuit must reach (in (0, 1]; the paper's 0.8).
         max_fraction: largest size searched, as a fraction of the edges (in (0, 1]; design §5: 0.05).
         min_search_edges: floor on the largest size searched (≥ 1), see :func:`search_limit`.
         grid_points: log-spaced sizes of the first pass (≥ 2).
@@ -240,8 +239,8 @@ class SearchSettings:
     emergence_fraction: float
 
     def __post_init__(self) -> None:
-        if not self.threshold > 0:
-            raise ValueError(f"threshold must be > 0; got {self.threshold}")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1]; got {self.threshold}")
         search_limit(1, self.max_fraction, self.min_search_edges)
         if self.grid_points < 2:
             raise ValueError(f"grid_points must be >= 2; got {self.grid_points}")
@@ -342,7 +341,7 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
         metric_final: the task metric at the study's last checkpoint (None: this is the last checkpoint).
 
     Raises:
-        ValueError: for scores of the wrong shape, empty or all NaN.
+        ValueError: for scores of the wrong shape, or with a NaN or infinite edge score.
     """
     max_n = search_limit(graph.n_edges, search.max_fraction, search.min_search_edges)
     graph.check_scores(scores)
@@ -421,7 +420,6 @@ def circuit_record(bridge, graph: Graph, scores: ScoresRecord, prompts: Prompts,
     Raises:
         ValueError: if the scores were computed on a different graph than the model's.
     """
-    t0 = time.time()
     if graph != scores.graph:
         raise ValueError(f"scores of {scores.meta.get('model')} {scores.meta.get('task')} step "
                          f"{scores.meta.get('step')} were computed on {scores.graph}, but the model has {graph}")
@@ -439,4 +437,4 @@ def circuit_record(bridge, graph: Graph, scores: ScoresRecord, prompts: Prompts,
         validity_margin=search.validity_margin, emergence_fraction=search.emergence_fraction,
         metric_final=metric_final, metric_circuit=res.metric_circuit, metric_model=res.metric_model,
         metric_empty=res.metric_empty, faithfulness={str(k): v for k, v in sorted(res.curve.items())}, mib=mib,
-        seconds=round(time.time() - t0, 3), version=version)
+        version=version)

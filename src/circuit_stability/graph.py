@@ -184,19 +184,25 @@ class Graph:
         return "logits" if w < 0 else self.writer_names[w]
 
     def check_scores(self, scores: np.ndarray, where: str = "edge scores") -> None:
-        """The one validation of a dense score table before circuits are chosen from it.
+        """The one validation of a dense score table, wherever scores are written, read or used.
 
         Args:
-            scores: ``[n_writers, n_readers]`` (NaN off :attr:`edge_mask`).
+            scores: ``[n_writers, n_readers]`` (NaN off :attr:`edge_mask`, ignored there).
 
         Raises:
-            ValueError: if the shape is wrong, or no edge has a finite score (empty or all NaN), naming ``where``.
+            ValueError: naming ``where``, if the shape is wrong, there are no edges, or any edge's score is NaN or
+                infinite (one NaN edge would silently change which circuit is chosen).
         """
         if scores.shape != (self.n_writers, self.n_readers):
             raise ValueError(f"{where} must be [{self.n_writers}, {self.n_readers}] for {self}; got {scores.shape}")
         values = scores[self.edge_mask]
-        if values.size == 0 or np.all(np.isnan(values)):
-            raise ValueError(f"{where} are empty or all NaN: no circuit can be chosen from them")
+        if values.size == 0:
+            raise ValueError(f"{where} are empty: no circuit can be chosen from them")
+        bad = np.nonzero(~np.isfinite(values))[0]
+        if len(bad):
+            raise ValueError(f"{where} hold {len(bad)} NaN or infinite value(s) of {values.size} edges, the first "
+                             f"at edge {self.edge_names[int(bad[0])]} ({values[bad[0]]}): no circuit can be chosen "
+                             "from them")
 
     @classmethod
     def from_config(cls, cfg) -> "Graph":

@@ -30,17 +30,33 @@ from circuit_stability.artifacts import parquet_metadata, write_json, write_parq
 from circuit_stability.graph import Graph
 
 
+REBUILD = "delete it and run `snakemake --cores all` again to rebuild it"
+
+
 class RecordError(ValueError):
-    """An artefact that cannot be read as its contract says (the message names the file)."""
+    """An artefact that cannot be read as its contract says. The message names the file, says what is wrong
+    and how to get a good one (delete it, and the workflow rebuilds it).
+
+    Attributes:
+        kind: the artefact's kind (``scores``, ``behaviour``, …); path: the file; problem: what is wrong.
+    """
+
+    def __init__(self, kind: str, path: str | Path, problem: str):
+        super().__init__(f"{kind} file {path} {problem}; {REBUILD}")
+        self.kind, self.path, self.problem = kind, str(path), problem
+
+
+def _bad(kind: str, path: str | Path, problem: str) -> RecordError:
+    return RecordError(kind, path, problem)
 
 
 def _read_json(path: str | Path, kind: str) -> dict:
     try:
         obj = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise RecordError(f"{kind} file {path} cannot be read: {e}") from None
+        raise _bad(kind, path, f"cannot be read: {e}") from None
     if not isinstance(obj, dict):
-        raise RecordError(f"{kind} file {path} holds {type(obj).__name__}, not a JSON object")
+        raise _bad(kind, path, f"holds {type(obj).__name__}, not a JSON object")
     return obj
 
 
@@ -53,9 +69,11 @@ def _from_dict(cls, obj: dict, path: str | Path, kind: str):
     missing = [n for n in required if n not in obj]
     unknown = sorted(set(obj) - set(fields))
     if missing or unknown:
-        raise RecordError(f"{kind} file {path} does not match its contract: missing keys {missing}, "
-                          f"unknown keys {unknown}")
-    return cls(**obj)
+        raise _bad(kind, path, f"does not match its contract: missing keys {missing}, unknown keys {unknown}")
+    try:
+        return cls(**obj)
+    except (TypeError, ValueError) as e:
+        raise _bad(kind, path, f"does not match its contract: {e}") from None
 
 
 # ---------------------------------------------------------------- behaviour
@@ -109,7 +127,8 @@ class ScoresRecord:
         scores: ``[n_writers, n_readers]`` float32, NaN off ``graph.edge_mask``; units: task-metric units;
             sign: score ≈ m(edge corrupted) − m(model), so a negative score supports the task.
         meta: the file metadata: model, step, task, method, ig_steps, ig_convention, n_examples, metric,
-            version, seed, tokens_seen, seconds (and the graph's n_layers, n_heads, parallel_attn_mlp).
+            version, seed, tokens_seen (and the graph's n_layers, n_heads, parallel_attn_mlp); no wall time, so a
+            rebuild from the same inputs gives the same bytes.
     """
 
     graph: Graph
@@ -146,10 +165,10 @@ class ScoresRecord:
         try:
             meta = parquet_metadata(path)
         except (OSError, ValueError, pa.ArrowException) as e:
-            raise RecordError(f"scores file {path} cannot be read: {e}") from None
+            raise _bad("scores", path, f"cannot be read: {e}") from None
         missing = [k for k in cls.REQUIRED_META if k not in meta]
         if missing:
-            raise RecordError(f"scores file {path} does not match its contract: metadata lacks {missing}")
+            raise _bad("scores", path, f"does not match its contract: its metadata lacks {missing}")
         return meta
 
     @classmethod
@@ -158,7 +177,7 @@ class ScoresRecord:
 
         Raises:
             RecordError: naming the file, if it cannot be read, lacks metadata keys, names nodes foreign to its
-                graph, or has no usable scores (empty or all NaN).
+                graph, or has unusable scores (no edges, or any NaN or infinite score).
         """
         import pandas as pd
 
@@ -166,22 +185,23 @@ class ScoresRecord:
         try:
             frame = pd.read_parquet(path)
         except (OSError, ValueError, pa.ArrowException) as e:
-            raise RecordError(f"scores file {path} cannot be read: {e}") from None
+            raise _bad("scores", path, f"cannot be read: {e}") from None
         if list(frame.columns) != ["src", "dst", "score"]:
-            raise RecordError(f"scores file {path} does not match its contract: columns {list(frame.columns)} "
-                              "(expected ['src', 'dst', 'score'])")
+            raise _bad("scores", path, f"does not match its contract: columns {list(frame.columns)} (expected "
+                       "['src', 'dst', 'score'])")
         graph = Graph(int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["parallel_attn_mlp"]))
         try:
-            src, dst = graph.edge_ids(frame["src"].astype(str).tolist(), frame["dst"].astype(str).tolist(),
-                                      f"scores file {path}")
+            src, dst = graph.edge_ids(frame["src"].astype(str).tolist(), frame["dst"].astype(str).tolist(), "it")
         except ValueError as e:
-            raise RecordError(str(e)) from None
+            raise _bad("scores", path, f"does not match its graph: {e}") from None
+        if len(frame) != graph.n_edges:
+            raise _bad("scores", path, f"has {len(frame)} rows for the {graph.n_edges} edges of its {graph}")
         dense = np.full((graph.n_writers, graph.n_readers), np.nan, dtype=np.float32)
         dense[src, dst] = frame["score"].to_numpy(dtype=np.float32)
         try:
             return cls(graph, dense, meta)
         except ValueError as e:
-            raise RecordError(f"scores file {path} has no usable scores: {e}") from None
+            raise _bad("scores", path, f"has unusable scores: {e}") from None
 
 
 # ---------------------------------------------------------------- circuits
@@ -203,7 +223,8 @@ class CircuitRecord:
         metric_model, metric_empty, metric_circuit: m(M), m(∅), m(C) (task-metric units).
         faithfulness: ``{str(n): {"paper", "normalized", "n_edges", "metric"}}`` for every greedy size evaluated.
         mib: MIB's summaries (``fractions``, ``cpr``, ``cmd``).
-        seconds, version: wall time of the search and the package version.
+        version: the package version. (No wall times: a rebuild from the same inputs gives the same bytes; the
+            jobs' times are in their logs, Snakemake's benchmark files and MLflow.)
     """
 
     model: str
@@ -233,7 +254,6 @@ class CircuitRecord:
     metric_empty: float
     faithfulness: dict[str, dict[str, float]]
     mib: dict
-    seconds: float
     version: str
 
     def __post_init__(self) -> None:
@@ -265,12 +285,7 @@ class CircuitRecord:
             RecordError: naming the file, if it is not valid JSON, its keys differ from the contract, or its
                 size has no faithfulness entry.
         """
-        try:
-            return _from_dict(cls, _read_json(path, "circuit"), path, "circuit")
-        except RecordError:
-            raise
-        except ValueError as e:
-            raise RecordError(f"circuit file {path}: {e}") from None
+        return _from_dict(cls, _read_json(path, "circuit"), path, "circuit")
 
 
 # ---------------------------------------------------------------- task datasets
@@ -309,10 +324,51 @@ def read_dataset(path: str | Path):
         meta = parquet_metadata(path)
         frame = pd.read_parquet(path)
     except (OSError, ValueError, pa.ArrowException) as e:
-        raise RecordError(f"dataset file {path} cannot be read: {e}") from None
+        raise _bad("dataset", path, f"cannot be read: {e}") from None
     missing = [c for c in DATASET_SCHEMA.names if c not in frame.columns]
     missing_meta = [k for k in ("task", "metric", "tokenizer", "seed") if k not in meta]
     if missing or missing_meta:
-        raise RecordError(f"dataset file {path} does not match its contract: missing columns {missing}, "
-                          f"missing metadata {missing_meta}")
-    return TaskDataset(meta["task"], meta["metric"], frame, meta["tokenizer"], meta["seed"])
+        raise _bad("dataset", path, f"does not match its contract: missing columns {missing}, missing metadata "
+                   f"{missing_meta}")
+    try:
+        return TaskDataset(meta["task"], meta["metric"], frame, meta["tokenizer"], meta["seed"])
+    except ValueError as e:
+        raise _bad("dataset", path, f"does not match its contract: {e}") from None
+
+
+def check_artefact(path: str | Path, full: bool = True) -> None:
+    """Check that an artefact of the study reads as its contract says (by its place in the study's layout,
+    design §3): behaviour and circuit JSON, scores and dataset parquet (``full``: every score finite; else only
+    the parquet footer and metadata, which catches a truncated file cheaply), tables (readable parquet), model
+    checkpoints (a readable safetensors header), other JSON (parseable).
+
+    Raises:
+        RecordError: naming the file, what is wrong and how to rebuild it.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    parts = path.parts
+    if "behavior" in parts and path.suffix == ".json":
+        BehaviorRecord.read(path)
+    elif "circuits" in parts and path.suffix == ".json":
+        CircuitRecord.read(path)
+    elif "scores" in parts and path.suffix == ".parquet":
+        ScoresRecord.read(path) if full else ScoresRecord.read_meta(path)
+    elif "tasks" in parts and path.suffix == ".parquet":
+        read_dataset(path)
+    elif path.suffix == ".parquet":
+        try:
+            pq.read_table(path) if full else pq.read_metadata(path)
+        except (OSError, pa.ArrowException) as e:
+            raise _bad("table", path, f"cannot be read: {e}") from None
+    elif path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                f.keys()
+        except Exception as e:  # noqa: BLE001 (safetensors raises its own error types)
+            raise _bad("checkpoint", path, f"cannot be read: {e}") from None
+    elif path.suffix == ".json":
+        _read_json(path, "JSON")
