@@ -22,5 +22,5 @@ for i, chunk in enumerate([STEPS]):
         log:
             f"logs/behavior/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.log",
         shell:
-            KERNELS + "circuit-stability behavior {params.model} --dataset {input.dataset} --steps {params.steps} "
-            "--out-dir results/behavior/{wildcards.model}/{wildcards.task} --threads {threads} 2> {log}"
+            KERNELS + "circuit-stability --log {log} behavior {params.model} --dataset {input.dataset} --steps {params.steps} "
+            "--out-dir results/behavior/{wildcards.model}/{wildcards.task} --threads {threads}"

@@ -6,8 +6,10 @@ for i, chunk in enumerate(chunked(SCORED)):
         name:
             f"circuit_{i}"
         input:
-            scores=expand("results/scores/{{model}}/{{task}}/step{step}.parquet", step=chunk),
-            final=f"results/behavior/{{model}}/{{task}}/step{STEPS[-1]}.json",  # the validity rule's reference
+            scores=lambda w, chunk=chunk: validated(expand(f"results/scores/{w.model}/{w.task}/step{{step}}.parquet",
+                                                           step=chunk)),
+            # the validity rule's reference
+            final=lambda w: validated([f"results/behavior/{w.model}/{w.task}/step{STEPS[-1]}.json"]),
             dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
             checkpoints=checkpoints_of(chunk),
         output:
@@ -32,9 +34,9 @@ for i, chunk in enumerate(chunked(SCORED)):
         benchmark:
             f"logs/benchmarks/circuit/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.tsv"
         shell:
-            KERNELS + "circuit-stability circuit {params.model} --dataset {input.dataset} --steps {params.steps} "
+            KERNELS + "circuit-stability --log {log} circuit {params.model} --dataset {input.dataset} --steps {params.steps} "
             "--scores-dir results/scores/{wildcards.model}/{wildcards.task} --threshold {params.threshold} "
             "--max-fraction {params.max_fraction} --min-search-edges {params.min_edges} "
             "--grid-points {params.grid} --selection {params.selection} --validity-margin {params.margin} "
             "--emergence-fraction {params.emergence} --final-behavior {input.final} "
-            "--threads {threads} --out-dir results/circuits/{wildcards.model}/{wildcards.task} 2> {log}"
+            "--threads {threads} --out-dir results/circuits/{wildcards.model}/{wildcards.task}"

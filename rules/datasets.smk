@@ -8,8 +8,10 @@ rule dataset:
     params:
         n=lambda w: config["tasks"][w.task]["n_examples"],
         seed=lambda w: config["tasks"][w.task]["seed"],
+    message:
+        "Dataset: task {wildcards.task}, {params.n} examples, for the {wildcards.family} tokenizer"
     log:
         "logs/datasets/{family}/{task}.log",
     shell:
-        "circuit-stability dataset --task {wildcards.task} --tokenizer " + TOKENIZER +
-        " --n-examples {params.n} --seed {params.seed} --out {output} 2> {log}"
+        "circuit-stability --log {log} dataset --task {wildcards.task} --tokenizer " + TOKENIZER +
+        " --n-examples {params.n} --seed {params.seed} --out {output}"

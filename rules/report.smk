@@ -2,8 +2,10 @@
 
 rule tables:
     input:
-        behavior=expand("results/behavior/{model}/{task}/step{step}.json", model=MODELS, task=TASKS, step=STEPS),
-        circuits=expand("results/circuits/{model}/{task}/step{step}.json", model=MODELS, task=TASKS, step=SCORED),
+        behavior=lambda w: validated(expand("results/behavior/{model}/{task}/step{step}.json", model=MODELS,
+                                            task=TASKS, step=STEPS)),
+        circuits=lambda w: validated(expand("results/circuits/{model}/{task}/step{step}.json", model=MODELS,
+                                            task=TASKS, step=SCORED)),
     output:
         behavior="results/tables/behavior.parquet",
         circuits="results/tables/circuits.parquet",
@@ -11,33 +13,45 @@ rule tables:
         faithfulness="results/tables/faithfulness.parquet",
     params:
         emergence=ANALYSIS["emergence_fraction"],
+    message:
+        "Tables: behaviour, circuits, faithfulness and emergence of the whole study (results/tables/)"
     log:
         "logs/tables.log",
     shell:
-        "circuit-stability tables --behavior {input.behavior} --circuits {input.circuits} "
-        "--emergence-fraction {params.emergence} --out results/tables 2> {log}"
+        "circuit-stability --log {log} tables --behavior {input.behavior} --circuits {input.circuits} "
+        "--emergence-fraction {params.emergence} --out results/tables"
 
 
 rule figures:
     input:
         rules.tables.output,
     output:
+        # labels: columns of each category's table, so a figure's one-line meaning stands beside it (the full
+        # caption is its "Description"); report/workflow.rst lists the same figures on the landing page
         report("reports/figures/figure1_behavior.png", caption="../report/behavior.rst",
-               category="Figure 1: behaviour over training", labels={"figure": "task behaviour"}),
+               category="Figure 1: behaviour over training",
+               labels={"figure": "task behaviour", "shows": "each task's metric against tokens seen, per model"}),
         report("reports/figures/circuit_size.png", caption="../report/circuit_size.rst",
-               category="Figure 5: circuit size over training", labels={"figure": "minimal-circuit size"}),
+               category="Figure 5: circuit size over training",
+               labels={"figure": "minimal-circuit size",
+                       "shows": "edges of the minimal circuit against tokens seen; grey x: not valid"}),
         report("reports/figures/emergence.png", caption="../report/emergence.rst",
-               category="Figure 1: behaviour over training", labels={"figure": "emergence"}),
+               category="Figure 1: behaviour over training",
+               labels={"figure": "emergence", "shows": "tokens seen when each task reaches half its final metric"}),
         report("reports/figures/faithfulness_curves.png", caption="../report/faithfulness.rst",
-               category="Circuit faithfulness", labels={"figure": "faithfulness curves"}),
+               category="Circuit faithfulness",
+               labels={"figure": "faithfulness curves",
+                       "shows": "f_norm against the fraction of edges kept, largest model"}),
     params:
         models=",".join(MODELS),
         dpi=config["plots"]["dpi"],
+    message:
+        "Figures: reports/figures/ from the tables"
     log:
         "logs/figures.log",
     shell:
-        "circuit-stability plot --tables results/tables --out reports/figures --models {params.models} "
-        "--dpi {params.dpi} 2> {log}"
+        "circuit-stability --log {log} plot --tables results/tables --out reports/figures --models {params.models} "
+        "--dpi {params.dpi}"
 
 
 # The self-contained HTML report (every figure with its caption), built by the build itself so that

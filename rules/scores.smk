@@ -26,6 +26,6 @@ for i, chunk in enumerate(chunked(SCORED)):
         benchmark:
             f"logs/benchmarks/scores/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.tsv"
         shell:
-            KERNELS + "circuit-stability scores {params.model} --dataset {input.dataset} --steps {params.steps} "
+            KERNELS + "circuit-stability --log {log} scores {params.model} --dataset {input.dataset} --steps {params.steps} "
             "--method {params.method} --ig-steps {params.ig_steps} --ig-convention {params.convention} "
-            "--threads {threads} --out-dir results/scores/{wildcards.model}/{wildcards.task} 2> {log}"
+            "--threads {threads} --out-dir results/scores/{wildcards.model}/{wildcards.task}"

@@ -11,11 +11,13 @@ if config["source"] == "suite":
             seed=SUITE["corpus"]["seed"],
             weights=json.dumps(SUITE["corpus"]["weights"], sort_keys=True),
             training=json.dumps({k: TRAINING[k] for k in ("batch_size", "context", "max_steps")}),
+        message:
+            "Corpus of suite {wildcards.family}: generating documents, tokenizer and the training token stream"
         log:
             "logs/corpus/{family}.log",
         shell:
-            "circuit-stability corpus --out data/corpus/{wildcards.family} --seed {params.seed} "
-            "--weights '{params.weights}' --training '{params.training}' 2> {log}"
+            "circuit-stability --log {log} corpus --out data/corpus/{wildcards.family} --seed {params.seed} "
+            "--weights '{params.weights}' --training '{params.training}'"
 
     rule train:
         input:
@@ -34,7 +36,9 @@ if config["source"] == "suite":
             "Training suite model {wildcards.model} (checkpoints at steps " + ", ".join(map(str, STEPS)) + ")"
         log:
             "logs/train/{model}.log",
+        benchmark:
+            "logs/benchmarks/train/{model}.tsv"
         shell:
-            KERNELS + "circuit-stability train --corpus data/corpus/" + FAMILY + " --out models/{wildcards.model} "
+            KERNELS + "circuit-stability --log {log} train --corpus data/corpus/" + FAMILY + " --out models/{wildcards.model} "
             "--shape '{params.shape}' --training '{params.training}' --seed {params.seed} "
-            "--threads {threads} 2> {log}"
+            "--threads {threads}"

@@ -25,7 +25,6 @@ rule track:
     log:
         "logs/tracking.log",
     shell:
-        "circuit-stability track --study {params.study} --behavior {input.behavior} --scores {input.scores} "
+        "circuit-stability --log {log} track --study {params.study} --behavior {input.behavior} --scores {input.scores} "
         "--circuits {input.circuits} --figures {input.figures} --configfile " + CONFIGFILES + " "
-        "--config-hash {params.config_hash} --seed {params.seed} --benchmarks logs/benchmarks --out {output} "
-        "2> {log}"
+        "--config-hash {params.config_hash} --seed {params.seed} --benchmarks logs/benchmarks --out {output}"

@@ -58,7 +58,7 @@ def _fake_checkpoint(folder: Path, step: int, metric: float, scored: bool) -> di
         scores = np.where(graph.edge_mask, 0.1, np.nan).astype(np.float32)
         out["scores"] = folder / f"scores/step{step}.parquet"
         ScoresRecord(graph, scores, {"model": "m", "task": "ioi", "step": step, "method": "EAP-IG", "seed": 1,
-                                     "n_examples": 4, "metric": "logit_diff", "seconds": 2.5}).write(out["scores"])
+                                     "n_examples": 4, "metric": "logit_diff"}).write(out["scores"])
         out["circuit"] = folder / f"circuits/step{step}.json"
         CircuitRecord(model="m", task="ioi", step=step, method="EAP-IG", tokens_seen=step * 10, selection="greedy",
                       pruned=True, threshold=0.8, max_fraction=0.05, min_search_edges=1, max_edges=1, size=1,
@@ -66,24 +66,35 @@ def _fake_checkpoint(folder: Path, step: int, metric: float, scored: bool) -> di
                       invalid_reason=None, validity_margin=0.5, emergence_fraction=0.5, metric_final=metric,
                       total_edges=10, metric_model=metric,
                       metric_circuit=metric, metric_empty=0.0, mib={},
-                      faithfulness={"1": {"paper": 1.0, "normalized": 1.0}}, seconds=1.5,
+                      faithfulness={"1": {"paper": 1.0, "normalized": 1.0}},
                       version="0").write(out["circuit"])
+        for rule, seconds in (("scores", 2.5), ("circuit", 1.5)):  # Snakemake's benchmark files of the jobs
+            bench = folder / f"bench/{rule}/m/ioi/steps{step}-{step}.tsv"
+            bench.parent.mkdir(parents=True, exist_ok=True)
+            bench.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:0{int(seconds)}\t{100 * seconds}\n")
     return out
 
 
 def test_track_is_idempotent_and_supersedes_changed_checkpoints(tmp_path):
     arts = [_fake_checkpoint(tmp_path, s, float(s), scored=s == 4) for s in (0, 4)]
     kwargs = dict(behavior=[a["behavior"] for a in arts], scores=[arts[1]["scores"]], circuits=[arts[1]["circuit"]],
-                  config_hash="abc", seed=0, tracking_uri=f"sqlite:///{tmp_path}/t.db", project_dir=tmp_path)
+                  config_hash="abc", seed=0, tracking_uri=f"sqlite:///{tmp_path}/t.db", project_dir=tmp_path,
+                  benchmarks=tmp_path / "bench")
     first = track_study("quick", **kwargs)
     assert sorted(first["logged"]) == ["m/ioi/0", "m/ioi/4"]
+    exp = _client(kwargs["tracking_uri"]).get_experiment_by_name("quick")  # opens as a run table, not GenAI
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "metrics.`f_paper`" in json.loads(exp.tags["mlflow.sharedViewState.circuit-stability"])["selectedColumns"]
+    assert first["ui_route"] == (f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning&"
+                                 "viewStateShareKey=circuit-stability")
     runs = {_key(r): r for r in _runs(kwargs["tracking_uri"])}
     r4 = runs[("m", "ioi", 4)]
     assert r4.data.params["method"] == "EAP-IG" and r4.data.params["config_hash"] == "abc"
     assert r4.data.tags["mlflow.parentRunId"] == first["parent_run_id"]
     history = _client(kwargs["tracking_uri"]).get_metric_history(r4.info.run_id, "f_paper")
     assert [(m.step, m.value) for m in history] == [(4, 1.0)]
-    assert r4.data.metrics["seconds"] == 4.0  # scores 2.5 s + circuit 1.5 s
+    assert r4.data.metrics["seconds"] == 4.0  # the scores job's 2.5 s + the circuit job's 1.5 s
+    assert r4.data.metrics["peak_rss_mb"] == 250.0
 
     again = track_study("quick", **kwargs)  # nothing changed: no new run
     assert again["logged"] == [] and again["runs"] == first["runs"]
@@ -106,12 +117,19 @@ def test_benchmark_and_progress_lines(tmp_path, capsys):
     (tmp_path / "steps100-200.tsv").write_text("x")
     assert job_benchmark(tmp_path, 2) == tmp_path / "steps0-4.tsv"  # the chunk of checkpoints holding step 2
     assert job_benchmark(tmp_path, 200).name == "steps100-200.tsv" and job_benchmark(tmp_path, 50) is None
-    p = Progress("scores m ioi step 4", 3, "batches", every=3600)
-    p.update()
-    p.update(2)
+    quick = Progress("scores m ioi step 4", 3, "batches", every=3600)  # work that ends within `every`: silent
+    quick.update()
+    quick.update(2)
+    quick.close()
+    assert capsys.readouterr().err == ""
+    slow = Progress("scores m ioi step 4", 3, "batches", every=0)  # a line per update, the last at 100%
+    slow.note = "loss 2.5"
+    slow.update()
+    slow.update(2)
+    slow.close()
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == [l for l in lines if l.startswith("[progress] scores m ioi step 4: ")]
-    assert "0/3 batches" in lines[0] and "3/3 batches (100%)" in lines[-1] and len(lines) == 2
+    assert all(line.startswith("[progress] scores m ioi step 4: ") for line in lines) and len(lines) == 2
+    assert "1/3 batches (33%)" in lines[0] and "3/3 batches (100%)" in lines[1] and lines[1].endswith("; loss 2.5")
 
 
 # ---------------------------------------------------------------- slow: the quick study, 4 parallel jobs
@@ -164,10 +182,20 @@ def test_concurrent_track_processes_neither_lose_nor_duplicate_runs(versioned_st
 
 @pytest.mark.slow
 def test_rerunning_a_job_supersedes_its_run_instead_of_duplicating_it(versioned_study):
+    """A re-run job with the same inputs writes the same bytes: nothing is logged again. A job whose result
+    changed (here the circuit record, edited as a changed search would write it) supersedes its old run."""
     uri = f"sqlite:///{versioned_study / 'mlflow.db'}"
     before = {_key(r): r.info.run_id for r in _runs(uri)}
-    target = "results/circuits/quick-s/ioi/step200.json"
-    run_ok(["snakemake", "--cores", "2", "--forcerun", target], versioned_study)
+    target = versioned_study / "results/circuits/quick-s/ioi/step200.json"
+    run_ok(["snakemake", "--cores", "2", "--forcerun", str(target.relative_to(versioned_study))], versioned_study)
+    assert {_key(r): r.info.run_id for r in _runs(uri)} == before
+    summary = json.loads((versioned_study / "results/tracking/quick.json").read_text())
+    assert summary["logged"] == [] and len(summary["unchanged"]) == N_RUNS
+
+    record = json.loads(target.read_text())
+    record["metric_circuit"] += 1e-3
+    target.write_text(json.dumps(record, indent=2, sort_keys=True))
+    run_ok(["snakemake", "--cores", "2"], versioned_study)
     after = {_key(r): r.info.run_id for r in _runs(uri)}
     assert len(after) == N_RUNS and set(after) == set(before)
     changed = {k for k in after if after[k] != before[k]}
@@ -228,3 +256,17 @@ def test_readme_mlflow_ui_serves_the_experiment_and_its_runs(versioned_study, tm
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
+
+
+def test_cli_log_keeps_the_console_for_the_jobs_own_lines(tmp_path):
+    """`circuit-stability --log FILE <stage>` (what every rule runs): the console shows only the stage's own
+    lines, the log gets them too and everything else written to stderr (a traceback here)."""
+    log = tmp_path / "job.log"
+    ok = subprocess.run(["circuit-stability", "--log", str(log), "corpus", "--out", str(tmp_path / "corpus"),
+                         "--training", '{"batch_size": 2, "context": 8, "max_steps": 3}'],
+                        capture_output=True, text=True, check=True)
+    assert ok.stderr.startswith("[circuit-stability] corpus: 48 tokens") and len(ok.stderr.splitlines()) == 1
+    assert ok.stderr in log.read_text()
+    bad = subprocess.run(["circuit-stability", "--log", str(log), "tables", "--behavior", "missing.json",
+                          "--circuits", "missing.json", "--out", str(tmp_path / "t")], capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr == "" and "missing.json" in log.read_text()

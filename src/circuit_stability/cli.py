@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from circuit_stability import __version__
 from circuit_stability.config import schema_default
+from circuit_stability.progress import say, set_console
 
 
 def _log(msg: str) -> None:
-    print(f"[circuit-stability] {msg}", file=sys.stderr, flush=True)
+    say(f"[circuit-stability] {msg}")
+
+
+def _log_to(path: str) -> None:
+    """Send stderr (library warnings, loading bars, tracebacks) to the log file ``path`` and keep the console
+    for the job's own lines (:func:`circuit_stability.progress.say`): one per checkpoint, progress every 30 s."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    console = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    log = open(path, "w", buffering=1)
+    sys.stderr.flush()
+    os.dup2(log.fileno(), sys.stderr.fileno())
+    set_console(console)
 
 
 def _threads(n: int) -> None:
@@ -35,8 +48,10 @@ def cmd_corpus(a: argparse.Namespace) -> None:
     from circuit_stability.suite.build import build_corpus
 
     t = json.loads(a.training)
+    t0 = time.time()
     m = build_corpus(a.out, a.seed, json.loads(a.weights), t["batch_size"], t["context"], t["max_steps"])
-    _log(f"corpus: {m['n_tokens']:,} tokens from {m['n_documents']:,} documents, vocabulary {m['vocab_size']}")
+    _log(f"corpus: {m['n_tokens']:,} tokens from {m['n_documents']:,} documents, vocabulary {m['vocab_size']}, "
+         f"in {time.time() - t0:.1f}s")
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -44,8 +59,9 @@ def cmd_train(a: argparse.Namespace) -> None:
     from circuit_stability.suite.build import build_model
 
     _threads(a.threads)
+    t0 = time.time()
     m = build_model(a.corpus, a.out, json.loads(a.shape), json.loads(a.training), a.seed, a.threads)
-    _log(f"trained {m['model']} in {m['seconds']} s: final loss {m['final_loss']:.3f}")
+    _log(f"trained {m['model']} in {time.time() - t0:.0f}s: final loss {m['final_loss']:.3f}")
 
 
 # ---------------------------------------------------------------- tasks
@@ -106,7 +122,7 @@ def cmd_scores(a: argparse.Namespace) -> None:
         meta = {"model": a.model, "step": step, "task": ds.task, "method": a.method,
                 "ig_steps": a.ig_steps if a.method == "EAP-IG" else (1 if a.method == "EAP" else 0),
                 "ig_convention": a.ig_convention, "n_examples": len(ds), "metric": ds.metric, "version": __version__,
-                "seed": ds.seed, "tokens_seen": step * a.tokens_per_step, "seconds": round(time.time() - t0, 3)}
+                "seed": ds.seed, "tokens_seen": step * a.tokens_per_step}
         ScoresRecord(graph, scores, meta).write(Path(a.out_dir) / f"step{step}.parquet")
         _log(f"scores {a.model} {ds.task} step {step}: {graph.n_edges} edges by {a.method} in {time.time() - t0:.1f}s")
 
@@ -122,11 +138,13 @@ def cmd_circuit(a: argparse.Namespace) -> None:
     loaded = {s: ScoresRecord.read(Path(a.scores_dir) / f"step{s}.parquet") for s in steps}  # fail fast
     final = BehaviorRecord.read(a.final_behavior).metric
     for step, bridge, graph, ds, prompts in _checkpoints(a):
+        t0 = time.time()
         rec = circuit_record(bridge, graph, loaded[step], prompts, search, a.batch_size, final,
                              tokens_seen=step * a.tokens_per_step, version=__version__)
         rec.write(Path(a.out_dir) / f"step{step}.json")
         _log(f"circuit {a.model} {ds.task} step {step}: {rec.n_edges} edges, f_paper={rec.f_paper:.3f}, "
-             f"reached={rec.reached}, valid={rec.valid}" + ("" if rec.valid else f" ({rec.invalid_reason})"))
+             f"reached={rec.reached}, valid={rec.valid} in {time.time() - t0:.1f}s"
+             + ("" if rec.valid else f" ({rec.invalid_reason})"))
 
 
 # ---------------------------------------------------------------- tables and figures
@@ -153,6 +171,23 @@ def cmd_track(a: argparse.Namespace) -> None:
                     a.config_hash, a.seed, a.tracking_uri, a.project_dir, a.benchmarks, a.out)
     _log(f"track {a.study}: {len(s['logged'])} run(s) logged, {len(s['unchanged'])} unchanged, "
          f"{len(s['superseded'])} superseded; parent run {s['parent_run_id']} at {s['tracking_uri']}")
+    _log(f"MLflow: `mlflow ui --backend-store-uri {s['tracking_uri']}`, then open "
+         f"http://127.0.0.1:5000/{s['ui_route']} (the study's runs table)")
+
+
+def cmd_check(a: argparse.Namespace) -> None:
+    """List every missing, corrupt or stale artefact of the study (exit 1 if any); changes nothing."""
+    from circuit_stability.check import check_study, report
+    from circuit_stability.config import ConfigError, load_config, validate_config
+
+    try:  # a config error names the file, line and key (Snakemake's own YAML error names none of them)
+        for cf in a.configfile or ["config/config.yaml"]:
+            validate_config(load_config(cf))
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+    problems = check_study(["--configfile", *a.configfile] if a.configfile else [])
+    print(report(problems))
+    raise SystemExit(1 if problems else 0)
 
 
 def cmd_sync(a: argparse.Namespace) -> None:
@@ -195,14 +230,21 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--circuits", nargs="*", help="circuit JSONs")
     s.add_argument("--figures", nargs="*", help="figures, logged to the parent run")
     s.add_argument("--configfile", nargs="*", help="study config file(s), logged to the parent run")
-    s.add_argument("--config-hash", default="", help="circuit_stability.config.config_hash of the study config")
+    s.add_argument("--config-hash", default="",
+                   help="circuit_stability.config.config_hash of the study config (default: none)")
     s.add_argument("--seed", type=int, default=None, help="the study seed")
     s.add_argument("--tracking-uri", default=None,
                    help="default: $MLFLOW_TRACKING_URI, else sqlite:///<absolute project dir>/mlflow.db")
-    s.add_argument("--project-dir", default=".", help="project checkout (git commit, dirty flag)")
+    s.add_argument("--project-dir", default=".", help="project checkout (git commit, dirty flag; default: %(default)s)")
     s.add_argument("--benchmarks", default=None, help="folder of Snakemake benchmark TSVs (peak memory)")
     s.add_argument("--out", default=None, help="summary JSON (run id per model/task/step)")
     s.set_defaults(fn=cmd_track)
+
+    s = sub.add_parser("check", help="list every missing, corrupt or stale artefact of a study (changes nothing)",
+                       description=cmd_check.__doc__)
+    s.add_argument("--configfile", nargs="+", default=None,
+                   help="study config (default: the Snakefile's, config/config.yaml)")
+    s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("sync", help="dvc pull, mark pulled outputs up to date (snakemake --touch), then build",
                        description="Pull-then-build: `dvc pull`; `snakemake --touch` on the outputs whose "
@@ -226,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="circuit-stability", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
+    p.add_argument("--log", default=None, metavar="FILE",
+                   help="write stderr to FILE and show only the job's own lines on the console (what the workflow "
+                        "does; default: everything on stderr)")
     sub = p.add_subparsers(dest="stage", required=True)
 
     s = sub.add_parser("corpus", help="generate the embedded corpus, tokenizer and token stream",
@@ -249,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("dataset", help="generate a task dataset", description=cmd_dataset.__doc__)
-    s.add_argument("--task", required=True, choices=sorted(TASKS))
+    s.add_argument("--task", required=True, choices=sorted(TASKS), help="registered task")
     s.add_argument("--tokenizer", required=True, help="tokenizer folder or hub name")
     s.add_argument("--n-examples", type=int, default=None, help="default: the task's tasks.<task>.n_examples")
     s.add_argument("--seed", type=int, default=None, help="default: the task's tasks.<task>.seed")
@@ -306,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.log:
+        _log_to(args.log)
     args.fn(args)
 
 

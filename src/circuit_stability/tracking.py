@@ -13,7 +13,9 @@ and when a job was re-run and its artefacts changed, a new run is logged and the
 
 Run contents. Params: study, model, task, step, method, seed, config hash, git commit and dirty flag (plus the
 analysis settings found in the artefacts). Metrics, logged with ``step=`` the training step so MLflow plots
-them over training: task metric, accuracy, faithfulness (f_paper, f_norm), circuit size, seconds, peak RSS.
+them over training: task metric, accuracy, faithfulness (f_paper, f_norm), circuit size, and the wall seconds and
+peak RSS of the scores and circuit jobs (Snakemake's benchmark files; for a job that computed a chunk of
+checkpoints, the whole job's figures).
 Tags: the same identifiers, and the MD5 of each artefact. Artefacts: the behaviour and circuit JSON (small)
 and a pointer to the scores parquet (large: path, MD5, size, how to ``dvc pull`` it). The parent run holds the
 figures, the config file(s) and every model's curves over training as metric histories.
@@ -37,6 +39,27 @@ from circuit_stability.records import BehaviorRecord, CircuitRecord, ScoresRecor
 
 CONTENT = "cs.content"  # hash of the MD5s of a checkpoint's artefacts: unchanged content, nothing to log
 SUPERSEDED_BY = "cs.superseded_by"
+VIEW = "circuit-stability"  # the saved run-table view of every study's experiment
+VIEW_COLUMNS = ("params.model", "params.task", "params.step", "metrics.task_metric", "metrics.f_paper",
+                "metrics.circuit_size", "metrics.circuit_valid", "metrics.accuracy", "metrics.f_norm")
+
+
+def save_view(client, experiment_id: str) -> str:
+    """Store the study's run table as a saved view of its experiment and mark the experiment as model training,
+    so MLflow 3's UI opens it as a table of the checkpoint runs with the useful columns (model, task, step, task
+    metric, f_paper, circuit size, …) instead of its GenAI traces view.
+
+    The view is the experiment tag ``mlflow.sharedViewState.<key>``, as the UI's "share view" stores it; the
+    UI reads it for ``?viewStateShareKey=<key>``, and ``?workflowType=machine_learning`` selects the model-training
+    side. Returns the UI route (``#/experiments/<id>/runs?…``) to append to the UI's address.
+    """
+    state = {"selectedColumns": [c.split(".", 1)[0] + ".`" + c.split(".", 1)[1] + "`" for c in VIEW_COLUMNS],
+             "searchFilter": f"tags.`{KIND}` = '{CHECKPOINT}'", "orderByKey": "attributes.start_time",
+             "orderByAsc": True,
+             "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "param", "groupByData": "model"}]}}
+    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW}", json.dumps(state))
+    client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW}"
 
 
 def git_state(project_dir: str | Path = ".") -> dict[str, str]:
@@ -157,8 +180,8 @@ def checkpoint_payload(cp: Checkpoint, common: dict[str, str], benchmarks: Path 
 
     ``common`` holds the study-wide params (study, seed, config hash, git commit and dirty flag). Metrics are
     the ones of design §7 (``task_metric``, ``accuracy``, ``f_paper``, ``f_norm``, ``circuit_size``,
-    ``seconds``, ``peak_rss_mb``) plus per-split and diagnostic values (``circuit_valid``); all belong at
-    ``step=cp.step``.
+    ``seconds`` and ``peak_rss_mb`` of the scores and circuit jobs, from ``benchmarks``) plus per-split and
+    diagnostic values (``circuit_valid``); all belong at ``step=cp.step``.
     """
     params = {**common, "model": cp.model, "task": cp.task, "step": str(cp.step), "method": "none"}
     metrics: dict[str, float] = {}
@@ -169,13 +192,10 @@ def checkpoint_payload(cp: Checkpoint, common: dict[str, str], benchmarks: Path 
         for split, v in b.splits.items():
             metrics[f"task_metric_{split}"] = v["metric"]
             metrics[f"accuracy_{split}"] = v["accuracy"]
-    seconds = {}
     if (m := cp.scores_meta) is not None:
         params.update(method=str(m["method"]), ig_steps=str(m.get("ig_steps")),
                       ig_convention=str(m.get("ig_convention")), task_seed=str(m.get("seed")),
                       version=str(m.get("version")))
-        if "seconds" in m:
-            seconds["scores"] = float(m["seconds"])
     if (c := cp.circuit_record) is not None:
         params.update(method=c.method, threshold=str(c.threshold), max_fraction=str(c.max_fraction),
                       max_edges=str(c.max_edges), selection=c.selection, validity_margin=str(c.validity_margin))
@@ -183,13 +203,8 @@ def checkpoint_payload(cp: Checkpoint, common: dict[str, str], benchmarks: Path 
                        circuit_reached=float(c.reached), circuit_valid=float(c.valid),
                        circuit_fraction=c.n_edges / c.total_edges, total_edges=c.total_edges,
                        metric_model=c.metric_model, metric_circuit=c.metric_circuit, metric_empty=c.metric_empty)
-        seconds["circuit"] = float(c.seconds)
-    for kind, s in seconds.items():
-        metrics[f"{kind}_seconds"] = s
-    if seconds:
-        metrics["seconds"] = sum(seconds.values())
-    if benchmarks is not None:  # whole-job wall time and peak memory, measured by Snakemake
-        rss = []
+    if benchmarks is not None:  # wall time and peak memory of the jobs, measured by Snakemake
+        rss, seconds = [], []
         for rule in ("scores", "circuit"):
             bench = read_benchmark(job_benchmark(benchmarks / rule / cp.model / cp.task, cp.step))
             if bench and "max_rss_mb" in bench:
@@ -197,8 +212,11 @@ def checkpoint_payload(cp: Checkpoint, common: dict[str, str], benchmarks: Path 
                 rss.append(bench["max_rss_mb"])
             if bench and "seconds" in bench:
                 metrics[f"{rule}_job_seconds"] = bench["seconds"]
+                seconds.append(bench["seconds"])
         if rss:
             metrics["peak_rss_mb"] = max(rss)
+        if seconds:
+            metrics["seconds"] = sum(seconds)
     md5s = cp.md5s()
     tags = {KIND: CHECKPOINT, "cs.study": common["study"], "cs.model": cp.model, "cs.task": cp.task,
             "cs.step": str(cp.step), "config_hash": common["config_hash"], "git_commit": common["git_commit"],
@@ -269,7 +287,8 @@ def track_study(study: str, behavior: list[str | Path], scores: list[str | Path]
         out: summary JSON (tracking URI, experiment, parent run, run id per ``model/task/step``).
 
     Returns:
-        The summary: ``logged`` (new runs), ``unchanged``, ``superseded`` (old run ids), ``runs``.
+        The summary: ``logged`` (new runs), ``unchanged``, ``superseded`` (old run ids), ``runs``, and
+        ``ui_route``, the UI route of the study's run table (:func:`save_view`).
 
     Raises:
         RecordError: naming the file, for an artefact that does not match its contract (before MLflow is
@@ -288,6 +307,7 @@ def track_study(study: str, behavior: list[str | Path], scores: list[str | Path]
     with tracking_lock(uri):
         client = RetryingClient(MlflowClient(uri))
         exp_id = ensure_experiment(client, study, artifact_location)
+        link = save_view(client, exp_id)
         existing = active_checkpoint_runs(client, exp_id, study)
         started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         parent = client.create_run(exp_id, run_name=f"pipeline {started}",
@@ -295,7 +315,7 @@ def track_study(study: str, behavior: list[str | Path], scores: list[str | Path]
                                          "git_commit": git["commit"], "git_dirty": git["dirty"],
                                          "mlflow.source.git.commit": git["commit"]}).info.run_id
         summary = {"tracking_uri": uri, "experiment": study, "experiment_id": exp_id, "parent_run_id": parent,
-                   "logged": [], "unchanged": [], "superseded": [], "runs": {}}
+                   "ui_route": link, "logged": [], "unchanged": [], "superseded": [], "runs": {}}
         with tempfile.TemporaryDirectory() as tmp:
             for cp in checkpoints.values():
                 params, metrics, tags = checkpoint_payload(cp, common, bench)

@@ -5,19 +5,20 @@ training of one member, each writing its folder and a small JSON manifest.
   batch of optimizer step ``s``), ``tokenizer/`` and ``corpus.json`` (seed, weights, sizes).
 - ``models/{model}/``: ``step{step}/`` checkpoints, ``train_log.parquet`` (loss per step) and ``suite.json``
   (shape, parameter count, training settings, checkpoints, and the machine and library versions that trained it:
-  a rerun on the same machine is bit-identical, another CPU's float rounding differs, design §6).
+  a rerun on the same machine is bit-identical, another CPU's float rounding differs, design §6). Neither
+  manifest holds a wall time, so a rebuild gives the same bytes; the times are in the jobs' logs.
 """
 
 from __future__ import annotations
 
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
 
 from circuit_stability.artifacts import atomic_dir, atomic_path, write_json, write_parquet
+from circuit_stability.progress import Progress
 from circuit_stability.suite import corpus
 
 
@@ -43,14 +44,15 @@ def build_corpus(out: str | Path, seed: int, weights: dict[str, float], batch_si
     cfg = corpus.CorpusConfig(weights=dict(weights))
     tok = build_tokenizer(corpus.lexicon_sample())
     need = max_steps * batch_size * context
-    t0 = time.time()
     docs, encoded, have, chunk = 0, [], 0, max(1000, need // 40)
+    progress = Progress(f"corpus {Path(out).name}", need, "tokens")
     while have < need:  # documents average ~50 tokens
         new = corpus.generate_documents(seed + docs, chunk, cfg)
         ids = tok(new, add_special_tokens=False)["input_ids"]
         encoded += ids
         have += sum(len(x) + 1 for x in ids)
         docs += chunk
+        progress.update(min(need, have) - progress.done)
     tokens = build_token_stream(encoded, tok.eos_token_id, max_steps, batch_size, context)
     unk = int((tokens == tok.unk_token_id).sum())
     if unk:
@@ -62,7 +64,7 @@ def build_corpus(out: str | Path, seed: int, weights: dict[str, float], batch_si
         with open(tmp, "wb") as f:
             np.save(f, tokens.astype(np.uint16 if len(tok) < 65536 else np.int32))
     manifest = {"seed": seed, "weights": dict(weights), "n_documents": docs, "n_tokens": int(tokens.size),
-                "vocab_size": len(tok), "shape": list(tokens.shape), "seconds": round(time.time() - t0, 2)}
+                "vocab_size": len(tok), "shape": list(tokens.shape)}
     write_json(manifest, out / "corpus.json")
     return manifest
 
@@ -128,12 +130,11 @@ def build_model(corpus_dir: str | Path, out: str | Path, shape: dict, training: 
     tokens = np.load(Path(corpus_dir) / "tokens.npy")
     tok = PreTrainedTokenizerFast.from_pretrained(Path(corpus_dir) / "tokenizer")
     out = Path(out)
-    t0 = time.time()
     log = train_model(model_shape, cfg, tokens, tok, out, steps, threads=threads)
     write_parquet(log, out / "train_log.parquet", {"model": out.name, "seed": seed})
     manifest = {"model": out.name, **shape_summary(model_shape, len(tok), cfg.context),
                 "training": {**json.loads(json.dumps(training)), "seed": seed}, "checkpoints": steps,
-                "seconds": round(time.time() - t0, 1), "final_loss": float(log["loss"].tail(50).mean()),
+                "final_loss": float(log["loss"].tail(50).mean()),
                 "environment": environment()}
     write_json(manifest, out / "suite.json")
     return manifest

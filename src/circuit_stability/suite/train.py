@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
 from circuit_stability.artifacts import atomic_dir
 from circuit_stability.checkpoints import tokens_seen
+from circuit_stability.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ def train_model(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray, tokeniz
         save(0)
     data = torch.from_numpy(tokens.astype(np.int64))
     log = []
-    bar = tqdm(range(cfg.max_steps), desc=f"train {out_dir.name}", mininterval=2.0)
-    for step in bar:
+    progress = Progress(f"train {out_dir.name}", cfg.max_steps, "steps")
+    for step in range(cfg.max_steps):
         lr = learning_rate(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -128,8 +128,8 @@ def train_model(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray, tokeniz
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         log.append((step + 1, tokens_seen(step + 1, cfg.batch_size, cfg.context), loss.item(), lr))
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        progress.note = f"loss {log[-1][2]:.3f}"
+        progress.update()
         if step + 1 in to_save:
             model.eval()
             save(step + 1)
