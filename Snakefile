@@ -32,9 +32,9 @@ rule all:
     default_target: True
     input:
         # the per-checkpoint results are deliverables: a deleted one is rebuilt (with what depends on it)
-        expand("results/behavior/{model}/{task}/step{step}.json", model=MODELS, task=TASKS, step=STEPS),
-        expand("results/scores/{model}/{task}/step{step}.parquet", model=MODELS, task=TASKS, step=SCORED),
-        expand("results/circuits/{model}/{task}/step{step}.json", model=MODELS, task=TASKS, step=SCORED),
+        per_model("results/behavior/{model}/{task}/step{step}.json"),
+        per_model("results/scores/{model}/{task}/step{step}.parquet", scored=True),
+        per_model("results/circuits/{model}/{task}/step{step}.json", scored=True),
         rules.tables.output,
         rules.figures.output,
         rules.report.output,  # reports/report.html

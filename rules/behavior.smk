@@ -1,11 +1,14 @@
 # Behaviour: the task metric at every checkpoint, one JSON per step. One forward pass per checkpoint is cheap
 # next to scoring, so one job per (model, task) covers every step.
 
-for i, chunk in enumerate([STEPS]):
+for g, group in enumerate(STEP_GROUPS):
+    chunk = group["steps"]
 
     rule:
         name:
-            "behavior"
+            group_rule("behavior", g)
+        wildcard_constraints:
+            model=group_models(g),
         input:
             dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
             checkpoints=checkpoints_of(chunk),

@@ -1,15 +1,17 @@
 # Minimal circuits: one JSON per (model, task, step) (design §4 circuit JSON, §5), chunks of steps per job.
 
-for i, chunk in enumerate(chunked(SCORED)):
+for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in enumerate(chunked(group["scored"]))]:
 
     rule:
         name:
-            f"circuit_{i}"
+            group_rule(f"circuit_{i}", g)
+        wildcard_constraints:
+            model=group_models(g),
         input:
             scores=lambda w, chunk=chunk: validated(expand(f"results/scores/{w.model}/{w.task}/step{{step}}.parquet",
                                                            step=chunk)),
             # the validity rule's reference
-            final=lambda w: validated([f"results/behavior/{w.model}/{w.task}/step{STEPS[-1]}.json"]),
+            final=lambda w: validated([f"results/behavior/{w.model}/{w.task}/step{STEPS_OF[w.model][-1]}.json"]),
             dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
             checkpoints=checkpoints_of(chunk),
         output:

@@ -2,11 +2,16 @@
 # filled in (Snakefile), so every setting is read with config[...] and no default is repeated here.
 import json
 import os
+import re
 from pathlib import Path
 
 from circuit_stability.checkpoints import checkpoint_schedule, pythia_schedule
+from snakemake.logging import logger
+
 from circuit_stability.kernels import env_prefix
+from circuit_stability.models import hub_steps
 from circuit_stability.records import check_artefact
+from circuit_stability.suite.seeds import corpus_name, corpus_seed, member_seeds
 
 THREADS = config["threads"]
 # `env ATEN_CPU_CAPABILITY=... ` in front of every torch job with cpu_kernels: portable; nothing with native.
@@ -21,6 +26,10 @@ if config["source"] == "suite":
     TRAINING = SUITE["training"]
     MODELS = list(SUITE["models"])  # smallest first, as listed
     MODEL_NAMES = {m: m for m in MODELS}
+    # each member's weight and data seeds (names such as mini-m-seed2, mini-m-data-seed3; suite/seeds.py) and the
+    # corpus its data seed reads: data/corpus/<FAMILY> for suite.corpus.seed, data/corpus/<FAMILY>-data-seed<d>
+    SEEDS = {m: member_seeds(m, SUITE["models"][m], config["seed"], SUITE["corpus"]["seed"]) for m in MODELS}
+    CORPUS_OF = {m: corpus_name(FAMILY, SEEDS[m].data, SUITE["corpus"]["seed"]) for m in MODELS}
     STEPS = checkpoint_schedule(TRAINING["max_steps"], TRAINING["checkpoint_every"], TRAINING["log_until"])
     TOKENS_PER_STEP = TRAINING["batch_size"] * TRAINING["context"]
     TOKENIZER = f"data/corpus/{FAMILY}/tokenizer"
@@ -36,6 +45,40 @@ else:
 CONFIGFILES = " ".join(map(str, workflow.configfiles)) or DEFAULT_CONFIG
 
 SCORED = STEPS if ANALYSIS["steps"] == "all" else sorted(ANALYSIS["steps"])  # checked by validate_config
+
+# Each model's checkpoints: the study's, but a hub model's checkpoints known to be missing upstream (a few
+# PolyPythias steps), which are skipped with a warning naming them (circuit_stability.models.hub_steps).
+if config["source"] == "suite":
+    STEPS_OF = {m: STEPS for m in MODELS}
+else:
+    STEPS_OF = {m: hub_steps(MODEL_NAMES[m], STEPS, warn=logger.warning) for m in MODELS}
+SCORED_OF = {m: [s for s in SCORED if s in STEPS_OF[m]] for m in MODELS}
+# Models with the same checkpoints share one set of per-chunk rules; one group (every suite study, and hub studies
+# without missing checkpoints) keeps the plain rule names (behavior, scores_0, circuit_0, ...).
+STEP_GROUPS = []
+for _m in MODELS:
+    _group = next((g for g in STEP_GROUPS if g["steps"] == STEPS_OF[_m]), None)
+    if _group is None:
+        STEP_GROUPS.append({"models": [_m], "steps": STEPS_OF[_m], "scored": SCORED_OF[_m]})
+    else:
+        _group["models"].append(_m)
+
+
+def group_rule(name, g):
+    """The name of rule `name` for step group `g` (the plain name when the study has one group)."""
+    return name if len(STEP_GROUPS) == 1 else f"{name}_g{g}"
+
+
+def group_models(g):
+    """The `model` wildcard constraint of step group `g`."""
+    return "|".join(re.escape(m) for m in STEP_GROUPS[g]["models"])
+
+
+def per_model(pattern, scored=False):
+    """`pattern` (with {model}, {task}, {step}) expanded over every model, task and that model's checkpoints
+    (its scored checkpoints if `scored`)."""
+    steps = SCORED_OF if scored else STEPS_OF
+    return [f for m in MODELS for f in expand(pattern, model=m, task=TASKS, step=steps[m])]
 
 # Per-checkpoint files, computed in chunks of `analysis.steps_per_job` checkpoints per job: one process loads
 # torch and TransformerLens once (~5 s) and then each checkpoint in turn. 1 = one job per checkpoint (GPU

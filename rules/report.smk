@@ -2,10 +2,8 @@
 
 rule tables:
     input:
-        behavior=lambda w: validated(expand("results/behavior/{model}/{task}/step{step}.json", model=MODELS,
-                                            task=TASKS, step=STEPS)),
-        circuits=lambda w: validated(expand("results/circuits/{model}/{task}/step{step}.json", model=MODELS,
-                                            task=TASKS, step=SCORED)),
+        behavior=lambda w: validated(per_model("results/behavior/{model}/{task}/step{step}.json")),
+        circuits=lambda w: validated(per_model("results/circuits/{model}/{task}/step{step}.json", scored=True)),
     output:
         behavior="results/tables/behavior.parquet",
         circuits="results/tables/circuits.parquet",

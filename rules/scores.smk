@@ -1,10 +1,12 @@
 # Edge scores: one parquet per (model, task, step) (design §4 scores parquet), chunks of steps per job.
 
-for i, chunk in enumerate(chunked(SCORED)):
+for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in enumerate(chunked(group["scored"]))]:
 
     rule:
         name:
-            f"scores_{i}"
+            group_rule(f"scores_{i}", g)
+        wildcard_constraints:
+            model=group_models(g),
         input:
             dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
             checkpoints=checkpoints_of(chunk),

@@ -8,11 +8,12 @@ if config["source"] == "suite":
             tokenizer=directory("data/corpus/{family}/tokenizer"),
             meta="data/corpus/{family}/corpus.json",
         params:
-            seed=SUITE["corpus"]["seed"],
+            seed=lambda w: corpus_seed(w.family, FAMILY, SUITE["corpus"]["seed"]),  # the data seed
             weights=json.dumps(SUITE["corpus"]["weights"], sort_keys=True),
             training=json.dumps({k: TRAINING[k] for k in ("batch_size", "context", "max_steps")}),
         message:
-            "Corpus of suite {wildcards.family}: generating documents, tokenizer and the training token stream"
+            "Corpus {wildcards.family} (data seed {params.seed}): generating documents, tokenizer and the training "
+            "token stream"
         log:
             "logs/corpus/{family}.log",
         shell:
@@ -20,25 +21,28 @@ if config["source"] == "suite":
             "--weights '{params.weights}' --training '{params.training}'"
 
     rule train:
-        input:
-            tokens=f"data/corpus/{FAMILY}/tokens.npy",
-            tokenizer=f"data/corpus/{FAMILY}/tokenizer",
+        input:  # the corpus of the member's data seed
+            tokens=lambda w: f"data/corpus/{CORPUS_OF[w.model]}/tokens.npy",
+            tokenizer=lambda w: f"data/corpus/{CORPUS_OF[w.model]}/tokenizer",
         output:
             checkpoints=expand("models/{{model}}/step{step}/model.safetensors", step=STEPS),
             log_table="models/{model}/train_log.parquet",
             manifest="models/{model}/suite.json",
         params:
-            shape=lambda w: json.dumps(SUITE["models"][w.model], sort_keys=True),
+            shape=lambda w: json.dumps({k: v for k, v in SUITE["models"][w.model].items() if not k.endswith("_seed")},
+                                       sort_keys=True),
             training=json.dumps(TRAINING, sort_keys=True),
-            seed=config["seed"],
+            corpus=lambda w: f"data/corpus/{CORPUS_OF[w.model]}",
+            seed=lambda w: SEEDS[w.model].weight,  # the weight seed
         threads: THREADS
         message:
-            "Training suite model {wildcards.model} (checkpoints at steps " + ", ".join(map(str, STEPS)) + ")"
+            "Training suite model {wildcards.model} (weight seed {params.seed}, corpus {params.corpus}; checkpoints at "
+            "steps " + ", ".join(map(str, STEPS)) + ")"
         log:
             "logs/train/{model}.log",
         benchmark:
             "logs/benchmarks/train/{model}.tsv"
         shell:
-            KERNELS + "circuit-stability --log {log} train --corpus data/corpus/" + FAMILY + " --out models/{wildcards.model} "
+            KERNELS + "circuit-stability --log {log} train --corpus {params.corpus} --out models/{wildcards.model} "
             "--shape '{params.shape}' --training '{params.training}' --seed {params.seed} "
             "--threads {threads}"

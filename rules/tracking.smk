@@ -9,9 +9,9 @@ from circuit_stability.config import config_hash
 
 rule track:
     input:
-        behavior=expand("results/behavior/{model}/{task}/step{step}.json", model=MODELS, task=TASKS, step=STEPS),
-        scores=expand("results/scores/{model}/{task}/step{step}.parquet", model=MODELS, task=TASKS, step=SCORED),
-        circuits=expand("results/circuits/{model}/{task}/step{step}.json", model=MODELS, task=TASKS, step=SCORED),
+        behavior=per_model("results/behavior/{model}/{task}/step{step}.json"),
+        scores=per_model("results/scores/{model}/{task}/step{step}.parquet", scored=True),
+        circuits=per_model("results/circuits/{model}/{task}/step{step}.json", scored=True),
         figures=rules.figures.output,
     output:
         f"results/tracking/{config['study']}.json",

@@ -20,7 +20,7 @@ def quick():
 
 
 def test_shipped_configs_are_valid():
-    for name in ("config.yaml", "quick.yaml", "pythia.yaml"):
+    for name in ("config.yaml", "quick.yaml", "pythia.yaml", "seeds.yaml"):
         validate_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
 
 
@@ -38,6 +38,11 @@ def test_shipped_configs_are_valid():
     (lambda c: c["suite"]["models"]["quick-m"].update({"rotary_pct": 0.2}),
      r"suite.models.quick-m: rotary_pct 0.2 of a 8-dimensional head rotates 1 dimensions; .* must be even"),
     (lambda c: c["analysis"].update({"steps": [0, 150]}), r"analysis.steps: \[150\] are not checkpoints of this study"),
+    (lambda c: c["suite"]["models"].update({"quick-m-seed2": {"n_layers": 1, "d_model": 16, "n_heads": 2,
+                                                               "weight_seed": 3}}),
+     r"suite.models.quick-m-seed2: weight_seed 3 contradicts the name, which says weight seed 2"),
+    (lambda c: c["suite"]["models"].update({"quick-m-data-seed1000": {"n_layers": 1, "d_model": 16, "n_heads": 2}}),
+     r"suite.models.quick-m-data-seed1000: data seed 1000 is too large; valid data seeds are 0 to 999"),
 ])
 def test_invalid_config_messages(quick, mutate, expected):
     bad = copy.deepcopy(quick)

@@ -150,9 +150,11 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
 
 def semantic_problems(config: dict) -> list[str]:
     """What the schema cannot say about a (filled) config: every suite model can be built (d_model divisible by
-    n_heads; an even number of rotary dimensions, since rotary embeddings turn pairs of dimensions, or none), and
-    every analysed step is a checkpoint of the study (Pythia's 154 for the hub)."""
+    n_heads; an even number of rotary dimensions, since rotary embeddings turn pairs of dimensions, or none; seeds
+    that agree with the model's name, :mod:`circuit_stability.suite.seeds`), and every analysed step is a
+    checkpoint of the study (Pythia's 154 for the hub)."""
     from circuit_stability.checkpoints import checkpoint_schedule, pythia_schedule
+    from circuit_stability.suite.seeds import member_seeds
 
     problems = []
     if config["source"] == "suite":
@@ -168,9 +170,20 @@ def semantic_problems(config: dict) -> list[str]:
                 problems.append(f"{where}: rotary_pct {m['rotary_pct']} of a {head}-dimensional head rotates {rotary} "
                                 "dimensions; rotary embeddings turn pairs, so the count must be even (e.g. rotary_pct "
                                 f"{(rotary - 1) / head:g} or {(rotary + 1) / head:g})")
+            try:
+                member_seeds(name, m, config["seed"], config["suite"]["corpus"]["seed"])
+            except ValueError as e:
+                problems.append(str(e))
         t = config["suite"]["training"]
         steps = checkpoint_schedule(t["max_steps"], t["checkpoint_every"], t["log_until"])
     else:
+        from circuit_stability.models import parse_hub_name
+
+        for i, name in enumerate(config["hub"]["models"]):
+            try:
+                parse_hub_name(name)
+            except ValueError as e:
+                problems.append(f"hub.models.{i}: {e}")
         steps = pythia_schedule()
         hub = config["hub"]["steps"]
         bad = [] if hub == "all" else sorted(set(hub) - set(steps))
@@ -178,6 +191,12 @@ def semantic_problems(config: dict) -> list[str]:
             problems.append(f"hub.steps: {bad} are not Pythia checkpoints; valid: 0, 1, 2, 4, ..., 512, then every "
                             "1000 to 143000")
         steps = steps if hub == "all" else sorted(set(hub) & set(steps))
+        from circuit_stability.models import hub_steps
+
+        for name in config["hub"]["models"]:
+            if steps and not hub_steps(name, steps, warn=lambda message: None):
+                problems.append(f"hub.steps: every listed checkpoint of {name} is missing upstream ({steps}); list "
+                                "other steps")
     analysed = config["analysis"]["steps"]
     bad = [] if analysed == "all" else sorted(set(analysed) - set(steps))
     if bad:

@@ -14,6 +14,8 @@ with the hook points edge attribution needs switched on: per-head query/key/valu
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,92 @@ from circuit_stability.checkpoints import pythia_schedule
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 HUB_PREFIX = "EleutherAI/pythia-"
 PYTHIA_SIZES = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
+# PolyPythias (van der Wal et al. 2025, §2; the models' cards on the hub): pythia-{size}-seed{1..9} for five sizes,
+# and for 160m only pythia-160m-data-seed{1..3} (data order varied) and -weight-seed{1..3} (initialisation varied);
+# the same 154 checkpoints as Pythia, as revisions step{N}.
+POLYPYTHIAS_SIZES = ("14m", "31m", "70m", "160m", "410m")
+POLYPYTHIAS_SEEDS = range(1, 10)
+POLYPYTHIAS_DECOUPLED = {"160m": range(1, 4)}  # -data-seed{k}, -weight-seed{k}
+# Checkpoints absent from the hub (no step<N> branch upstream); skipped, with a
+# warning naming them, wherever a study lists all checkpoints.
+HUB_MISSING = {
+    "EleutherAI/pythia-410m-seed9": (40000,),
+    "EleutherAI/pythia-410m-seed6": (88000,),
+    "EleutherAI/pythia-410m-seed2": (111000,),
+}
+_HUB_NAME = re.compile(r"^EleutherAI/pythia-(?P<size>[0-9.]+[mb])"
+                       r"(?:(?P<deduped>-deduped)|-(?:(?P<kind>data|weight)-)?seed(?P<seed>\d+))?$")
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """A parsed hub name: Pythia ``EleutherAI/pythia-<size>[-deduped]`` or PolyPythias
+    ``EleutherAI/pythia-<size>-seed<k>``, ``-data-seed<k>``, ``-weight-seed<k>``. ``seed_kind`` is ``None``
+    (original Pythia, seed 1234), ``"both"``, ``"data"`` or ``"weight"``."""
+
+    name: str
+    size: str
+    deduped: bool
+    seed_kind: str | None
+    seed: int | None
+
+
+def parse_hub_name(name: str) -> HubModel:
+    """Parse and check a Pythia or PolyPythias hub name.
+
+    Raises:
+        ValueError: naming the model and what is valid (sizes; PolyPythias seeds 1-9 for 14m-410m, data and
+            weight seeds 1-3 for 160m).
+    """
+    m = _HUB_NAME.match(name)
+    if not m:
+        raise ValueError(f"unknown hub model {name!r}; valid: {HUB_PREFIX}<size>[-deduped], PolyPythias "
+                         f"{HUB_PREFIX}<size>-seed<k>, {HUB_PREFIX}160m-data-seed<k>, {HUB_PREFIX}160m-weight-seed<k>")
+    size = m["size"]
+    if size not in PYTHIA_SIZES:
+        raise ValueError(f"unknown Pythia model {name!r}; valid sizes: {list(PYTHIA_SIZES)}")
+    kind = None if m["seed"] is None else (m["kind"] or "both")
+    seed = None if m["seed"] is None else int(m["seed"])
+    if kind == "both" and (size not in POLYPYTHIAS_SIZES or seed not in POLYPYTHIAS_SEEDS):
+        raise ValueError(f"{name!r} is not a PolyPythias model: seeds {POLYPYTHIAS_SEEDS[0]}-{POLYPYTHIAS_SEEDS[-1]} "
+                         f"exist for sizes {list(POLYPYTHIAS_SIZES)}")
+    if kind in ("data", "weight") and seed not in POLYPYTHIAS_DECOUPLED.get(size, ()):
+        raise ValueError(f"{name!r} is not a PolyPythias model: {kind}-seed<k> exists only as "
+                         + ", ".join(f"{HUB_PREFIX}{s}-{kind}-seed{r[0]}..{r[-1]}" for s, r in POLYPYTHIAS_DECOUPLED.items()))
+    return HubModel(name, size, m["deduped"] is not None, kind, seed)
+
+
+def hub_revision(name: str, step: int) -> str:
+    """The hub revision (git branch) of checkpoint ``step`` of a Pythia or PolyPythias model: ``step<step>``
+    (Biderman et al. 2023, App. "Checkpoints"; the PolyPythias cards).
+
+    Raises:
+        ValueError: for an unknown name (:func:`parse_hub_name`), a step outside Pythia's 154 checkpoints, or a
+            checkpoint known to be missing upstream (:data:`HUB_MISSING`).
+    """
+    parse_hub_name(name)
+    if step not in pythia_schedule():
+        raise ValueError(f"{name} has no checkpoint at step {step}; valid steps are 0, 1, 2, 4, …, 512, "
+                         f"then every 1000 up to 143000")
+    if step in HUB_MISSING.get(name, ()):
+        raise ValueError(f"{name} step {step} is missing upstream (known gap in the PolyPythias release); valid "
+                         f"steps: Pythia's 154 but {list(HUB_MISSING[name])}")
+    return f"step{step}"
+
+
+def hub_steps(name: str, steps: list[int], warn=None) -> list[int]:
+    """``steps`` without the checkpoints of ``name`` known to be missing upstream (:data:`HUB_MISSING`); the
+    skipped ones are named in one message passed to ``warn`` (default :func:`warnings.warn`, a ``UserWarning``;
+    the Snakefile passes Snakemake's logger)."""
+    missing = [s for s in steps if s in HUB_MISSING.get(name, ())]
+    if missing:
+        message = (f"{name}: skipping checkpoint step(s) {missing}, missing upstream (known gap in the PolyPythias "
+                   "release)")
+        if warn is None:
+            warnings.warn(message, stacklevel=2)
+        else:
+            warn(message)
+    return [s for s in steps if s not in missing]
 
 
 @dataclass(frozen=True)
@@ -50,7 +138,7 @@ def resolve_checkpoint(model: str, step: int, suite_dir: str | Path | None = Non
 
     Args:
         model: a suite member name (looked up under ``suite_dir``) or a hub name ``EleutherAI/pythia-<size>``
-            (optionally with ``-deduped``).
+            (optionally with ``-deduped``) or a PolyPythias name (:func:`parse_hub_name`).
         step: training step.
         suite_dir: folder of the local suite (``models/`` by default).
 
@@ -60,12 +148,7 @@ def resolve_checkpoint(model: str, step: int, suite_dir: str | Path | None = Non
     if step < 0:
         raise ValueError(f"step must be >= 0; got {step}")
     if model.startswith(HUB_PREFIX):
-        size = model[len(HUB_PREFIX):].removesuffix("-deduped")
-        if size not in PYTHIA_SIZES:
-            raise ValueError(f"unknown Pythia model {model!r}; valid sizes: {list(PYTHIA_SIZES)}")
-        if step not in pythia_schedule():
-            raise ValueError(f"{model} has no checkpoint at step {step}; valid steps are 0, 1, 2, 4, …, 512, "
-                             f"then every 1000 up to 143000")
+        hub_revision(model, step)  # checks the name and the step
         return Checkpoint(model, step, None)
     suite_dir = Path(suite_dir or "models")
     folder = suite_dir / model / f"step{step}"
@@ -107,7 +190,7 @@ def load_model(model: str, step: int, suite_dir: str | Path | None = None, devic
         bridge = TransformerBridge.boot_transformers(str(ckpt.path), device=device, dtype=DTYPES[dtype])
     else:
         bridge = TransformerBridge.boot_transformers(ckpt.model, device=device, dtype=DTYPES[dtype],
-                                                     checkpoint_value=ckpt.step)
+                                                     revision=hub_revision(ckpt.model, ckpt.step))
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)

@@ -112,7 +112,8 @@ def build_model(corpus_dir: str | Path, out: str | Path, shape: dict, training: 
         shape: :class:`~circuit_stability.suite.train.ModelShape` fields.
         training: :class:`~circuit_stability.suite.train.TrainConfig` fields (without ``seed``) plus
             ``checkpoint_every`` and ``log_until`` of the checkpoint schedule.
-        seed: initialisation seed.
+        seed: initialisation seed (the member's weight seed; its data seed is the corpus's, recorded in the
+            manifest's ``seeds`` with the weight seed).
         threads: torch intra-op threads.
 
     Returns:
@@ -133,7 +134,10 @@ def build_model(corpus_dir: str | Path, out: str | Path, shape: dict, training: 
     log = train_model(model_shape, cfg, tokens, tok, out, steps, threads=threads)
     write_parquet(log, out / "train_log.parquet", {"model": out.name, "seed": seed})
     manifest = {"model": out.name, **shape_summary(model_shape, len(tok), cfg.context),
-                "training": {**json.loads(json.dumps(training)), "seed": seed}, "checkpoints": steps,
+                "training": {**json.loads(json.dumps(training)), "seed": seed},
+                "seeds": {"weight": seed, "data": json.loads((Path(corpus_dir) / "corpus.json").read_text())["seed"],
+                          "corpus": Path(corpus_dir).name},
+                "checkpoints": steps,
                 "final_loss": float(log["loss"].tail(50).mean()),
                 "environment": environment()}
     write_json(manifest, out / "suite.json")
