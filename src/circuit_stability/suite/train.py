@@ -72,6 +72,34 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def init_model(shape: ModelShape, vocab_size: int, cfg: TrainConfig) -> GPTNeoXForCausalLM:
+    """A freshly initialised model of ``shape``: ``torch.manual_seed(cfg.seed)`` (the weight seed), then
+    Hugging Face's GPT-NeoX initialisation. Same seed, same weights, on any machine with the same torch."""
+    torch.manual_seed(cfg.seed)
+    return GPTNeoXForCausalLM(shape.hf_config(vocab_size, cfg.context))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (β = 0.9, 0.95, as Pythia) with weight decay on matrices only (not on biases and norm gains)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: torch.Tensor, lr: float) -> float:
+    """One optimizer update on ``batch`` (``[batch_size, context]`` int64 token ids; next-token cross-entropy),
+    gradient norm clipped to 1, at learning rate ``lr``. Returns the loss before the update (nats/token)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    loss = model(input_ids=batch, labels=batch).loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
 def train_model(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray, tokenizer: PreTrainedTokenizerFast,
                 out_dir: Path, checkpoint_steps: list[int], threads: int = 1) -> pd.DataFrame:
     """Train one model on ``tokens`` and save a checkpoint at every step of ``checkpoint_steps``.
@@ -98,13 +126,9 @@ def train_model(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray, tokeniz
         raise ValueError(f"checkpoint steps must lie in [0, {cfg.max_steps}]; got {checkpoint_steps}")
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
-    torch.manual_seed(cfg.seed)
-    model = GPTNeoXForCausalLM(shape.hf_config(len(tokenizer), cfg.context))
+    model = init_model(shape, len(tokenizer), cfg)
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    opt = make_optimizer(model, cfg)
     to_save = set(checkpoint_steps)
 
     def save(step: int) -> None:
@@ -119,15 +143,8 @@ def train_model(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray, tokeniz
     progress = Progress(f"train {out_dir.name}", cfg.max_steps, "steps")
     for step in range(cfg.max_steps):
         lr = learning_rate(step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        batch = data[step]
-        loss = model(input_ids=batch, labels=batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        log.append((step + 1, tokens_seen(step + 1, cfg.batch_size, cfg.context), loss.item(), lr))
+        loss = train_step(model, opt, data[step], lr)
+        log.append((step + 1, tokens_seen(step + 1, cfg.batch_size, cfg.context), loss, lr))
         progress.note = f"loss {log[-1][2]:.3f}"
         progress.update()
         if step + 1 in to_save:
@@ -157,4 +174,5 @@ def shape_summary(shape: ModelShape, vocab_size: int, context: int) -> dict:
     return {**asdict(shape), "n_params": sum(p.numel() for p in model.parameters())}
 
 
-__all__ = ["ModelShape", "TrainConfig", "learning_rate", "train_model", "build_token_stream", "shape_summary"]
+__all__ = ["ModelShape", "TrainConfig", "learning_rate", "init_model", "make_optimizer", "train_step", "train_model",
+           "build_token_stream", "shape_summary"]
