@@ -175,6 +175,34 @@ def cmd_track(a: argparse.Namespace) -> None:
          f"http://127.0.0.1:5000/{s['ui_route']} (the study's runs table)")
 
 
+def cmd_heads(a: argparse.Namespace) -> None:
+    """Induction, duplicate-token and previous-token scores of every head at each checkpoint, on the standard test
+    (a random sequence of content tokens from the whole vocabulary, repeated once; circuit_stability.components).
+    Prints the best head of each score per checkpoint, or every head's scores as JSON with --json."""
+    import torch
+
+    from circuit_stability.components import content_token_ids, head_scores, repeated_random_tokens
+    from circuit_stability.models import load_model
+
+    _threads(1)
+    rows = []
+    for step in (int(x) for x in a.steps.split(",")):
+        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device)
+        tokens = repeated_random_tokens(content_token_ids(bridge.tokenizer), a.length, a.batch, a.seed)
+        scores = head_scores(bridge, tokens)
+        row = {"model": a.model, "step": step}
+        for name, t in scores.items():
+            layer, head = divmod(int(torch.argmax(t)), t.shape[1])
+            row[name] = {"best": f"a{layer}.h{head}", "score": round(float(t.max()), 4),
+                         "per_head": [[round(float(x), 4) for x in r] for r in t]}
+        rows.append(row)
+        if not a.json:
+            print(f"{a.model} step {step}: " + ", ".join(f"{n} {row[n]['score']:.3f} ({row[n]['best']})"
+                                                         for n in scores))
+    if a.json:
+        print(json.dumps(rows, indent=1))
+
+
 def cmd_check(a: argparse.Namespace) -> None:
     """List every missing, corrupt or stale artefact of the study (exit 1 if any); changes nothing."""
     from circuit_stability.check import check_study, report
@@ -239,6 +267,20 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--benchmarks", default=None, help="folder of Snakemake benchmark TSVs (peak memory)")
     s.add_argument("--out", default=None, help="summary JSON (run id per model/task/step)")
     s.set_defaults(fn=cmd_track)
+
+    s = sub.add_parser("heads", help="induction, duplicate-token and previous-token scores of every head",
+                       description=cmd_heads.__doc__)
+    s.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
+    s.add_argument("--model-name", default=None, help="hub name, e.g. EleutherAI/pythia-160m (default: --model)")
+    s.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
+    s.add_argument("--steps", required=True, help="comma-separated checkpoint steps")
+    _option(s, "--length", "components.length", "distinct content tokens in the repeated block (the paper: 100, "
+            "with Pythia's vocabulary)", type=int)
+    _option(s, "--batch", "components.batch", "random sequences, averaged", type=int)
+    _option(s, "--seed", "components.seed", "seed of the random sequences", type=int)
+    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    s.add_argument("--json", action="store_true", help="print every head's scores as JSON")
+    s.set_defaults(fn=cmd_heads)
 
     s = sub.add_parser("check", help="list every missing, corrupt or stale artefact of a study (changes nothing)",
                        description=cmd_check.__doc__)
