@@ -33,6 +33,22 @@ from circuit_stability.tracking import VIEW
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
+def add_browser_options(p: argparse.ArgumentParser, size: str, wait_ms: int) -> None:
+    """The options both screenshot scripts take: the browser, the window size and the render time."""
+    p.add_argument("--browser", default=None, help="Chromium binary (default: the first of %s on PATH)" % (BROWSERS,))
+    p.add_argument("--size", default=size, help="window width,height in pixels (default: %(default)s)")
+    p.add_argument("--wait-ms", type=int, default=wait_ms, help="virtual time the page gets to render (ms)")
+
+
+def find_browser(given: str | None) -> str | None:
+    """``given``, else the first Chromium of :data:`BROWSERS` on PATH; None (after saying so) if there is none."""
+    browser = given or next((b for b in BROWSERS if shutil.which(b)), None)
+    if browser is None:
+        print(f"no Chromium found (tried {', '.join(BROWSERS)}); install one, e.g. `apt-get install chromium`",
+              file=sys.stderr)
+    return browser
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as s:
@@ -61,15 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default="mlflow.db", help="SQLite tracking database (default: ./mlflow.db)")
     p.add_argument("--experiment", required=True, help="experiment (= study) whose runs to show")
     p.add_argument("--out", default="docs/mlflow-runs.png", help="PNG to write")
-    p.add_argument("--browser", default=None, help="Chromium binary (default: the first of %s on PATH)" % (BROWSERS,))
-    p.add_argument("--size", default="2400,1100", help="window width,height in pixels (default: %(default)s)")
-    p.add_argument("--wait-ms", type=int, default=20000, help="virtual time the page gets to render (ms)")
+    add_browser_options(p, size="2400,1100", wait_ms=20000)
     a = p.parse_args(argv)
 
-    browser = a.browser or next((b for b in BROWSERS if shutil.which(b)), None)
+    browser = find_browser(a.browser)
     if browser is None:
-        print(f"no Chromium found (tried {', '.join(BROWSERS)}); install one, e.g. `apt-get install chromium`",
-              file=sys.stderr)
         return 2
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+from mlflow_screenshot import add_browser_options, find_browser  # this folder: scripts/
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -43,14 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/report-landing.png", help="landing-page PNG (default: %(default)s)")
     p.add_argument("--figure", default="reports/figures/figure1_behavior.png", help="figure to open")
     p.add_argument("--figure-out", default="docs/report-figure.png", help="figure-view PNG (default: %(default)s)")
-    p.add_argument("--browser", default=None, help="Chromium binary (default: the first of %s on PATH)" % (BROWSERS,))
-    p.add_argument("--size", default="1600,1000", help="window width,height in pixels (default: %(default)s)")
-    p.add_argument("--wait-ms", type=int, default=8000, help="virtual time the page gets to render (ms)")
+    add_browser_options(p, size="1600,1000", wait_ms=8000)
     a = p.parse_args(argv)
-    browser = a.browser or next((b for b in BROWSERS if shutil.which(b)), None)
+    browser = find_browser(a.browser)
     if browser is None:
-        print(f"no Chromium found (tried {', '.join(BROWSERS)}); install one, e.g. `apt-get install chromium`",
-              file=sys.stderr)
         return 2
     report = Path(a.report)
     with tempfile.TemporaryDirectory() as tmp:

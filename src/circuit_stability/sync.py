@@ -22,7 +22,6 @@ is safe: the marking is recomputed from DVC's view, not from what the last pull 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -44,15 +43,11 @@ def dvc_unchanged_files(project: str | Path = ".") -> set[str]:
 
 
 def dag_outputs(snakemake_args: list[str], project: str | Path = ".") -> list[str]:
-    """Every output file (or ``directory()`` output) of the Snakemake DAG, from ``snakemake --summary``."""
-    env = {**os.environ, "CIRCUIT_STABILITY_SKIP_INPUT_CHECKS": "1"}  # the DAG, even where a file is corrupt
-    out = subprocess.run(["snakemake", "--summary", *snakemake_args], cwd=project, capture_output=True, text=True,
-                         env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"snakemake --summary failed:\n{out.stderr[-3000:]}")
-    lines = out.stdout.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("output_file\t")), None)
-    return [] if start is None else [line.split("\t")[0] for line in lines[start + 1 :] if "\t" in line]
+    """Every output file (or ``directory()`` output) of the Snakemake DAG, from ``snakemake --summary``
+    (:func:`circuit_stability.check.summary`)."""
+    from circuit_stability.check import summary
+
+    return [row["output_file"] for row in summary(snakemake_args, project)]
 
 
 def touch_targets(verified: set[str], outputs: list[str]) -> list[str]:
