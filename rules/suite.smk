@@ -28,7 +28,7 @@ if config["source"] == "suite":
             checkpoints=expand("models/{{model}}/step{step}/model.safetensors", step=STEPS),
             log_table="models/{model}/train_log.parquet",
             manifest="models/{model}/suite.json",
-        params:
+        params:  # (a build made before training seeds existed retrains once: this rule's command changed)
             shape=lambda w: json.dumps({k: v for k, v in SUITE["models"][w.model].items() if not k.endswith("_seed")},
                                        sort_keys=True),
             training=json.dumps(TRAINING, sort_keys=True),
