@@ -46,17 +46,13 @@ class RecordError(ValueError):
         self.kind, self.path, self.problem = kind, str(path), problem
 
 
-def _bad(kind: str, path: str | Path, problem: str) -> RecordError:
-    return RecordError(kind, path, problem)
-
-
 def _read_json(path: str | Path, kind: str) -> dict:
     try:
         obj = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise _bad(kind, path, f"cannot be read: {e}") from None
+        raise RecordError(kind, path, f"cannot be read: {e}") from None
     if not isinstance(obj, dict):
-        raise _bad(kind, path, f"holds {type(obj).__name__}, not a JSON object")
+        raise RecordError(kind, path, f"holds {type(obj).__name__}, not a JSON object")
     return obj
 
 
@@ -69,11 +65,11 @@ def _from_dict(cls, obj: dict, path: str | Path, kind: str):
     missing = [n for n in required if n not in obj]
     unknown = sorted(set(obj) - set(fields))
     if missing or unknown:
-        raise _bad(kind, path, f"does not match its contract: missing keys {missing}, unknown keys {unknown}")
+        raise RecordError(kind, path, f"does not match its contract: missing keys {missing}, unknown keys {unknown}")
     try:
         return cls(**obj)
     except (TypeError, ValueError) as e:
-        raise _bad(kind, path, f"does not match its contract: {e}") from None
+        raise RecordError(kind, path, f"does not match its contract: {e}") from None
 
 
 # ---------------------------------------------------------------- behaviour
@@ -165,10 +161,10 @@ class ScoresRecord:
         try:
             meta = parquet_metadata(path)
         except (OSError, ValueError, pa.ArrowException) as e:
-            raise _bad("scores", path, f"cannot be read: {e}") from None
+            raise RecordError("scores", path, f"cannot be read: {e}") from None
         missing = [k for k in cls.REQUIRED_META if k not in meta]
         if missing:
-            raise _bad("scores", path, f"does not match its contract: its metadata lacks {missing}")
+            raise RecordError("scores", path, f"does not match its contract: its metadata lacks {missing}")
         return meta
 
     @classmethod
@@ -185,23 +181,23 @@ class ScoresRecord:
         try:
             frame = pd.read_parquet(path)
         except (OSError, ValueError, pa.ArrowException) as e:
-            raise _bad("scores", path, f"cannot be read: {e}") from None
+            raise RecordError("scores", path, f"cannot be read: {e}") from None
         if list(frame.columns) != ["src", "dst", "score"]:
-            raise _bad("scores", path, f"does not match its contract: columns {list(frame.columns)} (expected "
-                       "['src', 'dst', 'score'])")
+            raise RecordError("scores", path, f"does not match its contract: columns {list(frame.columns)} "
+                              "(expected ['src', 'dst', 'score'])")
         graph = Graph(int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["parallel_attn_mlp"]))
         try:
             src, dst = graph.edge_ids(frame["src"].astype(str).tolist(), frame["dst"].astype(str).tolist(), "it")
         except ValueError as e:
-            raise _bad("scores", path, f"does not match its graph: {e}") from None
+            raise RecordError("scores", path, f"does not match its graph: {e}") from None
         if len(frame) != graph.n_edges:
-            raise _bad("scores", path, f"has {len(frame)} rows for the {graph.n_edges} edges of its {graph}")
+            raise RecordError("scores", path, f"has {len(frame)} rows for the {graph.n_edges} edges of its {graph}")
         dense = np.full((graph.n_writers, graph.n_readers), np.nan, dtype=np.float32)
         dense[src, dst] = frame["score"].to_numpy(dtype=np.float32)
         try:
             return cls(graph, dense, meta)
         except ValueError as e:
-            raise _bad("scores", path, f"has unusable scores: {e}") from None
+            raise RecordError("scores", path, f"has unusable scores: {e}") from None
 
 
 # ---------------------------------------------------------------- circuits
@@ -324,16 +320,16 @@ def read_dataset(path: str | Path):
         meta = parquet_metadata(path)
         frame = pd.read_parquet(path)
     except (OSError, ValueError, pa.ArrowException) as e:
-        raise _bad("dataset", path, f"cannot be read: {e}") from None
+        raise RecordError("dataset", path, f"cannot be read: {e}") from None
     missing = [c for c in DATASET_SCHEMA.names if c not in frame.columns]
     missing_meta = [k for k in ("task", "metric", "tokenizer", "seed") if k not in meta]
     if missing or missing_meta:
-        raise _bad("dataset", path, f"does not match its contract: missing columns {missing}, missing metadata "
+        raise RecordError("dataset", path, f"does not match its contract: missing columns {missing}, missing metadata "
                    f"{missing_meta}")
     try:
         return TaskDataset(meta["task"], meta["metric"], frame, meta["tokenizer"], meta["seed"])
     except ValueError as e:
-        raise _bad("dataset", path, f"does not match its contract: {e}") from None
+        raise RecordError("dataset", path, f"does not match its contract: {e}") from None
 
 
 def check_artefact(path: str | Path, full: bool = True) -> None:
@@ -361,7 +357,7 @@ def check_artefact(path: str | Path, full: bool = True) -> None:
         try:
             pq.read_table(path) if full else pq.read_metadata(path)
         except (OSError, pa.ArrowException) as e:
-            raise _bad("table", path, f"cannot be read: {e}") from None
+            raise RecordError("table", path, f"cannot be read: {e}") from None
     elif path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -369,6 +365,6 @@ def check_artefact(path: str | Path, full: bool = True) -> None:
             with safe_open(str(path), framework="numpy") as f:
                 f.keys()
         except Exception as e:  # noqa: BLE001 (safetensors raises its own error types)
-            raise _bad("checkpoint", path, f"cannot be read: {e}") from None
+            raise RecordError("checkpoint", path, f"cannot be read: {e}") from None
     elif path.suffix == ".json":
         _read_json(path, "JSON")
