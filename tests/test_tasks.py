@@ -196,3 +196,41 @@ def test_multi_token_answer_is_an_error():
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, name_or_path="char-level")
     with pytest.raises(TokenizationError, match=r"\[' he', ' she'\].*'char-level'"):
         _dataset("gp", fast)
+
+
+def test_repeats_are_varied():
+    """The induction motif: a span of 2–24 distinct words from the whole lexicon, a gap, then the span again whole
+    or in part (a contiguous stretch of it); every separator occurs, and the spans together use the whole pool."""
+    import numpy as np
+
+    from circuit_stability.suite.corpus import _repeat
+
+    rng, pool = np.random.default_rng(0), set(lexicon.repeat_words())
+    lengths, words, whole, partial = set(), set(), 0, 0
+    for _ in range(3_000):
+        text = _repeat(rng)
+        tokens = text.rstrip(".").replace(",", " ").replace(":", " ").replace(".", " ").split()
+        n = next(n for n in range(lexicon.REPEAT_MAX_SPAN, 1, -1) if len(set(tokens[:n])) == n
+                 and set(tokens[:n]) <= pool)  # the span: the longest distinct prefix
+        span = tokens[:n]
+        lengths.add(n)
+        words |= set(span)
+        tail = " ".join(tokens[n:])
+        stretches = [" ".join(span[i:j]) for i in range(n) for j in range(i + 2, n + 1)]
+        assert any(tail.endswith(s) for s in stretches), text
+        whole += tail.endswith(" ".join(span))
+        partial += not tail.endswith(" ".join(span))
+    assert lengths == set(range(2, lexicon.REPEAT_MAX_SPAN + 1))
+    assert words == pool and whole > 1_000 and partial > 1_000
+
+
+def test_every_sva_subject_is_carried_across_adverbs():
+    """Held-out subjects never take a distractor, but each reaches its verb across one to three adverbs, so number
+    is read from a distance for every noun (the compositional cue behind held-out agreement)."""
+    import re
+
+    text = " ".join(generate_documents(0, 3_000, CorpusConfig(weights={"sva": 1.0})))
+    adverbs = "|".join(lexicon.SVA_ADVERBS)
+    verbs = "|".join(lexicon.SVA_VERBS["singular"] + lexicon.SVA_VERBS["plural"])
+    carried = set(re.findall(rf"The (\w+)(?: (?:{adverbs})){{1,3}} (?:{verbs}) ", text))
+    assert carried == {w for pair in lexicon.SVA_NOUNS for w in pair}

@@ -21,12 +21,20 @@ import torch
 
 
 def content_token_ids(tokenizer) -> torch.Tensor:
-    """Ids of the tokenizer's content tokens (1-D): every token whose text, without the leading-space marker, is
-    letters or digits (words, with and without a leading space, and numbers); no special tokens, punctuation or
-    whitespace. The whole vocabulary the standard induction test draws from."""
-    ids = [i for tok, i in tokenizer.get_vocab().items()
-           if i not in tokenizer.all_special_ids and tok.lstrip("Ġ").isalnum()]
-    return torch.tensor(sorted(ids))
+    """Ids of the tokenizer's content words (1-D, sorted): every token that is a leading-space marker ``Ġ`` followed
+    by ASCII letters or digits, i.e. a word or number as it occurs inside running text. No special tokens, punctuation,
+    whitespace, and no words without the space (in the embedded suite's word-level vocabulary those occur only at a
+    document's start, and digit pairs without it only inside years). The vocabulary the standard induction test
+    draws from (Olsson et al. 2022 use random tokens of the whole vocabulary; the paper's code a range of ids).
+
+    Raises:
+        ValueError: if the vocabulary has no such token.
+    """
+    ids = sorted(i for tok, i in tokenizer.get_vocab().items() if i not in tokenizer.all_special_ids
+                 and tok.startswith("Ġ") and tok[1:].isascii() and tok[1:].isalnum())
+    if not ids:
+        raise ValueError("the tokenizer has no content-word tokens (a leading-space marker Ġ then letters or digits)")
+    return torch.tensor(ids)
 
 
 def repeated_random_tokens(vocab_ids: torch.Tensor, length: int, batch: int, seed: int) -> torch.Tensor:

@@ -5,13 +5,16 @@ Documents are short narratives mixing several sentence kinds, each chosen with a
 - ``ioi``: an IOI narrative from the *seen* templates of :mod:`lexicon` (Wang et al. 2023), ABBA or BABA,
   ending with the indirect object, so that name-moving circuits are worth learning;
 - ``narrative``: other sentences with one or two names (names reused in ways that do not give IOI away);
-- ``repeat``: a random span of words repeated verbatim (the induction motif, Olsson et al. 2022);
+- ``repeat``: a random span of 2–24 words from the whole lexicon, a gap (a separator, random words or both), then
+  the span again, whole or in part (the induction motif, Olsson et al. 2022, in varied forms so that the copying
+  learnt is generic: :func:`_repeat`);
 - ``ordinal``: runs of an ordinal sequence (days, months, number words; Gould et al. 2023's successor motif);
 - ``gp``: "So Mary is a really nice person, isn't she?" and other sentences where a pronoun refers to a name;
 - ``gt``: "The war lasted from the year 1732 to the year 1756." (the end year is 1–25 years later;
   start years 00–98, so the corrupted "XX01" prompt is in-distribution);
 - ``sva``: "The dogs near the cat are happy." (agreement across a prepositional phrase or relative clause)
-  and plain "The dog is happy.";
+  and "The dog is happy." with 0–3 adverbs before the verb ("The dog really still is happy.") for every subject,
+  so that number is carried to the verb across a distance for held-out subjects too;
 - ``filler``: plain subject–verb–object sentences, and sentences that use the held-out words outside their
   task frames (so every evaluation word occurs in training).
 
@@ -121,7 +124,9 @@ def _sentence(rng: np.random.Generator, kind: str) -> str:
     if kind == "sva":
         if rng.random() < 0.5:  # plain agreement, every noun (held-out subjects learn their number here)
             _, num, subj = sva_subject(rng, list(range(len(lx.SVA_NOUNS))))
-            return f"The {subj} {_pick(rng, lx.SVA_VERBS['plural' if num else 'singular'])} {_sva_rest(rng)}."
+            adverbs = "".join(f" {_pick(rng, lx.SVA_ADVERBS)}" for _ in range(int(rng.integers(0, 4))))
+            verb = _pick(rng, lx.SVA_VERBS["plural" if num else "singular"])
+            return f"The {subj}{adverbs} {verb} {_sva_rest(rng, verb)}."
 
         def draw():
             i, num, subj = sva_subject(rng, _SEEN_SVA)
@@ -144,9 +149,7 @@ def _sentence(rng: np.random.Generator, kind: str) -> str:
             return f"{a} and {b} liked the {_pick(rng, lx.OBJECTS)}."
         return f"{a} gave the {_pick(rng, lx.OBJECTS)} to the {_pick(rng, lx.NOUNS)}."
     if kind == "repeat":
-        pool = lx.NOUNS + lx.ADJECTIVES + list(lx.NAMES) + list(lx.PLACES)
-        span = " ".join(_pick(rng, pool) for _ in range(int(rng.integers(4, 11))))
-        return f"{span}. {span}."
+        return _repeat(rng)
     if kind == "ordinal":
         seq = _pick(rng, lx.ORDINAL_SEQUENCES)
         start = int(rng.integers(len(seq)))
@@ -163,6 +166,30 @@ def _sentence(rng: np.random.Generator, kind: str) -> str:
             return f"{_pick(rng, lx.NAMES)} was {_pick(rng, lx.GP_ATTRIBUTES)}."
         return f"In {_pick(rng, lx.GT_CENTURIES)}{_pick(rng, lx.GT_YY):02d} the {_pick(rng, lx.NOUNS)} was {_pick(rng, lx.ADJECTIVES)}."
     raise ValueError(f"unknown sentence kind {kind!r}; valid kinds: {list(SENTENCE_KINDS)}")
+
+
+_REPEAT_POOL = lx.repeat_words()
+
+
+def _repeat(rng: np.random.Generator) -> str:
+    """A span of 2 … :data:`lexicon.REPEAT_MAX_SPAN` distinct words from the whole lexicon, then a gap (a separator
+    of :data:`lexicon.REPEAT_SEPARATORS`, and in half the cases 1–6 random words), then the span again: whole (half
+    the time), its prefix, or a stretch from its middle, of at least 2 words. No bigram of the span is predictable
+    from the lexicon, so only copying from the earlier occurrence predicts the second (Olsson et al. 2022)."""
+    n = int(rng.integers(2, lx.REPEAT_MAX_SPAN + 1))
+    span = [_REPEAT_POOL[int(i)] for i in rng.choice(len(_REPEAT_POOL), size=n, replace=False)]
+    form = rng.random()
+    if form < 0.5:
+        again = span
+    elif form < 0.75:
+        again = span[:int(rng.integers(2, n + 1))]
+    else:
+        start = int(rng.integers(0, n - 1))
+        again = span[start:start + int(rng.integers(2, n - start + 1))]
+    gap = _pick(rng, lx.REPEAT_SEPARATORS)
+    if rng.random() < 0.5:
+        gap += " " + " ".join(_pick(rng, _REPEAT_POOL) for _ in range(int(rng.integers(1, 7))))
+    return f"{' '.join(span)}{gap} {' '.join(again)}."
 
 
 def _sva_rest(rng: np.random.Generator, verb: str | None = None) -> str:
@@ -191,7 +218,7 @@ def lexicon_sample() -> list[str]:
     Used to build the tokenizer's vocabulary, so every word (with and without a leading space) is one token.
     """
     words = (list(lx.NAMES) + list(lx.PLACES) + list(lx.OBJECTS) + lx.NOUNS + lx.ADJECTIVES
-             + lx.VERBS_PAST + [w for seq in lx.ORDINAL_SEQUENCES for w in seq])
+             + lx.VERBS_PAST + [w for seq in lx.ORDINAL_SEQUENCES for w in seq] + list(lx.repeat_words()))
     template_words = " ".join(lx.IOI_TEMPLATES_BABA).replace("[", " ").replace("]", " ")
     texts = [" ".join(words), " ".join(w.lower() for w in words), " ".join(w.capitalize() for w in words),
              template_words, template_words.lower(), "The the A a. , It it Then When While After"]

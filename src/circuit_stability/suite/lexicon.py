@@ -89,6 +89,24 @@ SVA_NOUNS = (("dog", "dogs"), ("cat", "cats"), ("teacher", "teachers"), ("doctor
 SVA_HELD_OUT = frozenset({"pilot", "horse", "queen"})  # never the subject of a distractor sentence in training
 SVA_PREPS = ("near", "behind", "beside", "with")
 SVA_VERBS = {"singular": ("is", "was", "has"), "plural": ("are", "were", "have")}
+# Words that may stand between a subject and its verb without being a distractor (no noun): in training every
+# subject, held-out ones included, is carried to its verb across 0-3 of these, so the number of a noun is read
+# from a distance by the same mechanism for every noun (a compositional cue, not a per-noun lookup).
+SVA_ADVERBS = ("really", "often", "still", "clearly", "here", "now", "today", "also", "always", "surely")
+
+# Separators between the two copies of a repeated span (the corpus's induction motif), besides a gap of words
+REPEAT_SEPARATORS = ("", ".", ",", " and", " then", " again", ":", " so")
+REPEAT_MAX_SPAN = 24  # words per span: two copies and a gap fit a 64-token context
+
+
+def repeat_words() -> tuple[str, ...]:
+    """Every word of the lexicon in the three casings the tokenizer knows (as written, lower case, capitalised),
+    sorted: the pool the corpus's repeated spans draw from, so the induction motif covers the whole vocabulary."""
+    words = (list(NAMES) + list(PLACES) + list(OBJECTS) + NOUNS + ADJECTIVES + VERBS_PAST + list(SVA_ADVERBS)
+             + [w for seq in ORDINAL_SEQUENCES for w in seq] + [w for pair in SVA_NOUNS for w in pair]
+             + list(GT_NOUNS) + [w for a in GP_ATTRIBUTES for w in a.split()])
+    return tuple(sorted({v for w in words for v in (w, w.lower(), w.capitalize())}))
+
 
 # Fraction of each task's (template × filler) combinations reserved for evaluation: the corpus never
 # generates a reserved combination, and the "seen" split of every evaluation set is drawn from them, so no
