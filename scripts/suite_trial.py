@@ -78,7 +78,7 @@ def main() -> None:
     print(df.round(3).to_string(index=False))
     final = df.iloc[-1]
     for task in TASKS:
-        onset = df.loc[df[task] >= 0.5 * final[task], "step"].min()
+        onset = df.loc[df[task] >= 0.5 * final[task], "step"].min() if final[task] > 0 else "none (final <= 0)"
         print(f"{task}: final {final[task]:.3f}, onset step {onset}, held-out / seen "
               f"{final[f'{task}_held_out'] / final[f'{task}_seen']:.2f}")
     for name in ("induction", "previous_token"):
