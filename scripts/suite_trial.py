@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--weights", default="{}", help="JSON mixture weights merged into the default mixture")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--every", type=int, default=100, help="checkpoint spacing after step 512")
+    ap.add_argument("--every", type=int, default=100, help="checkpoint spacing after the log-spaced steps")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--shape", default="4,128,8", help="n_layers,d_model,n_heads (default mini-l's)")
@@ -51,7 +51,8 @@ def main() -> None:
     build_corpus(out / "corpus", a.seed, weights, a.batch, 64, a.steps)
     n_layers, d_model, n_heads = map(int, a.shape.split(","))
     training = dict(batch_size=a.batch, context=64, max_steps=a.steps, lr=a.lr, warmup_steps=a.warmup,
-                    min_lr_ratio=0.1, weight_decay=0.01, checkpoint_every=a.every, log_until=512)
+                    checkpoint_every=a.every, **{k: schema_default(f"suite.training.{k}")
+                                                 for k in ("min_lr_ratio", "weight_decay", "log_until")})
     shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=None, rotary_pct=a.rotary)
     steps = build_model(out / "corpus", out / "models" / "m", shape, training, seed=a.seed, threads=1)["checkpoints"]
     rows, datasets = [], None

@@ -200,7 +200,8 @@ def test_multi_token_answer_is_an_error():
 
 def test_repeats_are_varied():
     """The induction motif: a span of 2–24 distinct words from the whole lexicon, a gap, then the span again whole
-    or in part (a contiguous stretch of it); every separator occurs, and the spans together use the whole pool."""
+    or in part (a contiguous stretch of it); every span length occurs, whole and partial repeats are both common,
+    and the spans together use the whole pool."""
     import numpy as np
 
     from circuit_stability.suite.corpus import _repeat

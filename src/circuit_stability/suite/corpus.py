@@ -217,14 +217,11 @@ def lexicon_sample() -> list[str]:
 
     Used to build the tokenizer's vocabulary, so every word (with and without a leading space) is one token.
     """
-    words = (list(lx.NAMES) + list(lx.PLACES) + list(lx.OBJECTS) + lx.NOUNS + lx.ADJECTIVES
-             + lx.VERBS_PAST + [w for seq in lx.ORDINAL_SEQUENCES for w in seq] + list(lx.repeat_words()))
+    words = list(lx.repeat_words())  # every lexicon word, in each of its casings
     template_words = " ".join(lx.IOI_TEMPLATES_BABA).replace("[", " ").replace("]", " ")
-    texts = [" ".join(words), " ".join(w.lower() for w in words), " ".join(w.capitalize() for w in words),
-             template_words, template_words.lower(), "The the A a. , It it Then When While After"]
+    texts = [" ".join(words), template_words, template_words.lower(), "The the A a. , It it Then When While After"]
     texts += [w + "." for w in words] + [w + "," for w in words]
     texts += [" ".join(str(y) for y in range(1100, 1900)), "00 01 99", "?"]
-    texts += [" ".join(w for pair in lx.SVA_NOUNS for w in pair), " ".join(lx.GP_ATTRIBUTES)]
     # every sentence form of the grammar, each kind sampled on its own
     for kind in SENTENCE_KINDS:
         texts += generate_documents(0, 200, CorpusConfig(weights={kind: 1.0}))
