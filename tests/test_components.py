@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from circuit_stability.components import content_token_ids, head_scores, pattern_scores, repeated_random_tokens
+from circuit_stability.components import (content_token_ids, copy_scores, effective_embedding, head_inputs, head_scores,
+                                         ioi_name_positions, ov_head_scores, ov_weights, pattern_scores,
+                                         repeated_random_tokens, successor_scores, successor_sequences)
 
 
 def test_scores_of_hand_built_heads():
@@ -58,3 +61,126 @@ def test_head_scores_read_the_models_own_attention_probabilities(trained_suite, 
     for name in ("induction", "duplicate_token", "previous_token"):
         assert ours[name].shape == (3, 6)
         torch.testing.assert_close(ours[name], ref[name], atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------ OV-circuit scores on hand-built heads
+def _ov(maps: list[torch.Tensor], d: int):
+    """One layer of heads whose OV circuit is the matrix maps[h] ([d, d], d_head = d), no bias."""
+    W_V = torch.stack([torch.eye(d) for _ in maps])[None]  # [1, H, d, d]
+    W_O = torch.stack(maps)[None]
+    return W_V, torch.zeros(1, len(maps), d), W_O
+
+
+def test_copy_scores_of_hand_built_heads():
+    """Vocabulary of 6 tokens = the residual basis; W_U the identity. Names at 4 positions: 0, 1, 4, 5. Head 0
+    copies (identity): copy 100, negative 0. Head 1 is its negation: copy 0, negative 100. Head 2 copies tokens
+    0 and 1 but writes token 2 for 4 and 5: copy 50. Top-1."""
+    d = 6
+    names = torch.tensor([0, 1, 4, 5])
+    x = torch.eye(d)[names][None]  # [1 layer, 4 positions, d]
+    half = torch.eye(d)
+    half[4], half[5] = torch.eye(d)[2], torch.eye(d)[2]
+    W_V, b_V, W_O = _ov([torch.eye(d), -torch.eye(d), half], d)
+    copy = copy_scores(x, names, W_V, b_V, W_O, torch.eye(d), k=1)
+    negative = copy_scores(x, names, W_V, b_V, W_O, torch.eye(d), k=1, negative=True)
+    assert copy.tolist() == [[100.0, 0.0, 50.0]]
+    assert negative[0, :2].tolist() == [0.0, 100.0]
+    with pytest.raises(ValueError, match=r"k must lie in \[1, 6\]"):
+        copy_scores(x, names, W_V, b_V, W_O, torch.eye(d), k=7)
+
+
+def test_successor_scores_of_hand_built_heads():
+    """Two sequences over 7 tokens: 0 1 2 (pairs 0→1, 1→2) and a cyclic 3 4 5 6 3 (4 pairs, 6→3 included). Head 0
+    maps each token to its successor: 1. Head 1 is the identity (each token's own logit is highest): 0. Head 2 writes
+    nothing: every logit ties, which is a failure, 0. Head 3 is right on the first sequence only: 2/6."""
+    d = 7
+    sequences = [[0, 1, 2], [3, 4, 5, 6, 3]]
+    succ = torch.zeros(d, d)
+    for a, b in [(0, 1), (1, 2), (3, 4), (4, 5), (5, 6), (6, 3)]:
+        succ[a, b] = 1.0
+    first_only = succ.clone()
+    first_only[3:] = 0.0
+    W_V, b_V, W_O = _ov([succ, torch.eye(d), torch.zeros(d, d), first_only], d)
+    tokens = torch.arange(d)
+    s = successor_scores(torch.eye(d)[None], tokens, sequences, W_V, b_V, W_O, torch.eye(d))
+    assert s[0].tolist() == pytest.approx([1.0, 0.0, 0.0, 2 / 6])
+    with pytest.raises(ValueError, match=r"missing ids \[9\]"):
+        successor_scores(torch.eye(d)[None], tokens, [[0, 9]], W_V, b_V, W_O, torch.eye(d))
+
+
+def test_ioi_name_positions_in_both_orders():
+    """ABBA "A B B" and BABA "B A B": IO once, S twice; the positions are read from the clean ids."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"clean": [[9, 1, 8, 2, 7, 2, 6], [9, 2, 8, 1, 7, 2, 6]], "answer_ids": [[1, 2], [1, 2]]})
+    positions, ids = ioi_name_positions(frame)
+    assert positions.tolist() == [[1, 3, 5], [3, 1, 5]] and ids.tolist() == [[1, 2, 2], [1, 2, 2]]
+    with pytest.raises(ValueError, match="IOI row 0: the IO name occurs 1 times .* and S 1 times"):
+        ioi_name_positions(pd.DataFrame({"clean": [[1, 2, 3]], "answer_ids": [[1, 2]]}))
+
+
+def test_ov_inputs_are_what_the_model_computes(trained_bridge):
+    """The effective embedding equals MLP0's output in a forward pass (``blocks.0.mlp.hook_out``), and a head's
+    value vector computed from :func:`head_inputs` and W_V equals the model's own (``blocks.1.attn.v.hook_out``):
+    the LayerNorms are applied as the model applies them."""
+    bridge = trained_bridge
+    tokens = torch.tensor([[11, 40, 57, 11, 300, 12]])
+    seen = {}
+
+    def keep(x, hook):
+        seen[hook.name] = x.detach()
+
+    names = ["blocks.0.mlp.hook_out", "blocks.1.hook_in", "blocks.1.attn.v.hook_out"]
+    with torch.no_grad(), bridge.hooks(fwd_hooks=[(n, keep) for n in names]):
+        bridge(tokens)
+    torch.testing.assert_close(effective_embedding(bridge, tokens[0]), seen["blocks.0.mlp.hook_out"][0],
+                               atol=1e-5, rtol=0)
+    W_V, b_V, _, _ = ov_weights(bridge)
+    x = head_inputs(bridge, seen["blocks.1.hook_in"][0])[1]
+    v = torch.einsum("nd,hde->nhe", x, W_V[1]) + b_V[1]
+    torch.testing.assert_close(v.flatten(1), seen["blocks.1.attn.v.hook_out"][0].flatten(1), atol=1e-5, rtol=0)
+
+
+def test_ov_scores_of_a_trained_model_are_deterministic(trained_bridge):
+    from circuit_stability.tasks import make_dataset
+
+    ds = make_dataset("ioi", trained_bridge.tokenizer, 20, seed=1)
+    a, b = ov_head_scores(trained_bridge, ds.frame), ov_head_scores(trained_bridge, ds.frame)
+    for name in ("copy", "negative_copy", "successor"):
+        assert a[name].shape == (trained_bridge.cfg.n_layers, trained_bridge.cfg.n_heads)
+        assert torch.equal(a[name], b[name])
+    tok = trained_bridge.tokenizer
+    days = [tok(w, add_special_tokens=False)["input_ids"][0] for w in ("Monday", "Tuesday", " Monday", " Tuesday")]
+    sequences = successor_sequences(tok)
+    assert sequences[0][:2] == days[:2] and sequences[1][:2] == days[2:] and sequences[1][-1] == days[2]  # cyclic
+
+
+def test_heads_command_writes_every_score_of_every_head(trained_suite, trained_bridge, tmp_path):
+    """`circuit-stability heads --out-dir` writes one long-format parquet per checkpoint that reads back to the
+    scores the library computes; a dataset of another task is refused before any model is loaded."""
+    from conftest import TRAINED_CFG
+
+    from circuit_stability.cli import main
+    from circuit_stability.components import ov_head_scores
+    from circuit_stability.records import COMPONENT_SCORES, ComponentsRecord, RecordError, write_dataset
+    from circuit_stability.tasks import make_dataset
+
+    ds = make_dataset("ioi", trained_bridge.tokenizer, 20, seed=1)
+    write_dataset(ds, tmp_path / "ioi.parquet")
+    write_dataset(make_dataset("greater_than", trained_bridge.tokenizer, 5, seed=1), tmp_path / "gt.parquet")
+    step = TRAINED_CFG.max_steps
+    common = ["heads", "--model", "mini-t", "--suite-dir", str(trained_suite), "--steps", str(step),
+              "--tokens-per-step", "2048", "--out-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match="holds the 'greater_than' task"):
+        main([*common, "--ioi-dataset", str(tmp_path / "gt.parquet")])
+    main([*common, "--ioi-dataset", str(tmp_path / "ioi.parquet")])
+    record = ComponentsRecord.read(tmp_path / "out" / f"step{step}.parquet")
+    assert list(record.scores) == list(COMPONENT_SCORES) and record.meta["tokens_seen"] == step * 2048
+    frame = record.frame()
+    assert len(frame) == 6 * 3 * 6 and frame["head"].iloc[7] == "a1.h1"
+    expected = ov_head_scores(trained_bridge, ds.frame)
+    for name in ("copy", "negative_copy", "successor"):
+        np.testing.assert_allclose(record.scores[name], expected[name].numpy(), rtol=0, atol=1e-6)
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(RecordError, match="components file .*bad.parquet cannot be read"):
+        ComponentsRecord.read(tmp_path / "bad.parquet")

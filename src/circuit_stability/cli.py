@@ -176,20 +176,36 @@ def cmd_track(a: argparse.Namespace) -> None:
 
 
 def cmd_heads(a: argparse.Namespace) -> None:
-    """Induction, duplicate-token and previous-token scores of every head at each checkpoint, on the standard test
-    (a random sequence of content tokens from the whole vocabulary, repeated once; circuit_stability.components).
-    Prints the best head of each score per checkpoint, or every head's scores as JSON with --json."""
+    """Head-function scores of every head at each checkpoint: induction, duplicate-token and previous-token scores on
+    the standard test (a random sequence of content tokens from the whole vocabulary, repeated once), and with
+    --ioi-dataset the successor score and the name-mover copy and negative copy scores of the OV circuits
+    (circuit_stability.components). Prints the best head of each score per checkpoint, or every head's scores as
+    JSON with --json; with --out-dir writes <out-dir>/step<step>.parquet (records.ComponentsRecord)."""
     import torch
 
-    from circuit_stability.components import content_token_ids, head_scores, repeated_random_tokens
+    from circuit_stability.components import content_token_ids, head_scores, ov_head_scores, repeated_random_tokens
     from circuit_stability.models import load_model
+    from circuit_stability.records import ComponentsRecord, read_dataset
 
     _threads(1)
+    ioi = read_dataset(a.ioi_dataset) if a.ioi_dataset else None  # fail fast, before any model is loaded
+    if a.out_dir and a.tokens_per_step is None:
+        raise SystemExit("--out-dir needs --tokens-per-step (batch size x context of training) for tokens_seen")
+    if ioi is not None and ioi.task != "ioi":
+        raise SystemExit(f"--ioi-dataset {a.ioi_dataset} holds the {ioi.task!r} task; the copy scores need 'ioi'")
     rows = []
     for step in (int(x) for x in a.steps.split(",")):
         bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device)
         tokens = repeated_random_tokens(content_token_ids(bridge.tokenizer), a.length, a.batch, a.seed)
         scores = head_scores(bridge, tokens)
+        if ioi is not None:
+            scores.update(ov_head_scores(bridge, ioi.frame, a.top_k))
+        if a.out_dir:
+            meta = {"model": a.model, "step": step, "tokens_seen": step * a.tokens_per_step, "version": __version__,
+                    "length": a.length, "batch": a.batch, "seed": a.seed, "top_k": a.top_k,
+                    "ioi_dataset": Path(a.ioi_dataset).name if a.ioi_dataset else None}
+            ComponentsRecord({k: v.numpy() for k, v in scores.items()}, meta).write(
+                Path(a.out_dir) / f"step{step}.parquet")
         row = {"model": a.model, "step": step}
         for name, t in scores.items():
             layer, head = divmod(int(torch.argmax(t)), t.shape[1])
@@ -268,7 +284,8 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--out", default=None, help="summary JSON (run id per model/task/step)")
     s.set_defaults(fn=cmd_track)
 
-    s = sub.add_parser("heads", help="induction, duplicate-token and previous-token scores of every head",
+    s = sub.add_parser("heads", help="head-function scores of every head (induction, duplicate-token, previous-token, "
+                       "successor, copy, negative copy)",
                        description=cmd_heads.__doc__)
     s.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
     s.add_argument("--model-name", default=None, help="hub name, e.g. EleutherAI/pythia-160m (default: --model)")
@@ -278,6 +295,13 @@ def _versioning_commands(sub) -> None:
             "with Pythia's vocabulary)", type=int)
     _option(s, "--batch", "components.batch", "random sequences, averaged", type=int)
     _option(s, "--seed", "components.seed", "seed of the random sequences", type=int)
+    _option(s, "--top-k", "components.top_k", "a name counts as copied when it is among this many top OV logits "
+            "(Wang et al.: 5)", type=int)
+    s.add_argument("--ioi-dataset", default=None, help="IOI task parquet: adds the successor, copy and negative "
+                   "copy scores")
+    s.add_argument("--tokens-per-step", type=int, default=None, help="batch size x context of training, for the "
+                   "tokens_seen of --out-dir's files (required with --out-dir)")
+    s.add_argument("--out-dir", default=None, help="write <out-dir>/step<step>.parquet (every head, every score)")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     s.add_argument("--json", action="store_true", help="print every head's scores as JSON")
     s.set_defaults(fn=cmd_heads)

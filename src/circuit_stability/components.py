@@ -95,3 +95,248 @@ def head_scores(bridge, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     if missing:
         raise RuntimeError(f"hook point(s) {missing} did not fire: this bridge does not expose attention patterns")
     return pattern_scores(torch.stack([seen[n] for n in names]).cpu(), tokens.shape[1] // 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# OV-circuit scores: successor heads (Gould et al. 2023) and name-mover / copy-suppression heads (Wang et al. 2023;
+# McDougall et al. 2023). Each head's OV circuit maps a head input x (the residual stream after the head's own
+# attention LayerNorm) to the logits it writes directly:
+#
+#     logits_h(x) = ((x W_V^h + b_V^h) W_O^h) (diag(γ_f) W_U)
+#
+# with γ_f the final LayerNorm's scale folded into the unembedding W_U (untied) and no final normalisation (a
+# positive per-row scale and a constant per row leave every ranking below unchanged; the final LayerNorm's bias
+# adds the same logits whatever the head writes, so it is left out). The paper's code reads the same product from
+# TransformerLens-folded weights (reference.md §4.2, §4.4); the bridge is unfolded, so the LayerNorms are applied
+# here explicitly (:func:`head_inputs`).
+
+
+def ov_logits(x: torch.Tensor, W_V: torch.Tensor, b_V: torch.Tensor, W_O: torch.Tensor,
+              W_U: torch.Tensor) -> torch.Tensor:
+    """Direct logits each head of one layer writes when its OV circuit reads ``x``.
+
+    Args:
+        x: ``[n, d_model]`` head inputs (after the layer's attention LayerNorm).
+        W_V: ``[n_heads, d_model, d_head]``; b_V: ``[n_heads, d_head]``; W_O: ``[n_heads, d_head, d_model]``.
+        W_U: ``[d_model, d_vocab]`` unembedding, the final LayerNorm's scale folded in (or a subset of its columns).
+
+    Returns:
+        ``[n_heads, n, d_vocab]``: ``((x W_V^h + b_V^h) W_O^h) W_U`` (module comment above), in logits.
+    """
+    v = torch.einsum("nd,hde->hne", x, W_V) + b_V[:, None, :]
+    return torch.einsum("hne,hed->hnd", v, W_O) @ W_U
+
+
+def copy_scores(x: torch.Tensor, names: torch.Tensor, W_V: torch.Tensor, b_V: torch.Tensor, W_O: torch.Tensor,
+                W_U: torch.Tensor, k: int = 5, negative: bool = False) -> torch.Tensor:
+    """Name-mover copy score (Wang et al. 2023 §3.3; reference.md §4.4) of every head: the percentage of name
+    positions whose name token is among the top ``k`` of the head's OV logits; ``negative`` flips their sign (the
+    negative copy score of negative name-mover and copy-suppression heads, McDougall et al. 2023).
+
+    Args:
+        x: ``[n_layers, n, d_model]``: at each layer, the head input (:func:`head_inputs`) of the residual stream
+            after layer 0 at the IO, S1 and S2 positions of the IOI prompts (``n`` = 3 × prompts).
+        names: ``[n]`` token id of the name at each of those positions (compared as ids, not strings).
+        W_V, b_V, W_O: ``[n_layers, n_heads, …]`` as in :func:`ov_logits`; W_U: ``[d_model, d_vocab]``.
+        k: top-k (the paper: 5).
+
+    Returns:
+        ``[n_layers, n_heads]`` in percent (0–100): ``100 · #{name in top k} / n``.
+
+    Raises:
+        ValueError: if ``x`` and ``names`` disagree in length or ``k`` is not in [1, d_vocab].
+    """
+    if x.shape[1] != names.shape[0]:
+        raise ValueError(f"x has {x.shape[1]} positions but names has {names.shape[0]}")
+    if not 1 <= k <= W_U.shape[1]:
+        raise ValueError(f"k must lie in [1, {W_U.shape[1]}] (the vocabulary); got {k}")
+    out = []
+    for layer in range(x.shape[0]):
+        logits = ov_logits(x[layer], W_V[layer], b_V[layer], W_O[layer], W_U)  # [H, n, V]
+        top = torch.topk(-logits if negative else logits, k, dim=-1).indices  # [H, n, k]
+        out.append(100.0 * (top == names[None, :, None]).any(-1).float().mean(-1))
+    return torch.stack(out)
+
+
+def successor_scores(x: torch.Tensor, tokens: torch.Tensor, sequences: list[list[int]], W_V: torch.Tensor,
+                     b_V: torch.Tensor, W_O: torch.Tensor, W_U: torch.Tensor) -> torch.Tensor:
+    """Successor score (Gould et al. 2023, "Successor Heads", §2; reference.md §4.2) of every head: the fraction of
+    (element, successor) pairs of ordinal sequences for which the head's OV logits, read over that sequence's own
+    tokens, are highest at the successor alone. Departure: the paper's code counts a tie for the maximum as a
+    success ("equals the max"), so a head that writes nothing would score 1; here a tie is a failure.
+
+    Args:
+        x: ``[n_layers, n, d_model]``: at each layer, the head input (:func:`head_inputs`) of the effective
+            embedding (:func:`effective_embedding`) of each token of ``tokens``.
+        tokens: ``[n]`` distinct token ids, the rows of ``x``.
+        sequences: ordinal sequences as token ids, each element in ``tokens``; a cyclic sequence (days, months)
+            ends with its first element again (the pair Sunday → Monday).
+        W_V, b_V, W_O: ``[n_layers, n_heads, …]`` as in :func:`ov_logits`; W_U: ``[d_model, d_vocab]``.
+
+    Returns:
+        ``[n_layers, n_heads]`` in [0, 1]: successes / Σ_s (len(s) − 1).
+
+    Raises:
+        ValueError: if a sequence has fewer than two elements or an element is not in ``tokens``.
+    """
+    row = {int(t): i for i, t in enumerate(tokens.tolist())}
+    missing = sorted({t for s in sequences for t in s} - set(row))
+    if missing or any(len(s) < 2 for s in sequences):
+        raise ValueError(f"every sequence needs >= 2 elements, all in tokens; missing ids {missing[:10]}")
+    hits, pairs = torch.zeros(x.shape[0], W_V.shape[1]), 0
+    for seq in sequences:
+        targets = list(dict.fromkeys(seq))  # the sequence's own tokens (a cyclic one lists its first twice)
+        col = {t: j for j, t in enumerate(targets)}
+        src = torch.tensor([row[t] for t in seq[:-1]])
+        succ = torch.tensor([col[t] for t in seq[1:]])
+        for layer in range(x.shape[0]):
+            logits = ov_logits(x[layer, src], W_V[layer], b_V[layer], W_O[layer], W_U[:, targets])  # [H, n-1, T]
+            at_succ = logits.gather(-1, succ.expand(logits.shape[0], -1).unsqueeze(-1))  # [H, n-1, 1]
+            others = logits.scatter(-1, succ.expand(logits.shape[0], -1).unsqueeze(-1), float("-inf"))
+            hits[layer] += (at_succ.squeeze(-1) > others.max(-1).values).float().sum(-1)
+        pairs += len(seq) - 1
+    return hits / pairs
+
+
+# --------------------------------------------------------------------------------- the bridge's weights and inputs
+def _weight(norm) -> torch.Tensor:
+    """The scale γ (``[d_model]``) of a LayerNorm component of the bridge."""
+    return next(p for name, p in norm.named_parameters() if name.endswith("weight"))
+
+
+def ov_weights(bridge) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(W_V [L, H, d_model, d_head], b_V [L, H, d_head], W_O [L, H, d_head, d_model], W_U [d_model, d_vocab])`` of
+    a TransformerLens 4 ``TransformerBridge``, W_U with the final LayerNorm's scale folded in (module comment), all
+    float32 on the CPU."""
+    W_U = _weight(bridge.ln_final).detach().float()[:, None] * bridge.W_U.detach().float()
+    return (bridge.W_V.detach().float().cpu(), bridge.b_V.detach().float().cpu(), bridge.W_O.detach().float().cpu(),
+            W_U.cpu())
+
+
+def head_inputs(bridge, resid: torch.Tensor) -> torch.Tensor:
+    """Each layer's attention LayerNorm (``blocks.{l}.ln1``: normalisation, scale and bias, as the heads read it)
+    applied to residual-stream vectors.
+
+    Args:
+        resid: ``[n, d_model]`` residual-stream vectors.
+
+    Returns:
+        ``[n_layers, n, d_model]`` float32 on the CPU.
+    """
+    device = next(bridge.parameters()).device
+    with torch.no_grad():
+        return torch.stack([block.ln1(resid.to(device)).float().cpu() for block in bridge.blocks])
+
+
+def effective_embedding(bridge, token_ids: torch.Tensor) -> torch.Tensor:
+    """MLP0 applied to the token embeddings, ``MLP0(LN2_0(W_E[t]))`` (``[n, d_model]``), the input of the successor
+    score (Gould et al. 2023 §2; reference.md §4.2: MLP0 on W_E, no attention). GPT-NeoX's MLP reads its own
+    LayerNorm (``post_attention_layernorm``, the bridge's ``blocks.0.ln2``), applied here; the paper's folded
+    weights skip the normalisation. With rotary positions, this is exactly MLP0's output for token ``t`` at any
+    position (tested against ``blocks.0.mlp.hook_out``)."""
+    block = bridge.blocks[0]
+    with torch.no_grad():
+        embed = bridge.W_E[token_ids.to(bridge.W_E.device)]
+        return block.mlp(block.ln2(embed)).float().cpu()
+
+
+def successor_sequences(tokenizer) -> list[list[int]]:
+    """Token-id sequences of the embedded lexicon's ordinal sequences (:data:`lexicon.ORDINAL_SEQUENCES`: days,
+    months, number words, ordinal words), each written without and with a leading space; days and months are
+    cyclic (their first element appended). Words that are not one token split a sequence into runs (reference.md
+    §4.2 keeps single-token pairs only); runs shorter than two are dropped. The paper's list is longer (numbers
+    1–200, letters, Roman numerals, short day and month names), most of which the embedded vocabulary lacks.
+
+    Raises:
+        ValueError: if no sequence has two consecutive single-token elements.
+    """
+    from circuit_stability.suite import lexicon as lx
+
+    cyclic = {0, 1}  # days, months (lx.ORDINAL_SEQUENCES order)
+    out = []
+    for i, words in enumerate(lx.ORDINAL_SEQUENCES):
+        words = list(words) + ([words[0]] if i in cyclic else [])
+        for prefix in ("", " "):
+            ids = [tokenizer(prefix + w, add_special_tokens=False)["input_ids"] for w in words]
+            run: list[int] = []
+            for t in ids + [[]]:
+                if len(t) == 1:
+                    run.append(t[0])
+                    continue
+                if len(run) >= 2:
+                    out.append(run)
+                run = []
+    if not out:
+        raise ValueError("no ordinal sequence has two consecutive single-token words in this tokenizer")
+    return out
+
+
+def ioi_name_positions(frame) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token positions and ids of the IO, S1 and S2 names of IOI prompts, derived from the clean token ids: IO is
+    the first occurrence of ``answer_ids[0]``, S1 and S2 the first and second of ``answer_ids[1]`` (ABBA and BABA
+    orders alike).
+
+    Args:
+        frame: an IOI dataset frame (design §4: ``clean``, ``answer_ids`` = [IO, S]).
+
+    Returns:
+        ``(positions [N, 3], ids [N, 3])`` int64, columns IO, S1, S2.
+
+    Raises:
+        ValueError: naming the first row where IO does not occur once before S1 … S2 twice.
+    """
+    positions, ids = [], []
+    for row, (clean, answers) in enumerate(zip(frame["clean"], frame["answer_ids"])):
+        clean, (io, s) = list(clean), (int(answers[0]), int(answers[1]))
+        at_io = [i for i, t in enumerate(clean) if t == io]
+        at_s = [i for i, t in enumerate(clean) if t == s]
+        if len(at_io) != 1 or len(at_s) != 2:
+            raise ValueError(f"IOI row {row}: the IO name occurs {len(at_io)} times (need 1) and S {len(at_s)} "
+                             "times (need 2) in the clean prompt")
+        positions.append([at_io[0], at_s[0], at_s[1]])
+        ids.append([io, s, s])
+    return torch.tensor(positions), torch.tensor(ids)
+
+
+def residual_after_layer0(bridge, tokens: torch.Tensor, positions: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """The residual stream after layer 0 (``blocks.0.hook_out``: embedding + attention 0 + MLP 0) at given positions.
+
+    Args:
+        tokens: list of ``N`` prompts (token-id sequences, any lengths; right-padded with ``pad_id`` here).
+        positions: ``[N, P]`` positions to read in each prompt.
+
+    Returns:
+        ``[N, P, d_model]`` float32 on the CPU.
+    """
+    width = max(len(t) for t in tokens)
+    batch = torch.full((len(tokens), width), pad_id, dtype=torch.long)
+    for i, t in enumerate(tokens):
+        batch[i, : len(t)] = torch.as_tensor(list(t))
+    seen = {}
+
+    def keep(x, hook):
+        seen["resid"] = x.detach().float().cpu()
+
+    with torch.no_grad(), bridge.hooks(fwd_hooks=[("blocks.0.hook_out", keep)]):
+        bridge(batch.to(next(bridge.parameters()).device))
+    return seen["resid"].gather(1, positions[..., None].expand(-1, -1, seen["resid"].shape[-1]))
+
+
+def ov_head_scores(bridge, ioi_frame, k: int = 5) -> dict[str, torch.Tensor]:
+    """Copy, negative copy (on the IOI prompts of ``ioi_frame``) and successor (on :func:`successor_sequences`)
+    scores of every head of ``bridge``.
+
+    Returns:
+        ``{"copy", "negative_copy"}`` (percent) and ``"successor"`` (fraction), each ``[n_layers, n_heads]``.
+    """
+    W_V, b_V, W_O, W_U = ov_weights(bridge)
+    positions, names = ioi_name_positions(ioi_frame)
+    resid = residual_after_layer0(bridge, list(ioi_frame["clean"]), positions, bridge.tokenizer.pad_token_id)
+    x = head_inputs(bridge, resid.flatten(0, 1))
+    names = names.flatten()
+    sequences = successor_sequences(bridge.tokenizer)
+    tokens = torch.tensor(sorted({t for s in sequences for t in s}))
+    x_succ = head_inputs(bridge, effective_embedding(bridge, tokens))
+    return {"copy": copy_scores(x, names, W_V, b_V, W_O, W_U, k),
+            "negative_copy": copy_scores(x, names, W_V, b_V, W_O, W_U, k, negative=True),
+            "successor": successor_scores(x_succ, tokens, sequences, W_V, b_V, W_O, W_U)}

@@ -11,6 +11,8 @@ go through this module.
   ``[n_writers, n_readers]`` score table (NaN off the edge mask).
 - :class:`CircuitRecord`: ``results/circuits/{model}/{task}/step{step}.json``: the minimal circuit, its
   faithfulness curve, m(M), m(C), m(∅), and whether the circuit is ``valid`` (design §4).
+- :class:`ComponentsRecord`: ``results/components/{model}/step{step}.parquet``: head-function scores of every head,
+  long format (head, score, value).
 - :func:`write_dataset` / :func:`read_dataset`: ``data/tasks/{family}/{task}.parquet``, the task dataset schema
   (:data:`DATASET_SCHEMA`).
 """
@@ -198,6 +200,87 @@ class ScoresRecord:
             return cls(graph, dense, meta)
         except ValueError as e:
             raise RecordError("scores", path, f"has unusable scores: {e}") from None
+
+
+# ---------------------------------------------------------------- components
+COMPONENT_SCORES = {
+    "induction": "attention to the token after the earlier copy (Olsson et al. 2022), in [0, 1]",
+    "duplicate_token": "attention to the earlier copy of the current token, in [0, 1]",
+    "previous_token": "attention to the previous token, in [0, 1]",
+    "successor": "fraction of ordinal pairs whose successor the OV circuit ranks first (Gould et al. 2023)",
+    "copy": "percent of IOI name positions whose name is in the OV circuit's top 5 (Wang et al. 2023)",
+    "negative_copy": "the copy score with the OV logits negated (McDougall et al. 2023), percent",
+}
+
+
+@dataclass(frozen=True)
+class ComponentsRecord:
+    """Head-function scores of every head of one (model, step) (design §3, ``results/components/{model}/
+    step{step}.parquet``), long format: one row per (head, score) with columns ``head`` (``a{L}.h{H}``, the graph's
+    node name), ``layer``, ``head_index``, ``score`` (a name of :data:`COMPONENT_SCORES`) and ``value`` (float32).
+
+    Attributes:
+        scores: score name -> ``[n_layers, n_heads]`` array (units in :data:`COMPONENT_SCORES`).
+        meta: file metadata: model, step, tokens_seen, version, and the test's settings.
+    """
+
+    scores: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    REQUIRED_META = ("model", "step", "tokens_seen")
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.scores) - set(COMPONENT_SCORES))
+        shapes = {np.shape(v) for v in self.scores.values()}
+        if unknown or len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(f"component scores must be [n_layers, n_heads] arrays named from "
+                             f"{list(COMPONENT_SCORES)}; got unknown {unknown}, shapes {sorted(shapes)}")
+
+    def frame(self):
+        """The long-format table (columns above), scores in :data:`COMPONENT_SCORES` order, heads layer-major."""
+        import pandas as pd
+
+        rows = [(f"a{layer}.h{head}", layer, head, name, float(values[layer, head]))
+                for name in COMPONENT_SCORES if name in self.scores
+                for values in [np.asarray(self.scores[name])]
+                for layer in range(values.shape[0]) for head in range(values.shape[1])]
+        frame = pd.DataFrame(rows, columns=["head", "layer", "head_index", "score", "value"])
+        return frame.astype({"layer": "int32", "head_index": "int32", "value": "float32"})
+
+    def write(self, path: str | Path) -> None:
+        """Write :meth:`frame` as parquet with :attr:`meta` in the file metadata, atomically."""
+        write_parquet(self.frame(), path, self.meta)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ComponentsRecord":
+        """Read a components parquet.
+
+        Raises:
+            RecordError: naming the file, if it cannot be read, lacks a column or metadata key of the contract,
+                names an unknown score, or holds a NaN.
+        """
+        import pandas as pd
+
+        try:
+            meta, frame = parquet_metadata(path), pd.read_parquet(path)
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise RecordError("components", path, f"cannot be read: {e}") from None
+        missing = [k for k in cls.REQUIRED_META if k not in meta]
+        if missing or list(frame.columns) != ["head", "layer", "head_index", "score", "value"]:
+            raise RecordError("components", path, f"does not match its contract: metadata lacks {missing}, "
+                              f"columns {list(frame.columns)}")
+        if frame["value"].isna().any():
+            raise RecordError("components", path, "has NaN scores")
+        shape = (int(frame["layer"].max()) + 1, int(frame["head_index"].max()) + 1)
+        scores = {}
+        for name, part in frame.groupby("score", sort=False):
+            values = np.full(shape, np.nan, dtype=np.float32)
+            values[part["layer"].to_numpy(), part["head_index"].to_numpy()] = part["value"].to_numpy()
+            scores[str(name)] = values
+        try:
+            return cls(scores, meta)
+        except ValueError as e:
+            raise RecordError("components", path, f"does not match its contract: {e}") from None
 
 
 # ---------------------------------------------------------------- circuits
