@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from circuit_stability.components import (content_token_ids, copy_scores, effective_embedding, head_inputs, head_scores,
-                                         ioi_name_positions, ov_head_scores, ov_weights, pattern_scores,
+                                         ioi_name_positions, ov_head_scores, ov_logits, ov_weights, pattern_scores,
                                          repeated_random_tokens, successor_scores, successor_sequences)
 
 
@@ -85,6 +85,9 @@ def test_copy_scores_of_hand_built_heads():
     negative = copy_scores(x, names, W_V, b_V, W_O, torch.eye(d), k=1, negative=True)
     assert copy.tolist() == [[100.0, 0.0, 50.0]]
     assert negative[0, :2].tolist() == [0.0, 100.0]
+    # the final LayerNorm's centring: a head that writes along the all-ones direction writes no logits
+    flat = ov_logits(x[0], torch.eye(d)[None], torch.zeros(1, d), torch.ones(1, d, d), torch.eye(d))
+    assert flat.abs().max() < 1e-6
     with pytest.raises(ValueError, match=r"k must lie in \[1, 6\]"):
         copy_scores(x, names, W_V, b_V, W_O, torch.eye(d), k=7)
 

@@ -102,13 +102,14 @@ def head_scores(bridge, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
 # McDougall et al. 2023). Each head's OV circuit maps a head input x (the residual stream after the head's own
 # attention LayerNorm) to the logits it writes directly:
 #
-#     logits_h(x) = ((x W_V^h + b_V^h) W_O^h) (diag(γ_f) W_U)
+#     logits_h(x) = C((x W_V^h + b_V^h) W_O^h) (diag(γ_f) W_U),     C(y) = y − mean_d(y)
 #
-# with γ_f the final LayerNorm's scale folded into the unembedding W_U (untied) and no final normalisation (a
-# positive per-row scale and a constant per row leave every ranking below unchanged; the final LayerNorm's bias
-# adds the same logits whatever the head writes, so it is left out). The paper's code reads the same product from
-# TransformerLens-folded weights (reference.md §4.2, §4.4); the bridge is unfolded, so the LayerNorms are applied
-# here explicitly (:func:`head_inputs`).
+# with C the final LayerNorm's centring (linear, so it applies to each head's output on its own) and γ_f its scale
+# folded into the unembedding W_U (untied). The LayerNorm's division by the stream's norm (a positive scale per
+# position) and its bias (the same for every head) change no ranking below and are left out. The paper's code reads
+# the same product from TransformerLens-folded weights, whose writing weights are centred (reference.md §4.2,
+# §4.4); the bridge is unfolded, so the centring and the heads' own LayerNorms (:func:`head_inputs`) are applied
+# here explicitly.
 
 
 def ov_logits(x: torch.Tensor, W_V: torch.Tensor, b_V: torch.Tensor, W_O: torch.Tensor,
@@ -121,10 +122,12 @@ def ov_logits(x: torch.Tensor, W_V: torch.Tensor, b_V: torch.Tensor, W_O: torch.
         W_U: ``[d_model, d_vocab]`` unembedding, the final LayerNorm's scale folded in (or a subset of its columns).
 
     Returns:
-        ``[n_heads, n, d_vocab]``: ``((x W_V^h + b_V^h) W_O^h) W_U`` (module comment above), in logits.
+        ``[n_heads, n, d_vocab]``: ``C((x W_V^h + b_V^h) W_O^h) W_U`` (module comment above: C removes the mean over
+        d_model, as the final LayerNorm does), in logits.
     """
     v = torch.einsum("nd,hde->hne", x, W_V) + b_V[:, None, :]
-    return torch.einsum("hne,hed->hnd", v, W_O) @ W_U
+    out = torch.einsum("hne,hed->hnd", v, W_O)
+    return (out - out.mean(-1, keepdim=True)) @ W_U
 
 
 def copy_scores(x: torch.Tensor, names: torch.Tensor, W_V: torch.Tensor, b_V: torch.Tensor, W_O: torch.Tensor,
