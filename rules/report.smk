@@ -4,19 +4,22 @@ rule tables:
     input:
         behavior=lambda w: validated(per_model("results/behavior/{model}/{task}/step{step}.json")),
         circuits=lambda w: validated(per_model("results/circuits/{model}/{task}/step{step}.json", scored=True)),
+        components=lambda w: validated([f"results/components/{m}/step{s}.parquet" for m in MODELS for s in STEPS_OF[m]]),
     output:
         behavior="results/tables/behavior.parquet",
         circuits="results/tables/circuits.parquet",
         emergence="results/tables/emergence.parquet",
         faithfulness="results/tables/faithfulness.parquet",
+        components="results/tables/components.parquet",
     params:
         emergence=ANALYSIS["emergence_fraction"],
     message:
-        "Tables: behaviour, circuits, faithfulness and emergence of the whole study (results/tables/)"
+        "Tables: behaviour, circuits, faithfulness, emergence and components of the whole study (results/tables/)"
     log:
         "logs/tables.log",
     shell:
         "circuit-stability --log {log} tables --behavior {input.behavior} --circuits {input.circuits} "
+        "--components {input.components} "
         "--emergence-fraction {params.emergence} --out results/tables"
 
 

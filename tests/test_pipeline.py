@@ -51,11 +51,13 @@ def _artefacts() -> list[str]:
              *[f"data/tasks/quick/{t}.parquet" for t in TASKS], "results/tables/behavior.parquet",
              "results/tables/circuits.parquet",
              "results/tables/emergence.parquet", "results/tables/faithfulness.parquet",
+             "results/tables/components.parquet",
              "reports/figures/figure1_behavior.png", "reports/figures/circuit_size.png",
              "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png", "reports/report.html"]
     for m in MODELS:
         paths += [f"models/{m}/train_log.parquet", f"models/{m}/suite.json"]
         paths += [f"models/{m}/step{s}/model.safetensors" for s in STEPS]
+        paths += [f"results/components/{m}/step{s}.parquet" for s in STEPS]
         for t in TASKS:
             paths += [f"results/behavior/{m}/{t}/step{s}.json" for s in STEPS]
             paths += [f"results/scores/{m}/{t}/step{s}.parquet" for s in SCORED]
@@ -96,6 +98,11 @@ def test_scores_and_circuit_contracts(study):
     behavior = pd.read_parquet(study / "results/tables/behavior.parquet")
     assert {"model", "step", "tokens_seen", "task", "metric", "accuracy", "split"} <= set(behavior.columns)
     assert (behavior["tokens_seen"] == behavior["step"] * 8 * 64).all()
+    components = pd.read_parquet(study / "results/tables/components.parquet")
+    assert set(components["score"]) == {"induction", "duplicate_token", "previous_token", "successor", "copy",
+                                        "negative_copy"}  # the quick study has IOI, so the copy scores too
+    assert len(components) == len(STEPS) * 6 * (1 * 2 + 2 * 4)  # 6 scores of quick-s's 1 x 2 and quick-m's 2 x 4 heads
+    assert (components["tokens_seen"] == components["step"] * 8 * 64).all()
 
 
 def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study, tmp_path):

@@ -152,7 +152,7 @@ def cmd_tables(a: argparse.Namespace) -> None:
     """Collect per-checkpoint records into long-format parquet tables (design §4 tables)."""
     from circuit_stability.tables import write_tables
 
-    write_tables(a.behavior, a.circuits, Path(a.out), a.emergence_fraction)
+    write_tables(a.behavior, a.circuits, Path(a.out), a.emergence_fraction, a.components)
 
 
 def cmd_plot(a: argparse.Namespace) -> None:
@@ -177,8 +177,8 @@ def cmd_track(a: argparse.Namespace) -> None:
 
 def cmd_heads(a: argparse.Namespace) -> None:
     """Head-function scores of every head at each checkpoint: induction, duplicate-token and previous-token scores on
-    the standard test (a random sequence of content tokens from the whole vocabulary, repeated once), and with
-    --ioi-dataset the successor score and the name-mover copy and negative copy scores of the OV circuits
+    the standard test (a random sequence of content tokens from the whole vocabulary, repeated once), the successor
+    score of the OV circuits, and with --ioi-dataset the name-mover copy and negative copy scores
     (circuit_stability.components). Prints the best head of each score per checkpoint, or every head's scores as
     JSON with --json; with --out-dir writes <out-dir>/step<step>.parquet (records.ComponentsRecord)."""
     import torch
@@ -198,8 +198,7 @@ def cmd_heads(a: argparse.Namespace) -> None:
         bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device)
         tokens = repeated_random_tokens(content_token_ids(bridge.tokenizer), a.length, a.batch, a.seed)
         scores = head_scores(bridge, tokens)
-        if ioi is not None:
-            scores.update(ov_head_scores(bridge, ioi.frame, a.top_k))
+        scores.update(ov_head_scores(bridge, None if ioi is None else ioi.frame, a.top_k))
         if a.out_dir:
             meta = {"model": a.model, "step": step, "tokens_seen": step * a.tokens_per_step, "version": __version__,
                     "length": a.length, "batch": a.batch, "seed": a.seed, "top_k": a.top_k,
@@ -212,9 +211,10 @@ def cmd_heads(a: argparse.Namespace) -> None:
             row[name] = {"best": f"a{layer}.h{head}", "score": round(float(t.max()), 4),
                          "per_head": [[round(float(x), 4) for x in r] for r in t]}
         rows.append(row)
-        if not a.json:
-            print(f"{a.model} step {step}: " + ", ".join(f"{n} {row[n]['score']:.3f} ({row[n]['best']})"
-                                                         for n in scores))
+        if not a.json:  # a workflow job (--out-dir) says it on the job's console line, a person at the terminal
+            line = f"{a.model} step {step}: " + ", ".join(f"{n} {row[n]['score']:.3f} ({row[n]['best']})"
+                                                          for n in scores)
+            _log(f"components {line}") if a.out_dir else print(line)
     if a.json:
         print(json.dumps(rows, indent=1))
 
@@ -297,8 +297,7 @@ def _versioning_commands(sub) -> None:
     _option(s, "--seed", "components.seed", "seed of the random sequences", type=int)
     _option(s, "--top-k", "components.top_k", "a name counts as copied when it is among this many top OV logits "
             "(Wang et al.: 5)", type=int)
-    s.add_argument("--ioi-dataset", default=None, help="IOI task parquet: adds the successor, copy and negative "
-                   "copy scores")
+    s.add_argument("--ioi-dataset", default=None, help="IOI task parquet: adds the copy and negative copy scores")
     s.add_argument("--tokens-per-step", type=int, default=None, help="batch size x context of training, for the "
                    "tokens_seen of --out-dir's files (required with --out-dir)")
     s.add_argument("--out-dir", default=None, help="write <out-dir>/step<step>.parquet (every head, every score)")
@@ -396,10 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
             "valid only from the first checkpoint with m(M) >= this x the last checkpoint's", type=float)
     s.set_defaults(fn=cmd_circuit)
 
-    s = sub.add_parser("tables", help="aggregate behaviour and circuit records into parquet tables",
+    s = sub.add_parser("tables", help="aggregate behaviour, circuit and components records into parquet tables",
                        description=cmd_tables.__doc__)
     s.add_argument("--behavior", nargs="+", required=True, help="behaviour JSONs")
     s.add_argument("--circuits", nargs="+", required=True, help="circuit JSONs")
+    s.add_argument("--components", nargs="*", default=[], help="components parquets (results/components/)")
     s.add_argument("--out", required=True, help="tables folder")
     _option(s, "--emergence-fraction", "analysis.emergence_fraction",
             "onset: first checkpoint with metric >= this x the last checkpoint's", type=float)

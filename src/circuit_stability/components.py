@@ -325,21 +325,28 @@ def residual_after_layer0(bridge, tokens: torch.Tensor, positions: torch.Tensor,
     return seen["resid"].gather(1, positions[..., None].expand(-1, -1, seen["resid"].shape[-1]))
 
 
-def ov_head_scores(bridge, ioi_frame, k: int = 5) -> dict[str, torch.Tensor]:
-    """Copy, negative copy (on the IOI prompts of ``ioi_frame``) and successor (on :func:`successor_sequences`)
-    scores of every head of ``bridge``.
+def ov_head_scores(bridge, ioi_frame=None, k: int = 5) -> dict[str, torch.Tensor]:
+    """Successor (on :func:`successor_sequences`) and, given IOI prompts, copy and negative copy scores of every head
+    of ``bridge``.
+
+    Args:
+        ioi_frame: an IOI dataset frame (design §4), or None for the successor score alone.
+        k: top-k of the copy scores.
 
     Returns:
-        ``{"copy", "negative_copy"}`` (percent) and ``"successor"`` (fraction), each ``[n_layers, n_heads]``.
+        ``"successor"`` (fraction) and, with ``ioi_frame``, ``"copy"`` and ``"negative_copy"`` (percent), each
+        ``[n_layers, n_heads]``.
     """
     W_V, b_V, W_O, W_U = ov_weights(bridge)
-    positions, names = ioi_name_positions(ioi_frame)
-    resid = residual_after_layer0(bridge, list(ioi_frame["clean"]), positions, bridge.tokenizer.pad_token_id)
-    x = head_inputs(bridge, resid.flatten(0, 1))
-    names = names.flatten()
     sequences = successor_sequences(bridge.tokenizer)
     tokens = torch.tensor(sorted({t for s in sequences for t in s}))
     x_succ = head_inputs(bridge, effective_embedding(bridge, tokens))
-    return {"copy": copy_scores(x, names, W_V, b_V, W_O, W_U, k),
-            "negative_copy": copy_scores(x, names, W_V, b_V, W_O, W_U, k, negative=True),
-            "successor": successor_scores(x_succ, tokens, sequences, W_V, b_V, W_O, W_U)}
+    out = {"successor": successor_scores(x_succ, tokens, sequences, W_V, b_V, W_O, W_U)}
+    if ioi_frame is not None:
+        positions, names = ioi_name_positions(ioi_frame)
+        resid = residual_after_layer0(bridge, list(ioi_frame["clean"]), positions, bridge.tokenizer.pad_token_id)
+        x = head_inputs(bridge, resid.flatten(0, 1))
+        names = names.flatten()
+        out["copy"] = copy_scores(x, names, W_V, b_V, W_O, W_U, k)
+        out["negative_copy"] = copy_scores(x, names, W_V, b_V, W_O, W_U, k, negative=True)
+    return out

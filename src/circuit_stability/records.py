@@ -417,7 +417,7 @@ def read_dataset(path: str | Path):
 
 def check_artefact(path: str | Path, full: bool = True) -> None:
     """Check that an artefact of the study reads as its contract says (by its place in the study's layout,
-    design §3): behaviour and circuit JSON, scores and dataset parquet (``full``: every score finite; else only
+    design §3): behaviour and circuit JSON, scores, dataset and components parquet (``full``: every score finite; else only
     the parquet footer and metadata, which catches a truncated file cheaply), tables (readable parquet), model
     checkpoints (a readable safetensors header), other JSON (parseable).
 
@@ -436,6 +436,8 @@ def check_artefact(path: str | Path, full: bool = True) -> None:
         ScoresRecord.read(path) if full else ScoresRecord.read_meta(path)
     elif "tasks" in parts and path.suffix == ".parquet":
         read_dataset(path)
+    elif "components" in parts and path.suffix == ".parquet" and full:
+        ComponentsRecord.read(path)
     elif path.suffix == ".parquet":
         try:
             pq.read_table(path) if full else pq.read_metadata(path)

@@ -5,6 +5,8 @@
 - circuits: one row per (model, task, step) with the minimal circuit's size, faithfulness and ``valid`` flag
   (with ``invalid_reason``): later stages and figures use only valid circuits;
 - faithfulness: every evaluated point of every faithfulness curve;
+- components: one row per (model, step, head, score): the head-function scores (induction, duplicate-token,
+  previous-token, successor, copy, negative copy) of every head at every analysed checkpoint;
 - emergence: one row per (model, task): the first checkpoint whose metric reaches a fraction (the config's
   ``analysis.emergence_fraction``, 0.5: half) of the final checkpoint's (Tigges et al. 2024 §3.1 compare such
   onsets across sizes), in steps and tokens, and the
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from circuit_stability.artifacts import write_parquet
-from circuit_stability.records import BehaviorRecord, CircuitRecord
+from circuit_stability.records import BehaviorRecord, CircuitRecord, ComponentsRecord
 
 
 def behavior_table(paths: list[str | Path]) -> pd.DataFrame:
@@ -101,9 +103,31 @@ def emergence_table(behavior: pd.DataFrame, fraction: float) -> pd.DataFrame:
     return out
 
 
-def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Path, emergence_fraction: float) -> None:
-    """Write ``behavior``, ``circuits``, ``faithfulness`` and ``emergence`` ``.parquet`` into ``out``
-    (``emergence_fraction``: the onset rule of :func:`emergence_table`)."""
+def components_table(paths: list[str | Path]) -> pd.DataFrame:
+    """Rows ``model, step, tokens_seen, head, layer, head_index, score, value`` from components parquets
+    (:class:`~circuit_stability.records.ComponentsRecord`; ``score`` names one of
+    :data:`~circuit_stability.records.COMPONENT_SCORES`)."""
+    frames = []
+    for p in paths:
+        rec = ComponentsRecord.read(p)
+        frame = rec.frame()
+        frame.insert(0, "tokens_seen", int(rec.meta["tokens_seen"]))
+        frame.insert(0, "step", int(rec.meta["step"]))
+        frame.insert(0, "model", str(rec.meta["model"]))
+        frames.append(frame)
+    columns = ["model", "step", "tokens_seen", "head", "layer", "head_index", "score", "value"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True).sort_values(["model", "score", "step", "layer", "head_index"],
+                                                            kind="stable", ignore_index=True)
+
+
+def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Path, emergence_fraction: float,
+                 components: list[str | Path]) -> None:
+    """Write ``behavior``, ``circuits``, ``faithfulness``, ``emergence`` and ``components`` ``.parquet`` into
+    ``out`` (``emergence_fraction``: the onset rule of :func:`emergence_table`; ``components``: the components
+    parquets, none for a study without them)."""
+    write_parquet(components_table(list(components)), out / "components.parquet")
     b = behavior_table(behavior)
     write_parquet(b, out / "behavior.parquet")
     write_parquet(circuit_table(circuits), out / "circuits.parquet")

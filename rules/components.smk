@@ -1,0 +1,38 @@
+# Components: head-function scores of every head at every checkpoint (induction, duplicate-token, previous-token,
+# successor; copy and negative copy when the study has the IOI task), one parquet per step. A few forward passes
+# and weight products per checkpoint, so one job per model covers every step, as behaviour does.
+
+IOI_DATASET = f"data/tasks/{FAMILY}/ioi.parquet" if "ioi" in TASKS else None
+
+for g, group in enumerate(STEP_GROUPS):
+    chunk = group["steps"]
+
+    rule:
+        name:
+            group_rule("components", g)
+        wildcard_constraints:
+            model=group_models(g),
+        input:
+            ioi=[IOI_DATASET] if IOI_DATASET else [],
+            checkpoints=checkpoints_of(chunk),
+        output:
+            expand("results/components/{{model}}/step{step}.parquet", step=chunk),
+        params:
+            model=lambda w: f"--model {w.model} --model-name {MODEL_NAMES[w.model]} --suite-dir models",
+            steps=",".join(map(str, chunk)),
+            ioi=f"--ioi-dataset {IOI_DATASET}" if IOI_DATASET else "",
+            tokens_per_step=TOKENS_PER_STEP,
+            test=(f"--length {config['components']['length']} --batch {config['components']['batch']} "
+                  f"--seed {config['components']['seed']} --top-k {config['components']['top_k']}"),
+        threads: THREADS
+        resources:
+            gpu=1,
+        message:
+            "Components: model {wildcards.model}, steps {params.steps}"
+        log:
+            f"logs/components/{{model}}/steps{chunk[0]}-{chunk[-1]}.log",
+        benchmark:
+            f"logs/benchmarks/components/{{model}}/steps{chunk[0]}-{chunk[-1]}.tsv"
+        shell:
+            KERNELS + "circuit-stability --log {log} heads {params.model} --steps {params.steps} {params.ioi} "
+            "{params.test} --tokens-per-step {params.tokens_per_step} --out-dir results/components/{wildcards.model}"
