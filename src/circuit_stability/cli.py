@@ -399,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description=cmd_tables.__doc__)
     s.add_argument("--behavior", nargs="+", required=True, help="behaviour JSONs")
     s.add_argument("--circuits", nargs="+", required=True, help="circuit JSONs")
-    s.add_argument("--components", nargs="*", default=[], help="components parquets (results/components/)")
+    s.add_argument("--components", nargs="*", default=[], help="components parquets (results/components/; default: "
+                   "none, for a study without them)")
     s.add_argument("--out", required=True, help="tables folder")
     _option(s, "--emergence-fraction", "analysis.emergence_fraction",
             "onset: first checkpoint with metric >= this x the last checkpoint's", type=float)
