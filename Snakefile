@@ -36,7 +36,7 @@ rule all:
         per_model("results/behavior/{model}/{task}/step{step}.json"),
         per_model("results/scores/{model}/{task}/step{step}.parquet", scored=True),
         per_model("results/circuits/{model}/{task}/step{step}.json", scored=True),
-        [f"results/components/{m}/step{s}.parquet" for m in MODELS for s in STEPS_OF[m]],
+        COMPONENT_FILES,
         rules.tables.output,
         rules.figures.output,
         rules.report.output,  # reports/report.html

@@ -3,6 +3,8 @@
 # and weight products per checkpoint, so one job per model covers every step, as behaviour does.
 
 IOI_DATASET = f"data/tasks/{FAMILY}/ioi.parquet" if "ioi" in TASKS else None
+# every model's components files, all checkpoints (rule all and the tables rule read this list)
+COMPONENT_FILES = [f"results/components/{m}/step{s}.parquet" for m in MODELS for s in STEPS_OF[m]]
 
 for g, group in enumerate(STEP_GROUPS):
     chunk = group["steps"]

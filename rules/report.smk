@@ -4,7 +4,7 @@ rule tables:
     input:
         behavior=lambda w: validated(per_model("results/behavior/{model}/{task}/step{step}.json")),
         circuits=lambda w: validated(per_model("results/circuits/{model}/{task}/step{step}.json", scored=True)),
-        components=lambda w: validated([f"results/components/{m}/step{s}.parquet" for m in MODELS for s in STEPS_OF[m]]),
+        components=lambda w: validated(COMPONENT_FILES),
     output:
         behavior="results/tables/behavior.parquet",
         circuits="results/tables/circuits.parquet",
