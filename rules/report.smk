@@ -11,15 +11,17 @@ rule tables:
         emergence="results/tables/emergence.parquet",
         faithfulness="results/tables/faithfulness.parquet",
         components="results/tables/components.parquet",
+        component_emergence="results/tables/component_emergence.parquet",
     params:
         emergence=ANALYSIS["emergence_fraction"],
+        thresholds=json.dumps(config["components"]["thresholds"], sort_keys=True, separators=(",", ":")),
     message:
         "Tables: behaviour, circuits, faithfulness, emergence and components of the whole study (results/tables/)"
     log:
         "logs/tables.log",
     shell:
         "circuit-stability --log {log} tables --behavior {input.behavior} --circuits {input.circuits} "
-        "--components {input.components} "
+        "--components {input.components} --component-thresholds '{params.thresholds}' "
         "--emergence-fraction {params.emergence} --out results/tables"
 
 

@@ -51,7 +51,7 @@ def _artefacts() -> list[str]:
              *[f"data/tasks/quick/{t}.parquet" for t in TASKS], "results/tables/behavior.parquet",
              "results/tables/circuits.parquet",
              "results/tables/emergence.parquet", "results/tables/faithfulness.parquet",
-             "results/tables/components.parquet",
+             "results/tables/components.parquet", "results/tables/component_emergence.parquet",
              "reports/figures/figure1_behavior.png", "reports/figures/circuit_size.png",
              "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png", "reports/report.html"]
     for m in MODELS:

@@ -152,7 +152,8 @@ def cmd_tables(a: argparse.Namespace) -> None:
     """Collect per-checkpoint records into long-format parquet tables (design §4 tables)."""
     from circuit_stability.tables import write_tables
 
-    write_tables(a.behavior, a.circuits, Path(a.out), a.emergence_fraction, a.components)
+    write_tables(a.behavior, a.circuits, Path(a.out), a.emergence_fraction, a.components,
+                 json.loads(a.component_thresholds) if isinstance(a.component_thresholds, str) else a.component_thresholds)
 
 
 def cmd_plot(a: argparse.Namespace) -> None:
@@ -404,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="tables folder")
     _option(s, "--emergence-fraction", "analysis.emergence_fraction",
             "onset: first checkpoint with metric >= this x the last checkpoint's", type=float)
+    _option(s, "--component-thresholds", "components.thresholds",
+            "JSON: each head-function score's threshold for the component emergence table")
     s.set_defaults(fn=cmd_tables)
 
     s = sub.add_parser("plot", help="figures from the tables", description=cmd_plot.__doc__)

@@ -7,6 +7,8 @@
 - faithfulness: every evaluated point of every faithfulness curve;
 - components: one row per (model, step, head, score): the head-function scores (induction, duplicate-token,
   previous-token, successor, copy, negative copy) of every head at every analysed checkpoint;
+- component emergence: one row per (model, score type): the first checkpoint at which some head reaches the
+  type's threshold (``components.thresholds``), and the best head at the last checkpoint;
 - emergence: one row per (model, task): the first checkpoint whose metric reaches a fraction (the config's
   ``analysis.emergence_fraction``, 0.5: half) of the final checkpoint's (Tigges et al. 2024 §3.1 compare such
   onsets across sizes), in steps and tokens, and the
@@ -122,12 +124,49 @@ def components_table(paths: list[str | Path]) -> pd.DataFrame:
                                                             kind="stable", ignore_index=True)
 
 
+def component_emergence_table(components: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
+    """When each head-function type appears in each model: the first checkpoint at which some head's score reaches
+    that score's threshold (the components counterpart of :func:`emergence_table`).
+
+    Args:
+        components: :func:`components_table`'s rows.
+        thresholds: score name -> threshold, in the score's units (fraction, or percent for the copy scores).
+
+    Returns:
+        Rows ``model, score, threshold, emergence_step, emergence_tokens, emergence_head`` (the highest-scoring head
+        at that step; NaN / None when no head ever reaches it), ``final_best`` and ``final_head`` (the best head at
+        the model's last checkpoint), sorted by model and score.
+
+    Raises:
+        ValueError: naming the scores of ``components`` that have no threshold.
+    """
+    missing = sorted(set(components["score"]) - set(thresholds))
+    if missing:
+        raise ValueError(f"no threshold for component score(s) {missing}; thresholds given: {sorted(thresholds)}")
+    rows = []
+    for (model, score), f in components.groupby(["model", "score"], sort=True):
+        best = f.sort_values(["step", "value"], ascending=[True, False], kind="stable").groupby("step").head(1)
+        hit = best[best["value"] >= thresholds[score]]
+        first = hit.iloc[0] if len(hit) else None
+        last = best.iloc[-1]
+        rows.append({"model": model, "score": score, "threshold": float(thresholds[score]),
+                     "emergence_step": int(first["step"]) if first is not None else np.nan,
+                     "emergence_tokens": int(first["tokens_seen"]) if first is not None else np.nan,
+                     "emergence_head": first["head"] if first is not None else None,
+                     "final_best": float(last["value"]), "final_head": last["head"]})
+    return pd.DataFrame(rows, columns=["model", "score", "threshold", "emergence_step", "emergence_tokens",
+                                       "emergence_head", "final_best", "final_head"])
+
+
 def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Path, emergence_fraction: float,
-                 components: list[str | Path]) -> None:
-    """Write ``behavior``, ``circuits``, ``faithfulness``, ``emergence`` and ``components`` ``.parquet`` into
-    ``out`` (``emergence_fraction``: the onset rule of :func:`emergence_table`; ``components``: the components
-    parquets, none for a study without them)."""
-    write_parquet(components_table(list(components)), out / "components.parquet")
+                 components: list[str | Path], component_thresholds: dict[str, float]) -> None:
+    """Write ``behavior``, ``circuits``, ``faithfulness``, ``emergence``, ``components`` and
+    ``component_emergence`` ``.parquet`` into ``out`` (``emergence_fraction``: the onset rule of
+    :func:`emergence_table`; ``components``: the components parquets, none for a study without them;
+    ``component_thresholds``: :func:`component_emergence_table`'s)."""
+    c = components_table(list(components))
+    write_parquet(c, out / "components.parquet")
+    write_parquet(component_emergence_table(c, component_thresholds), out / "component_emergence.parquet")
     b = behavior_table(behavior)
     write_parquet(b, out / "behavior.parquet")
     write_parquet(circuit_table(circuits), out / "circuits.parquet")
