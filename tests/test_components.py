@@ -1,4 +1,4 @@
-"""Head-function scores from raw attention patterns (a first cut of the components stage)."""
+"""Head-function scores: attention-pattern scores and OV-circuit scores on hand-built heads and a trained model."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Head-function scores from attention patterns: induction, duplicate-token and previous-token heads (a first cut;
-the components stage generalises it).
+"""Head-function scores of every head (the components stage; Tigges et al. 2024 §3.2, App. E): induction,
+duplicate-token and previous-token scores from attention patterns (below), and successor, copy and negative copy
+scores from each head's OV circuit (further down).
 
 The standard test (Olsson et al. 2022, "In-context Learning and Induction Heads", §2; Tigges et al. 2024 §3.2
 and App. E, whose ``get_induction_scores`` this follows): a sequence of ``L`` random tokens, no token repeated
@@ -301,7 +302,7 @@ def ioi_name_positions(frame) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(positions), torch.tensor(ids)
 
 
-def residual_after_layer0(bridge, tokens: torch.Tensor, positions: torch.Tensor, pad_id: int) -> torch.Tensor:
+def residual_after_layer0(bridge, tokens: list, positions: torch.Tensor, pad_id: int) -> torch.Tensor:
     """The residual stream after layer 0 (``blocks.0.hook_out``: embedding + attention 0 + MLP 0) at given positions.
 
     Args:
