@@ -1,6 +1,7 @@
 # Components: head-function scores of every head at every checkpoint (induction, duplicate-token, previous-token,
-# successor; copy and negative copy when the study has the IOI task), one parquet per step. A few forward passes
-# and weight products per checkpoint, so one job per model covers every step, as behaviour does.
+# successor; with the IOI task copy and negative copy, direct effects, name movers and the S-inhibition test), one
+# parquet per step. A few forward passes and weight products per checkpoint, so one job per model covers every
+# step, as behaviour does.
 
 IOI_DATASET = f"data/tasks/{FAMILY}/ioi.parquet" if "ioi" in TASKS else None
 # every model's components files, all checkpoints (rule all and the tables rule read this list)
@@ -25,7 +26,9 @@ for g, group in enumerate(STEP_GROUPS):
             ioi=f"--ioi-dataset {IOI_DATASET}" if IOI_DATASET else "",
             tokens_per_step=TOKENS_PER_STEP,
             test=(f"--length {config['components']['length']} --batch {config['components']['batch']} "
-                  f"--seed {config['components']['seed']} --top-k {config['components']['top_k']}"),
+                  f"--seed {config['components']['seed']} --top-k {config['components']['top_k']}"
+                  + (f" --name-mover-copy {config['components']['thresholds']['copy']}"
+                     f" --candidate-effect {config['components']['candidate_effect']}" if IOI_DATASET else "")),
         threads: THREADS
         resources:
             gpu=1,

@@ -12,11 +12,14 @@ rule tables:
         faithfulness="results/tables/faithfulness.parquet",
         components="results/tables/components.parquet",
         component_emergence="results/tables/component_emergence.parquet",
+        roles="results/tables/roles.parquet",
+        handovers="results/tables/handovers.parquet",
+        component_lag="results/tables/component_lag.parquet",
     params:
         emergence=ANALYSIS["emergence_fraction"],
         thresholds=json.dumps(config["components"]["thresholds"], sort_keys=True, separators=(",", ":")),
     message:
-        "Tables: behaviour, circuits, faithfulness, emergence and components of the whole study (results/tables/)"
+        "Tables: behaviour, circuits, faithfulness, emergence, components and roles of the whole study (results/tables/)"
     log:
         "logs/tables.log",
     shell:
@@ -45,6 +48,17 @@ rule figures:
                category="Circuit faithfulness",
                labels={"figure": "faithfulness curves",
                        "shows": "f_norm against the fraction of edges kept, largest model"}),
+        report("reports/figures/figure2_components.png", caption="../report/components.rst",
+               category="Figure 2: components over training",
+               labels={"figure": "strongest component heads",
+                       "shows": "score of each model's strongest in-circuit head of each type against tokens seen"}),
+        report("reports/figures/figure3_top_heads.png", caption="../report/top_heads.rst",
+               category="Figure 3: component heads of the largest model",
+               labels={"figure": "top heads", "shows": "the largest model's top 5 heads of each score over training"}),
+        report("reports/figures/component_lag.html", caption="../report/component_lag.rst",
+               category="Figure 2: components over training",
+               labels={"figure": "component lag (table)",
+                       "shows": "components before, with or after their task's onset; hand-overs"}),
     params:
         models=",".join(MODELS),
         dpi=config["plots"]["dpi"],

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from circuit_stability.components import (content_token_ids, copy_scores, effective_embedding, head_inputs, head_scores,
-                                         ioi_name_positions, ov_head_scores, ov_logits, ov_weights, pattern_scores,
-                                         repeated_random_tokens, successor_scores, successor_sequences)
+from circuit_stability.components import (content_token_ids, copy_scores, effective_embedding, head_inputs,
+                                         head_path_patch, head_scores, ioi_head_effects, ioi_name_positions,
+                                         ioi_position_swap, name_attention, normalised_effect, ov_head_scores,
+                                         ov_logits, ov_weights, pattern_scores, repeated_random_tokens,
+                                         s_inhibition_test, successor_scores, successor_sequences)
 
 
 def test_scores_of_hand_built_heads():
@@ -178,12 +181,138 @@ def test_heads_command_writes_every_score_of_every_head(trained_suite, trained_b
         main([*common, "--ioi-dataset", str(tmp_path / "gt.parquet")])
     main([*common, "--ioi-dataset", str(tmp_path / "ioi.parquet")])
     record = ComponentsRecord.read(tmp_path / "out" / f"step{step}.parquet")
-    assert list(record.scores) == list(COMPONENT_SCORES) and record.meta["tokens_seen"] == step * 2048
+    # query effect and the S-inhibition test exist only where there is a name mover (none in this model)
+    undefined = [] if record.meta["name_movers"] else ["query_effect", "s_inhibition"]
+    assert list(record.scores) == [s for s in COMPONENT_SCORES if s not in undefined]
+    assert record.meta["tokens_seen"] == step * 2048
     frame = record.frame()
-    assert len(frame) == 6 * 3 * 6 and frame["head"].iloc[7] == "a1.h1"
+    assert len(frame) == len(record.scores) * 3 * 6 and frame["head"].iloc[7] == "a1.h1"
     expected = ov_head_scores(trained_bridge, ds.frame)
     for name in ("copy", "negative_copy", "successor"):
         np.testing.assert_allclose(record.scores[name], expected[name].numpy(), rtol=0, atol=1e-6)
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(RecordError, match="components file .*bad.parquet cannot be read"):
         ComponentsRecord.read(tmp_path / "bad.parquet")
+
+
+# ---------------------------------------------------------------- path patching of single heads, S-inhibition
+def test_position_swap_trades_the_io_and_s1_tokens():
+    clean = torch.tensor([[5, 1, 7, 2, 9, 2, 4], [5, 2, 7, 1, 9, 2, 4]])  # ABBA and BABA, IO = 1, S = 2
+    positions, _ = ioi_name_positions(pd.DataFrame({"clean": clean.tolist(), "answer_ids": [[1, 2], [1, 2]]}))
+    swapped = ioi_position_swap(clean, positions)
+    assert swapped.tolist() == [[5, 2, 7, 1, 9, 2, 4], [5, 1, 7, 2, 9, 2, 4]]
+    assert clean[0, 1] == 1  # the input is left alone
+
+
+def test_s_inhibition_test_needs_all_three_signs():
+    """Accepted only when the logit difference falls, name-mover attention to IO falls and to S1 rises (hand
+    numbers: the clean run has LD 2.0, attention 0.6 to IO and 0.1 to S1)."""
+    t = lambda *x: torch.tensor(list(x))  # noqa: E731
+    passed = s_inhibition_test(2.0, t(1.0, 1.0, 3.0, 1.0, 1.0), 0.6, t(0.3, 0.3, 0.3, 0.7, 0.3), 0.1,
+                               t(0.4, 0.05, 0.4, 0.4, 0.1))
+    assert passed.tolist() == [True, False, False, False, False]
+
+
+def test_normalised_effect_by_hand():
+    clean, corrupted = torch.tensor([3.0, 1.0]), torch.tensor([-1.0, -1.0])  # means 2 and -1: gap 3
+    patched = torch.tensor([[2.0, 2.0], [-1.0, -1.0], [0.5, 0.5]])
+    torch.testing.assert_close(normalised_effect(patched, clean, corrupted), torch.tensor([0.0, -1.0, -0.5]))
+    assert torch.isnan(normalised_effect(patched, clean, clean)).all()
+
+
+def test_direct_path_to_the_logits_equals_the_edge_patch(trained_bridge, ioi_prompts):
+    """A head's direct effect (its output from the corrupted prompt on the head -> logits path only, computed with
+    no forward pass) equals the engine's edge patch that drops exactly that edge (`patched_metric`, which patches the
+    edge at every position, of which the metric reads the last); alternative = clean changes nothing."""
+    from circuit_stability.attribution import patched_metric
+    from circuit_stability.graph import Graph
+
+    bridge, prompts = trained_bridge, ioi_prompts
+    graph = Graph(bridge.cfg.n_layers, bridge.cfg.n_heads)
+    senders = [(0, 1), (1, 3), (2, 0), (2, 5)]
+    metric, attention = head_path_patch(bridge, prompts, prompts.corrupted, senders)
+    assert attention is None and metric.shape == (4, len(prompts))
+    keep = torch.ones((len(senders), graph.n_writers, graph.n_readers), dtype=torch.bool)
+    for i, (l, h) in enumerate(senders):
+        keep[i, graph.writer_index(l, h), graph.logits_index] = False
+    expected = patched_metric(bridge, graph, prompts, keep, batch_size=len(prompts))
+    torch.testing.assert_close(metric.mean(1), expected, atol=2e-5, rtol=1e-5)
+    same, _ = head_path_patch(bridge, prompts, prompts.clean, senders)
+    clean = prompts.metric_values(bridge(prompts.clean))
+    torch.testing.assert_close(same, clean.expand(4, -1), atol=2e-5, rtol=1e-5)
+
+
+def test_path_to_queries_equals_the_edge_patch_and_is_zero_without_a_path(trained_bridge, ioi_prompts):
+    """Patching into a last-layer head's query at the read position equals dropping the edge sender -> query at every
+    position (a last-layer head's earlier positions reach no logit the metric reads); batching senders
+    (max_rows) changes nothing; a sender in the receiver's layer has no path and effect exactly 0."""
+    from circuit_stability.attribution import patched_metric
+    from circuit_stability.graph import Graph
+
+    bridge, prompts = trained_bridge, ioi_prompts
+    graph = Graph(bridge.cfg.n_layers, bridge.cfg.n_heads)
+    receiver, senders = (2, 4), [(0, 0), (0, 3), (1, 2), (1, 5), (2, 1)]
+    metric, attention = head_path_patch(bridge, prompts, prompts.corrupted, senders, [receiver])
+    assert attention.shape == (5, 1, len(prompts), prompts.clean.shape[1])
+    torch.testing.assert_close(attention.sum(-1), torch.ones(5, 1, len(prompts)), atol=1e-5, rtol=0)
+    keep = torch.ones((4, graph.n_writers, graph.n_readers), dtype=torch.bool)
+    for i, (l, h) in enumerate(senders[:4]):
+        keep[i, graph.writer_index(l, h), graph.reader_index(*receiver, "q")] = False
+    expected = patched_metric(bridge, graph, prompts, keep, batch_size=len(prompts))
+    torch.testing.assert_close(metric[:4].mean(1), expected, atol=2e-5, rtol=1e-5)
+    clean = prompts.metric_values(bridge(prompts.clean))
+    torch.testing.assert_close(metric[4], clean, atol=1e-5, rtol=0)  # same layer: no path
+    assert not torch.allclose(metric[:4], clean.expand(4, -1), atol=1e-3)  # the patch does something
+    one_by_one, attention_1 = head_path_patch(bridge, prompts, prompts.corrupted, senders, [receiver],
+                                              max_rows=len(prompts))
+    torch.testing.assert_close(one_by_one, metric, atol=1e-5, rtol=0)
+    torch.testing.assert_close(attention_1, attention, atol=1e-6, rtol=0)
+
+
+def test_ioi_head_effects_follow_their_rules(trained_bridge, ioi_prompts):
+    """Name movers are the heads with copy > threshold and a negative direct effect; the S-inhibition test runs only
+    on candidates upstream of a name mover; heads at or after the last name mover's layer have query effect 0;
+    deterministic. With a copy threshold no head reaches, there is no name mover, and query effect and S-inhibition
+    are undefined (NaN)."""
+    from circuit_stability.tasks import make_dataset
+
+    bridge, prompts = trained_bridge, ioi_prompts
+    positions, _ = ioi_name_positions(make_dataset("ioi", bridge.tokenizer, 20, seed=1).frame)
+    copy = torch.full((bridge.cfg.n_layers, bridge.cfg.n_heads), 50.0)  # the name movers: negative direct effect
+    out = ioi_head_effects(bridge, prompts, positions, copy)
+    again = ioi_head_effects(bridge, prompts, positions, copy)
+    for k in out:
+        torch.testing.assert_close(out[k], again[k], equal_nan=True, atol=0, rtol=0)
+    movers = (copy > 10) & (out["direct_effect"] < 0)
+    assert torch.equal(out["name_mover"].bool(), movers) and movers.any()
+    assert (out["direct_effect"] >= 0).any()  # the rule has heads to refuse
+    last = int(torch.nonzero(movers)[:, 0].max())
+    assert (out["query_effect"][last:] == 0).all() and (out["s_inhibition"][last:] == 0).all()
+    si = out["s_inhibition"].bool()
+    assert (out["query_effect"][si] < -0.001).all()
+    none = ioi_head_effects(bridge, prompts, positions, copy, copy_threshold=100.0)
+    assert torch.isnan(none["query_effect"]).all() and torch.isnan(none["s_inhibition"]).all()
+    assert not none["name_mover"].any()
+
+
+def test_name_attention_is_the_models_own(trained_suite, trained_bridge, ioi_prompts):
+    """Attention from the read position to IO, S1 and S2 equals Hugging Face's eager attention probabilities of the
+    same checkpoint at those positions (right-padded prompts, each read at its own last token)."""
+    from conftest import TRAINED_CFG
+    from transformers import GPTNeoXForCausalLM
+
+    from circuit_stability.tasks import make_dataset
+
+    positions, _ = ioi_name_positions(make_dataset("ioi", trained_bridge.tokenizer, 20, seed=1).frame)
+    ours = name_attention(trained_bridge, ioi_prompts, positions)
+    hf = GPTNeoXForCausalLM.from_pretrained(trained_suite / "mini-t" / f"step{TRAINED_CFG.max_steps}",
+                                            attn_implementation="eager").eval()
+    with torch.no_grad():
+        att = torch.stack(hf(ioi_prompts.clean, output_attentions=True).attentions, dim=1)  # [N, L, H, q, k]
+    rows = torch.arange(len(ioi_prompts))
+    from_read = att[rows, :, :, ioi_prompts.position]  # [N, L, H, k]
+    for i, name in enumerate(("io", "s1", "s2")):
+        ref = from_read[rows, :, :, positions[:, i]].mean(0)  # [L, H]
+        torch.testing.assert_close(ours[f"attention_{name}"], ref, atol=1e-5, rtol=0)
+    total = sum(ours.values())
+    assert (total <= 1 + 1e-5).all() and ours["attention_io"].shape == (3, 6)

@@ -52,8 +52,12 @@ def _artefacts() -> list[str]:
              "results/tables/circuits.parquet",
              "results/tables/emergence.parquet", "results/tables/faithfulness.parquet",
              "results/tables/components.parquet", "results/tables/component_emergence.parquet",
+             "results/tables/roles.parquet", "results/tables/handovers.parquet",
+             "results/tables/component_lag.parquet",
              "reports/figures/figure1_behavior.png", "reports/figures/circuit_size.png",
-             "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png", "reports/report.html"]
+             "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png",
+             "reports/figures/figure2_components.png", "reports/figures/figure3_top_heads.png",
+             "reports/figures/component_lag.html", "reports/report.html"]
     for m in MODELS:
         paths += [f"models/{m}/train_log.parquet", f"models/{m}/suite.json"]
         paths += [f"models/{m}/step{s}/model.safetensors" for s in STEPS]
@@ -99,10 +103,17 @@ def test_scores_and_circuit_contracts(study):
     assert {"model", "step", "tokens_seen", "task", "metric", "accuracy", "split"} <= set(behavior.columns)
     assert (behavior["tokens_seen"] == behavior["step"] * 8 * 64).all()
     components = pd.read_parquet(study / "results/tables/components.parquet")
-    assert set(components["score"]) == {"induction", "duplicate_token", "previous_token", "successor", "copy",
-                                        "negative_copy"}  # the quick study has IOI, so the copy scores too
-    assert len(components) == len(STEPS) * 6 * (1 * 2 + 2 * 4)  # 6 scores of quick-s's 1 x 2 and quick-m's 2 x 4 heads
+    always = {"induction", "duplicate_token", "previous_token", "successor", "copy", "negative_copy",
+              "direct_effect", "name_mover"}  # the quick study has IOI, so the copy scores and effects too
+    assert always <= set(components["score"]) <= always | {"query_effect", "s_inhibition"}  # these with a name mover
+    counts = components.groupby(["model", "step"]).size() / components.groupby(["model", "step"])["head"].nunique()
+    assert set(counts) <= {8, 10} and len(counts) == len(STEPS) * len(MODELS)
     assert (components["tokens_seen"] == components["step"] * 8 * 64).all()
+    roles = pd.read_parquet(study / "results/tables/roles.parquet")
+    assert len(roles) == len(STEPS) * len(TASKS) * (1 * 2 + 2 * 4)  # every (step, task, head) of both models
+    assert roles.loc[~roles["circuit_valid"].astype(bool), "in_circuit"].isna().all()
+    lag = pd.read_parquet(study / "results/tables/component_lag.parquet")
+    assert set(lag["relation"]) <= {"before", "with", "after", "never", "task never"} and len(lag) > 0
 
 
 def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study, tmp_path):

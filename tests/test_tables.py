@@ -44,3 +44,71 @@ def test_component_emergence_is_the_first_step_some_head_reaches_its_threshold()
     assert np.isnan(e.loc["previous_token", "emergence_step"]) and pd.isna(e.loc["previous_token", "emergence_head"])
     with pytest.raises(ValueError, match=r"no threshold for component score\(s\) \['copy'\]"):
         component_emergence_table(pd.DataFrame(rows), {"induction": 0.3, "previous_token": 0.3})
+
+
+THRESHOLDS = {"induction": 0.3, "duplicate_token": 0.3, "previous_token": 0.3, "successor": 0.5, "copy": 10.0,
+              "negative_copy": 10.0, "name_mover": 1.0, "s_inhibition": 1.0}
+
+
+def _components(values: dict[tuple[int, str], dict[str, float]]) -> pd.DataFrame:
+    """Long components rows from {(step, head): {score: value}} (one model 'm', 64 tokens per step)."""
+    return pd.DataFrame([{"model": "m", "step": step, "tokens_seen": step * 64, "head": head,
+                          "layer": int(head[1]), "head_index": int(head[4]), "score": score, "value": v}
+                         for (step, head), scores in values.items() for score, v in scores.items()])
+
+
+def test_role_flags_by_hand():
+    """Three heads at one step. Induction 0.9, 0.35, 0.05 (mean 0.433): a0.h0 holds it; a0.h1 passes the 0.3 floor
+    but not the mean. Copy 20 with direct effect -0.1 is a name mover, copy 20 with +0.1 is not, copy 5 with -0.1 is
+    not. S-inhibition is absent at this step: nobody holds it and it is marked undefined."""
+    from circuit_stability.tables import role_flags
+
+    comp = _components({(5, "a0.h0"): {"induction": 0.9, "copy": 20.0, "direct_effect": -0.1},
+                        (5, "a0.h1"): {"induction": 0.35, "copy": 20.0, "direct_effect": 0.1},
+                        (5, "a0.h2"): {"induction": 0.05, "copy": 5.0, "direct_effect": -0.1}})
+    f = role_flags(comp, THRESHOLDS).set_index("head")
+    assert f["induction"].tolist() == [True, False, False]
+    assert f["name_mover"].tolist() == [True, False, False]
+    assert not f["s_inhibition"].any() and not f["s_inhibition_defined"].any()
+    assert not f["successor"].any()  # no successor scores: nobody holds the role
+
+
+def test_roles_table_marks_circuit_membership_of_valid_circuits_only():
+    from circuit_stability.tables import role_flags, roles_table
+
+    comp = _components({(s, h): {"induction": 0.5 if h == "a0.h0" else 0.0} for s in (0, 10) for h in ("a0.h0", "a0.h1")})
+    circuits = pd.DataFrame([{"model": "m", "task": "ioi", "step": 0, "valid": False, "heads": frozenset({"a0.h0"})},
+                             {"model": "m", "task": "ioi", "step": 10, "valid": True, "heads": frozenset({"a0.h1"})}])
+    r = roles_table(role_flags(comp, THRESHOLDS), circuits).set_index(["step", "head"])
+    assert pd.isna(r.loc[(0, "a0.h0"), "in_circuit"]) and pd.isna(r.loc[(0, "a0.h1"), "in_circuit"])  # not valid
+    assert r.loc[(10, "a0.h1"), "in_circuit"] and not r.loc[(10, "a0.h0"), "in_circuit"]
+    assert r.loc[(10, "a0.h0"), "induction"] and (r["task"] == "ioi").all() and len(r) == 4
+
+
+def test_handovers_and_component_lag_by_hand():
+    """Name movers over steps 0, 10, 20, 30: a2.h0 at 10; a2.h1 takes over at 20 while a2.h0 leaves (IOI performed at
+    10 and 20: a hand-over); at 30 a2.h1 leaves and nobody joins (not a hand-over). IOI's onset is step 10 (metric 3 of
+    final 4); before it, at 0, a head swap would not count. The name-mover role appears at 10: "with" the task, lag 0;
+    induction never appears."""
+    from circuit_stability.tables import component_lag_table, handovers, role_flags
+
+    holders = {0: "a2.h2", 10: "a2.h0", 20: "a2.h1", 30: None}
+    comp = _components({(s, h): {"copy": 50.0 if h == holders[s] else 0.0, "direct_effect": -0.2, "induction": 0.0}
+                        for s in holders for h in ("a2.h0", "a2.h1", "a2.h2")})
+    behavior = pd.DataFrame([{"model": "m", "task": "ioi", "split": "all", "step": s, "tokens_seen": s * 64,
+                              "metric_name": "logit_diff", "metric": v} for s, v in zip(holders, [0.0, 3.0, 4.0, 4.0])])
+    emergence = emergence_table(behavior, 0.5)
+    hand = handovers(role_flags(comp, THRESHOLDS), behavior, emergence, 0.5)
+    assert hand[["role", "step_from", "step_to", "left", "joined"]].values.tolist() == [
+        ["name_mover", 10, 20, "a2.h0", "a2.h1"]]
+    component_emergence = pd.DataFrame([
+        {"model": "m", "score": "name_mover", "emergence_step": 10.0, "emergence_tokens": 640.0},
+        {"model": "m", "score": "induction", "emergence_step": np.nan, "emergence_tokens": np.nan}])
+    lag = component_lag_table(component_emergence, emergence, hand).set_index("role")
+    assert lag.loc["name_mover", "relation"] == "with" and lag.loc["name_mover", "lag_steps"] == 0
+    assert lag.loc["name_mover", "handovers"] == 1
+    assert lag.loc["induction", "relation"] == "never" and lag.loc["s_inhibition", "relation"] == "never"
+    early = component_emergence.assign(emergence_step=[0.0, 20.0], emergence_tokens=[0.0, 1280.0])
+    lag = component_lag_table(early, emergence, hand).set_index("role")
+    assert (lag.loc["name_mover", "relation"], lag.loc["name_mover", "lag_steps"]) == ("before", -10)
+    assert (lag.loc["induction", "relation"], lag.loc["induction", "lag_tokens"]) == ("after", 640)

@@ -184,9 +184,11 @@ def cmd_heads(a: argparse.Namespace) -> None:
     JSON with --json; with --out-dir writes <out-dir>/step<step>.parquet (records.ComponentsRecord)."""
     import torch
 
-    from circuit_stability.components import content_token_ids, head_scores, ov_head_scores, repeated_random_tokens
+    from circuit_stability.attribution import Prompts
+    from circuit_stability.components import (content_token_ids, head_scores, ioi_head_effects, ioi_name_positions,
+                                              name_attention, ov_head_scores, repeated_random_tokens)
     from circuit_stability.models import load_model
-    from circuit_stability.records import ComponentsRecord, read_dataset
+    from circuit_stability.records import EFFECT_SCORES, ComponentsRecord, read_dataset
 
     _threads(1)
     ioi = read_dataset(a.ioi_dataset) if a.ioi_dataset else None  # fail fast, before any model is loaded
@@ -200,16 +202,32 @@ def cmd_heads(a: argparse.Namespace) -> None:
         tokens = repeated_random_tokens(content_token_ids(bridge.tokenizer), a.length, a.batch, a.seed)
         scores = head_scores(bridge, tokens)
         scores.update(ov_head_scores(bridge, None if ioi is None else ioi.frame, a.top_k))
+        movers = []
+        if ioi is not None:
+            prompts = Prompts.from_dataset(ioi, bridge.tokenizer.pad_token_id, device=next(bridge.parameters()).device)
+            positions = ioi_name_positions(ioi.frame)[0]
+            effects = ioi_head_effects(bridge, prompts, positions, scores["copy"],
+                                       a.name_mover_copy, a.candidate_effect)
+            undefined = [k for k, v in effects.items() if bool(torch.isnan(v).any())]
+            if undefined:  # no name mover (query effect, test) or clean = corrupted logit difference (step 0)
+                _log(f"components {a.model} step {step}: {', '.join(undefined)} undefined at this checkpoint "
+                     "(no name-mover head, or equal clean and corrupted logit differences): not written")
+            scores.update({k: v for k, v in effects.items() if k not in undefined})
+            scores.update(name_attention(bridge, prompts, positions))
+            movers = [f"a{l}.h{h}" for l, h in torch.nonzero(effects["name_mover"] > 0).tolist()]
         if a.out_dir:
             meta = {"model": a.model, "step": step, "tokens_seen": step * a.tokens_per_step, "version": __version__,
                     "length": a.length, "batch": a.batch, "seed": a.seed, "top_k": a.top_k,
-                    "ioi_dataset": Path(a.ioi_dataset).name if a.ioi_dataset else None}
+                    "ioi_dataset": Path(a.ioi_dataset).name if a.ioi_dataset else None,
+                    "name_mover_copy": a.name_mover_copy, "candidate_effect": a.candidate_effect,
+                    "name_movers": ",".join(movers)}
             ComponentsRecord({k: v.numpy() for k, v in scores.items()}, meta).write(
                 Path(a.out_dir) / f"step{step}.parquet")
         row = {"model": a.model, "step": step}
         for name, t in scores.items():
-            layer, head = divmod(int(torch.argmax(t)), t.shape[1])
-            row[name] = {"best": f"a{layer}.h{head}", "score": round(float(t.max()), 4),
+            best = torch.argmin(t) if name in ("direct_effect", "query_effect") else torch.argmax(t)  # most negative
+            layer, head = divmod(int(best), t.shape[1])
+            row[name] = {"best": f"a{layer}.h{head}", "score": round(float(t.flatten()[best]), 4),
                          "per_head": [[round(float(x), 4) for x in r] for r in t]}
         rows.append(row)
         if not a.json:  # a workflow job (--out-dir) says it on the job's console line, a person at the terminal
@@ -298,7 +316,12 @@ def _versioning_commands(sub) -> None:
     _option(s, "--seed", "components.seed", "seed of the random sequences", type=int)
     _option(s, "--top-k", "components.top_k", "a name counts as copied when it is among this many top OV logits "
             "(Wang et al.: 5)", type=int)
-    s.add_argument("--ioi-dataset", default=None, help="IOI task parquet: adds the copy and negative copy scores")
+    s.add_argument("--ioi-dataset", default=None, help="IOI task parquet: adds the copy and negative copy scores, "
+                   "direct effects, name movers and the S-inhibition test")
+    s.add_argument("--name-mover-copy", type=float, default=10.0, help="copy score (percent) above which a head with "
+                   "a negative direct effect is a name mover (default: %(default)s, the paper's)")
+    s.add_argument("--candidate-effect", type=float, default=0.001, help="S-inhibition candidates: effect through "
+                   "the name movers' queries below minus this (default: %(default)s, the paper's)")
     s.add_argument("--tokens-per-step", type=int, default=None, help="batch size x context of training, for the "
                    "tokens_seen of --out-dir's files (required with --out-dir)")
     s.add_argument("--out-dir", default=None, help="write <out-dir>/step<step>.parquet (every head, every score)")

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from circuit_stability.tasks.base import example_metric
+
 
 def content_token_ids(tokenizer) -> torch.Tensor:
     """Ids of the tokenizer's content words (1-D, sorted): every token that is a leading-space marker ``Ġ`` followed
@@ -351,3 +353,283 @@ def ov_head_scores(bridge, ioi_frame=None, k: int = 5) -> dict[str, torch.Tensor
         out["copy"] = copy_scores(x, names, W_V, b_V, W_O, W_U, k)
         out["negative_copy"] = copy_scores(x, names, W_V, b_V, W_O, W_U, k, negative=True)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Direct-path patching of single heads at the read position (Wang et al. 2023 §3; Goldowsky-Dill et al. 2023), the
+# measurement behind name movers' direct effects and the S-inhibition test (reference.md §4.5, §5). Form (b) of
+# the path-patching issue: only the sender -> receiver path carries the sender's output from the alternative
+# prompt; every other path (through later heads and MLPs) sees the clean sender.
+
+
+def ioi_position_swap(clean: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The token-same / position-opposite variant of IOI prompts (McDougall et al.'s "ABB->BAB, BAB->ABB"): the IO
+    and S1 tokens trade places, so the same names occur with the first clause's order flipped ("Then, John and
+    Mary ..., John gave a drink to" for "Then, Mary and John ..., John gave a drink to").
+
+    Args:
+        clean: ``[N, pos]`` token ids of clean IOI prompts.
+        positions: ``[N, 3]`` IO, S1, S2 positions (:func:`ioi_name_positions`).
+
+    Returns:
+        ``[N, pos]`` token ids (a new tensor).
+    """
+    out = clean.clone()
+    rows = torch.arange(clean.shape[0])
+    io, s1 = positions[:, 0].to(clean.device), positions[:, 1].to(clean.device)
+    out[rows, io], out[rows, s1] = clean[rows, s1], clean[rows, io]
+    return out
+
+
+def _head_outputs_at(bridge, tokens: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every head's output (``attn.hook_result``) ``[batch, n_layers, n_heads, d_model]`` and the final residual
+    stream (``blocks.{L-1}.hook_resid_post``) ``[batch, d_model]`` at each row's read position, float32."""
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    L = bridge.cfg.n_layers
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        def f(x, hook):  # [batch, pos, head, d_model] or [batch, pos, d_model]
+            seen[name] = x[rows, position].detach().float()
+        return f
+
+    names = [f"blocks.{l}.attn.hook_result" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
+    hooks = [(n, keep(n)) for n in names]
+    with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
+        bridge(tokens)
+    heads = torch.stack([seen[f"blocks.{l}.attn.hook_result"] for l in range(L)], dim=1)
+    return heads, seen[f"blocks.{L - 1}.hook_resid_post"]
+
+
+def head_path_patch(bridge, prompts, alternative: torch.Tensor, senders: list[tuple[int, int]],
+                    receivers: list[tuple[int, int]] | None = None,
+                    max_rows: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Patch each sender head's output along one path only, at the read position.
+
+    For sender head ``s = (l, h)`` with output ``o_s`` (``blocks.{l}.attn.hook_result``), the clean prompts run
+    with ``Δ_s = o_s(alternative) − o_s(clean)`` added, at each prompt's read position only, to the receivers'
+    inputs: the final residual stream (``receivers=None``: the path sender -> logits, the head's direct effect)
+    or the query inputs (``blocks.{l'}.hook_q_input``, before the LayerNorm) of the heads ``receivers``. A
+    sender has no path to a receiver in its own or an earlier layer: that receiver gets no Δ. Everything else
+    runs clean, so the receivers' changed outputs act on the logits through the rest of the model.
+
+    The logits path needs no forward: the final residual at the read position is the clean one plus Δ_s, read
+    through the final LayerNorm and the unembedding. Query receivers take one batched forward for all senders
+    (prompts repeated along the batch, at most ``max_rows`` rows per pass).
+
+    Args:
+        bridge: a model from :func:`circuit_stability.models.load_model` (split q/k/v inputs, per-head results).
+        prompts: :class:`~circuit_stability.attribution.Prompts` (the clean prompts, read positions, answers).
+        alternative: ``[N, pos]`` token ids whose head outputs are patched in (the same shape as ``clean``).
+        senders: ``(layer, head)`` of the ``S`` sending heads.
+        receivers: ``(layer, head)`` of the ``R`` receiving heads, or None for the logits.
+        max_rows: forward batch rows (senders x prompts) per pass.
+
+    Returns:
+        ``(metric, attention)``: ``metric`` ``[S, N]`` float32 per-example task metric with that sender patched;
+        ``attention`` (None without receivers) ``[S, R, N, pos]``, the receivers' attention from the read position
+        under that patch.
+
+    Raises:
+        ValueError: if ``alternative`` and the clean prompts differ in shape, or a sender or receiver is not a head.
+    """
+    clean = prompts.clean
+    if tuple(alternative.shape) != tuple(clean.shape):
+        raise ValueError(f"alternative prompts {tuple(alternative.shape)} must match the clean ones "
+                         f"{tuple(clean.shape)}")
+    L, H = bridge.cfg.n_layers, bridge.cfg.n_heads
+    bad = [r for r in [*senders, *(receivers or [])] if not (0 <= r[0] < L and 0 <= r[1] < H)]
+    if bad:
+        raise ValueError(f"sender or receiver {bad} is not a head of this {L}-layer, {H}-head model")
+    N, P = clean.shape
+    device = clean.device
+    alt_heads, _ = _head_outputs_at(bridge, alternative.to(device), prompts.position)
+    clean_heads, final = _head_outputs_at(bridge, clean, prompts.position)
+    delta = torch.stack([alt_heads[:, l, h] - clean_heads[:, l, h] for l, h in senders])  # [S, N, d]
+    if not receivers:
+        with torch.no_grad():
+            logits = bridge.unembed(bridge.ln_final((final + delta).to(final.dtype)))  # [S, N, d_vocab]
+        rep = lambda t: t.repeat(len(senders), *([1] * (t.ndim - 1)))  # noqa: E731
+        zero = torch.zeros(len(senders) * N, dtype=torch.long, device=device)
+        metric = example_metric(logits.reshape(-1, 1, logits.shape[-1]), zero, rep(prompts.answer_ids),
+                                rep(prompts.flags), prompts.metric)
+        return metric.view(len(senders), N).cpu(), None
+    per_pass = max(1, max_rows // N)
+    metric = torch.empty((len(senders), N), dtype=torch.float32)
+    attention = torch.empty((len(senders), len(receivers), N, P), dtype=torch.float32)
+    by_layer: dict[int, list[tuple[int, int]]] = {}
+    for i, (l, h) in enumerate(receivers):
+        by_layer.setdefault(l, []).append((i, h))
+    for s0 in range(0, len(senders), per_pass):
+        group = senders[s0 : s0 + per_pass]
+        S = len(group)
+        rows = torch.arange(S * N, device=device)
+        pos = prompts.position.repeat(S)
+        d = delta[s0 : s0 + S]
+        layer_of = torch.tensor([l for l, _ in group], device=device)
+        seen: dict[int, torch.Tensor] = {}
+
+        def add_query(layer):
+            heads = torch.tensor([h for _, h in by_layer[layer]], device=device)
+            upstream = (layer_of < layer).float()[:, None, None]  # no path from the receiver's layer or later
+            dq = (d * upstream).reshape(S * N, 1, -1)
+
+            def f(x, hook):  # [S·N, P, H, d]
+                x = x.clone()
+                x[rows[:, None], pos[:, None], heads[None, :]] += dq.to(x.dtype)
+                return x
+            return f
+
+        def keep_pattern(layer):
+            heads = torch.tensor([h for _, h in by_layer[layer]], device=device)
+
+            def f(x, hook):  # [S·N, H, P, P]
+                seen[layer] = x[rows[:, None], heads[None, :], pos[:, None]].float()
+            return f
+
+        hooks = [(f"blocks.{l}.hook_q_input", add_query(l)) for l in by_layer]
+        hooks += [(f"blocks.{l}.attn.hook_pattern", keep_pattern(l)) for l in by_layer]
+        rep = lambda t: t.repeat(S, *([1] * (t.ndim - 1)))  # noqa: E731
+        with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
+            logits = bridge(rep(clean))
+        metric[s0 : s0 + S] = example_metric(logits, pos, rep(prompts.answer_ids), rep(prompts.flags),
+                                             prompts.metric).view(S, N).cpu()
+        for l, members in by_layer.items():
+            pattern = seen[l].view(S, N, len(members), P).permute(0, 2, 1, 3).cpu()
+            for j, (i, _) in enumerate(members):
+                attention[s0 : s0 + S, i] = pattern[:, j]
+    return metric, attention
+
+
+def normalised_effect(patched: torch.Tensor, clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
+    """Path-patching effect on the task metric, normalised (Wang et al. 2023; reference.md §5):
+    ``(mean m_patched − mean m_clean) / (mean m_clean − mean m_corrupted)``: 0 = no effect, −1 = the whole
+    clean-to-corrupted drop.
+
+    Args:
+        patched: ``[..., N]`` per-example metric under each patch; ``clean``, ``corrupted``: ``[N]``.
+
+    Returns:
+        ``[...]`` float32 (NaN when the clean and corrupted means are equal).
+    """
+    gap = float(clean.mean() - corrupted.mean())
+    if gap == 0.0:
+        return torch.full(patched.shape[:-1], float("nan"))
+    return (patched.mean(-1) - clean.mean()) / gap
+
+
+def s_inhibition_test(ld: float, ld_patched: torch.Tensor, attn_io: float, attn_io_patched: torch.Tensor,
+                      attn_s1: float, attn_s1_patched: torch.Tensor) -> torch.Tensor:
+    """The S-inhibition test (Wang et al. 2023 §3.2; the paper's ``S2I_token_pos``, reference.md §4.5): a head is an
+    S-inhibition head when patching its output from the position-swapped prompts (:func:`ioi_position_swap`) into
+    the name movers' queries lowers the logit difference, lowers the name movers' attention from the read position
+    to IO and raises it to S1. The paper compares relative changes ``(x_patched − x)/x``; the signs of plain
+    differences are used here, which agree whenever ``x > 0`` (attention always; the logit difference at every
+    checkpoint where IOI is performed) and do not flip meaning when the clean logit difference is negative.
+
+    Args:
+        ld, attn_io, attn_s1: unpatched mean logit difference and mean name-mover attention to IO and S1.
+        ld_patched, attn_io_patched, attn_s1_patched: ``[...]`` the same under each head's patch.
+
+    Returns:
+        ``[...]`` bool.
+    """
+    return (ld_patched < ld) & (attn_io_patched < attn_io) & (attn_s1_patched > attn_s1)
+
+
+def ioi_head_effects(bridge, prompts, positions: torch.Tensor, copy: torch.Tensor, copy_threshold: float = 10.0,
+                     candidate_threshold: float = 0.001, max_rows: int = 4096) -> dict[str, torch.Tensor]:
+    """Direct effects, name movers, effects through the name movers' queries and the S-inhibition test of every
+    head, by direct-path patching (:func:`head_path_patch`) on IOI prompts (corruption ABB->ABA).
+
+    - ``direct_effect``: normalised effect (:func:`normalised_effect`) of the head -> logits path;
+    - name-mover heads: copy score > ``copy_threshold`` and ``direct_effect`` < 0 (the paper's consistency
+      script; reference.md §5 B);
+    - ``query_effect``: normalised effect of the head -> name-mover queries path (all name movers jointly);
+    - ``s_inhibition``: 1.0 for a head with ``query_effect < −candidate_threshold`` (the paper: −0.001) that passes
+      :func:`s_inhibition_test` under the position swap, else 0.0.
+    Without name movers, ``query_effect`` and ``s_inhibition`` are NaN for every head.
+
+    Args:
+        prompts: IOI :class:`~circuit_stability.attribution.Prompts` (clean, corrupted ABB->ABA, read positions).
+        positions: ``[N, 3]`` IO, S1, S2 positions (:func:`ioi_name_positions`).
+        copy: ``[n_layers, n_heads]`` copy scores (percent, :func:`copy_scores`).
+
+    Returns:
+        ``direct_effect``, ``query_effect``, ``s_inhibition`` and ``name_mover`` (1.0 / 0.0), each
+        ``[n_layers, n_heads]`` float32.
+    """
+    L, H = bridge.cfg.n_layers, bridge.cfg.n_heads
+    with torch.no_grad():
+        ld_clean = prompts.metric_values(bridge(prompts.clean)).float().cpu()
+        ld_corr = prompts.metric_values(bridge(prompts.corrupted)).float().cpu()
+    heads = [(l, h) for l in range(L) for h in range(H)]
+    patched, _ = head_path_patch(bridge, prompts, prompts.corrupted, heads, None, max_rows)
+    direct = normalised_effect(patched, ld_clean, ld_corr).view(L, H)
+    movers = (copy > copy_threshold) & (direct < 0)
+    nan = torch.full((L, H), float("nan"))
+    out = {"direct_effect": direct, "name_mover": movers.float(), "query_effect": nan, "s_inhibition": nan.clone()}
+    receivers = [(int(l), int(h)) for l, h in torch.nonzero(movers)]
+    if not receivers:
+        return out
+    upstream = [(l, h) for l, h in heads if l < max(r[0] for r in receivers)]  # the others have no path: effect 0
+    query = torch.zeros(L, H)
+    if upstream:
+        patched, _ = head_path_patch(bridge, prompts, prompts.corrupted, upstream, receivers, max_rows)
+        query[tuple(torch.tensor(upstream).T)] = normalised_effect(patched, ld_clean, ld_corr)
+    out["query_effect"] = query
+    out["s_inhibition"] = torch.zeros(L, H)
+    candidates = [(l, h) for l, h in upstream if float(query[l, h]) < -candidate_threshold]
+    if not candidates:
+        return out
+    swapped = ioi_position_swap(prompts.clean, positions)
+    patched, attention = head_path_patch(bridge, prompts, swapped, candidates, receivers, max_rows)  # [C, R, N, P]
+    clean_attention = _receiver_attention(bridge, prompts, receivers)  # [R, N, P]
+    rows = torch.arange(positions.shape[0])
+    io, s1 = positions[:, 0], positions[:, 1]
+    passed = s_inhibition_test(float(ld_clean.mean()), patched.mean(-1),
+                               float(clean_attention[:, rows, io].mean()), attention[..., rows, io].mean((-1, -2)),
+                               float(clean_attention[:, rows, s1].mean()), attention[..., rows, s1].mean((-1, -2)))
+    out["s_inhibition"][tuple(torch.tensor(candidates).T)] = passed.float()
+    return out
+
+
+def name_attention(bridge, prompts, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every head's mean attention from the read position to the IO, S1 and S2 names of clean IOI prompts (the
+    attention half of the name-mover and copy-suppression tests: Wang et al. 2023 §3.1, a name mover attends to IO
+    more than to S1 and S2; McDougall et al. 2023, a copy-suppression head attends to the name it suppresses).
+
+    Args:
+        prompts: IOI :class:`~circuit_stability.attribution.Prompts`; positions: ``[N, 3]`` IO, S1, S2
+            (:func:`ioi_name_positions`).
+
+    Returns:
+        ``attention_io``, ``attention_s1``, ``attention_s2``: ``[n_layers, n_heads]`` float32 fractions in [0, 1].
+    """
+    pattern = _all_attention(bridge, prompts)  # [L, H, N, P]
+    rows = torch.arange(positions.shape[0])
+    return {f"attention_{name}": pattern[..., rows, positions[:, i]].mean(-1)
+            for i, name in enumerate(("io", "s1", "s2"))}
+
+
+def _all_attention(bridge, prompts) -> torch.Tensor:
+    """``[n_layers, n_heads, N, pos]`` every head's attention from each clean prompt's read position."""
+    L, H = bridge.cfg.n_layers, bridge.cfg.n_heads
+    return _receiver_attention(bridge, prompts, [(l, h) for l in range(L) for h in range(H)]).view(
+        L, H, *prompts.clean.shape)
+
+
+def _receiver_attention(bridge, prompts, receivers: list[tuple[int, int]]) -> torch.Tensor:
+    """``[R, N, pos]`` the receivers' attention from each clean prompt's read position (no patch)."""
+    rows = torch.arange(prompts.clean.shape[0], device=prompts.clean.device)
+    seen: dict[int, torch.Tensor] = {}
+
+    def keep(layer):
+        def f(x, hook):
+            seen[layer] = x[rows, :, prompts.position].detach().float().cpu()  # [N, H, P]
+        return f
+
+    layers = sorted({l for l, _ in receivers})
+    with torch.no_grad(), bridge.hooks(fwd_hooks=[(f"blocks.{l}.attn.hook_pattern", keep(l)) for l in layers]):
+        bridge(prompts.clean)
+    return torch.stack([seen[l][:, h] for l, h in receivers])

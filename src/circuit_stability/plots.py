@@ -11,6 +11,11 @@
   task (Tigges et al. 2024, Figure 5 left); hollow markers where no circuit reached the threshold. Checkpoints
   whose circuit is not ``valid`` (the model does not perform the task, so f_paper = m(C)/m(M) divides by
   noise; :func:`circuits.circuit_validity`) are drawn as grey crosses, off the line.
+- ``figure2_components.png``: per component type, each model's strongest in-circuit head's score against tokens
+  seen (Figure 2; :func:`strongest_heads`).
+- ``figure3_top_heads.png``: the largest model's top 5 heads of each component score over training (Figure 3).
+- ``component_lag.html``: whether each task's components emerged before, with or after the task, with the lag and
+  the hand-overs (tables for the report).
 """
 
 from __future__ import annotations
@@ -143,16 +148,167 @@ def faithfulness_figure(faith: pd.DataFrame, circuits: pd.DataFrame, model_order
     _save(fig, path, dpi)
 
 
-FIGURES = ("figure1_behavior.png", "circuit_size.png", "emergence.png", "faithfulness_curves.png")
+# Figure 2 / 3 panels: (score, the role it defines, the task whose circuit the role serves (tables.ROLE_TASKS; the
+# paper's Figure 2 reads induction and successor heads in the Greater-Than circuit), axis label)
+COMPONENT_PANELS = (
+    ("copy", "name_mover", "ioi", "copy score (%)"),
+    ("negative_copy", "negative_name_mover", "ioi", "negative copy score (%)"),
+    ("induction", "induction", "greater_than", "induction score"),
+    ("successor", "successor", "greater_than", "successor score"),
+    ("duplicate_token", "duplicate_token", "ioi", "duplicate-token score"),
+    ("previous_token", "previous_token", "ioi", "previous-token score"),
+)
+
+
+def strongest_heads(roles: pd.DataFrame, components: pd.DataFrame) -> pd.DataFrame:
+    """Figure 2's head per (model, panel of :data:`COMPONENT_PANELS`): the head that holds the role while a node of
+    its task's valid circuit at the most checkpoints ("strongest" = most persistent, as the paper's
+    ``figure_2*.py``, not the earliest-emerging of its text; ties: the higher maximum score). Without such a head,
+    the head holding the role at the most checkpoints, in or out of circuits (``kind`` = "not in circuit"); if no
+    head ever holds it, the best head at the last checkpoint ("never holds the role").
+
+    Returns:
+        Rows ``model, score, role, task, head, kind, checkpoints`` (checkpoints counted for that kind).
+    """
+    rows = []
+    for model in sorted(set(components["model"])):
+        comp = components[components["model"] == model]
+        for score, role, task, _ in COMPONENT_PANELS:
+            values = comp[comp["score"] == score]
+            if values.empty:
+                continue
+            peak = values.groupby("head")["value"].max()
+            r = roles[(roles["model"] == model) & (roles["task"] == task)] if role in roles else roles.iloc[:0]
+            held = r[r[role].astype(bool)] if len(r) else r
+            choice = None
+            for kind, part in (("in circuit", held[held["in_circuit"].fillna(False).astype(bool)]),
+                               ("not in circuit", held)):
+                if len(part):
+                    count = part.groupby("head").size()
+                    ranked = sorted(count.index, key=lambda h: (-count[h], -peak.get(h, 0.0), h))
+                    choice = (ranked[0], kind, int(count[ranked[0]]))
+                    break
+            if choice is None:
+                last = values[values["step"] == values["step"].max()].sort_values("value", ascending=False)
+                choice = (last["head"].iloc[0], "never holds the role", 0)
+            rows.append({"model": model, "score": score, "role": role, "task": task, "head": choice[0],
+                         "kind": choice[1], "checkpoints": choice[2]})
+    return pd.DataFrame(rows, columns=["model", "score", "role", "task", "head", "kind", "checkpoints"])
+
+
+def _panel_grid(n: int, width: float = 4.6, height: float = 3.4):
+    ncols = min(3, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)[:n]
+
+
+def _threshold(component_emergence: pd.DataFrame, score: str) -> float | None:
+    t = component_emergence.loc[component_emergence["score"] == score, "threshold"]
+    return float(t.iloc[0]) if len(t) else None
+
+
+def components_figure(components: pd.DataFrame, roles: pd.DataFrame, component_emergence: pd.DataFrame,
+                      model_order: list[str], path: Path, dpi: int = 120) -> None:
+    """Figure 2: per component type, the strongest in-circuit head of each model (:func:`strongest_heads`)
+    against tokens seen; dashed: the head never sits in the task's circuit with the role; dotted: no head ever
+    holds the role. Grey line: the role's threshold."""
+    chosen = strongest_heads(roles, components)
+    panels = [p for p in COMPONENT_PANELS if p[0] in set(components["score"])]
+    fig, axes = _panel_grid(len(panels))
+    style = {"in circuit": "-", "not in circuit": "--", "never holds the role": ":"}
+    for ax, (score, role, task, label) in zip(axes, panels):
+        for model in [m for m in model_order if m in set(components["model"])]:
+            c = chosen[(chosen["model"] == model) & (chosen["score"] == score)]
+            if c.empty:
+                continue
+            head, kind = c["head"].iloc[0], c["kind"].iloc[0]
+            f = components[(components["model"] == model) & (components["score"] == score)
+                           & (components["head"] == head)].sort_values("tokens_seen")
+            ax.plot(f["tokens_seen"], f["value"], style[kind], marker="o", ms=2.5,
+                    label=f"{model} {head}" + ("" if kind == "in circuit" else f" ({kind})"))
+        t = _threshold(component_emergence, score)
+        if t is not None:
+            ax.axhline(t, color="grey", lw=0.8, ls="--")
+        _tokens_axis(ax, components)
+        ax.set_ylabel(label)
+        ax.set_title(f"{role.replace('_', '-')} ({TASK_TITLES.get(task, task)} circuit)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Strongest in-circuit head of each component type (Tigges et al. 2024, Figure 2)")
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
+def top_heads_figure(components: pd.DataFrame, component_emergence: pd.DataFrame, model_order: list[str],
+                     path: Path, dpi: int = 120, k: int = 5) -> None:
+    """Figure 3: the largest model's top ``k`` heads of each component score (by maximum over training) against
+    tokens seen, so hand-overs between heads show as crossing lines. Grey line: the score's threshold."""
+    model = [m for m in model_order if m in set(components["model"])][-1]
+    comp = components[components["model"] == model]
+    panels = [p for p in COMPONENT_PANELS if p[0] in set(comp["score"])]
+    fig, axes = _panel_grid(len(panels))
+    for ax, (score, role, _, label) in zip(axes, panels):
+        f = comp[comp["score"] == score]
+        top = f.groupby("head")["value"].max().sort_values(ascending=False, kind="stable").index[:k]
+        for head in top:
+            g = f[f["head"] == head].sort_values("tokens_seen")
+            ax.plot(g["tokens_seen"], g["value"], marker="o", ms=2.5, label=head)
+        t = _threshold(component_emergence, score)
+        if t is not None:
+            ax.axhline(t, color="grey", lw=0.8, ls="--")
+        _tokens_axis(ax, f)
+        ax.set_ylabel(label)
+        ax.set_title(f"{model}: top {k} {role.replace('_', '-')} heads")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Component heads of {model} over training (Tigges et al. 2024, Figure 3)")
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
+def component_lag_page(lag: pd.DataFrame, hand: pd.DataFrame, component_emergence: pd.DataFrame,
+                       path: Path) -> None:
+    """``component_lag.html``: the component-lag table (per model, task and role: onset steps and tokens, lag,
+    before / with / after, hand-over count), every hand-over, and the component emergence table (whose
+    ``final_best`` shows how far a type that never appears stays from its threshold), as HTML tables for the
+    report (pandas ``to_html``)."""
+    lag = lag.copy()
+    for c in ("task_step", "component_step", "lag_steps", "task_tokens", "component_tokens", "lag_tokens"):
+        lag[c] = lag[c].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
+    text = ("<h3>Components against task onset</h3><p>Per model and task: the first checkpoint at which each "
+            "component the task relies on appears (some head reaches the score's threshold), the task's onset "
+            "(metric at half its final value), the lag (component step minus onset step; negative: the component "
+            "came first), and the number of hand-overs of that role while the task is performed.</p>"
+            + lag.to_html(index=False, na_rep="", border=0)
+            + "<h3>Hand-overs</h3><p>A head leaves the role between two consecutive checkpoints while another takes "
+            "it, the task performed at both.</p>"
+            + (hand.to_html(index=False, border=0) if len(hand) else "<p>None.</p>")
+            + "<h3>Component emergence</h3><p>Per model and score: the first checkpoint some head reaches the "
+            "threshold, that head, and the best head and its score at the last checkpoint (for a type that never "
+            "appears, the scores that show it).</p>" + component_emergence.to_html(index=False, na_rep="—", border=0))
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(f"<!DOCTYPE html><html><body>{text}</body></html>\n", encoding="utf-8")
+
+
+FIGURES = ("figure1_behavior.png", "circuit_size.png", "emergence.png", "faithfulness_curves.png",
+           "figure2_components.png", "figure3_top_heads.png", "component_lag.html")
 
 
 def make_figures(tables: Path, out: Path, model_order: list[str], dpi: int = 120) -> list[Path]:
-    """Draw :data:`FIGURES` from ``tables/{behavior,circuits,emergence,faithfulness}.parquet`` into ``out``
-    (PNG at ``dpi`` dots per inch)."""
+    """Draw :data:`FIGURES` from ``tables/{behavior,circuits,emergence,faithfulness,components,roles,
+    component_emergence}.parquet`` into ``out`` (PNG at ``dpi`` dots per inch)."""
     circuits = pd.read_parquet(tables / "circuits.parquet")
     behavior_figure(pd.read_parquet(tables / "behavior.parquet"), model_order, out / FIGURES[0], dpi)
     circuit_size_figure(circuits, model_order, out / FIGURES[1], dpi)
     emergence_figure(pd.read_parquet(tables / "emergence.parquet"), model_order, out / FIGURES[2], dpi)
     faithfulness_figure(pd.read_parquet(tables / "faithfulness.parquet"), circuits, model_order, out / FIGURES[3],
                         dpi)
+    components = pd.read_parquet(tables / "components.parquet")
+    component_emergence = pd.read_parquet(tables / "component_emergence.parquet")
+    components_figure(components, pd.read_parquet(tables / "roles.parquet"), component_emergence, model_order,
+                      out / FIGURES[4], dpi)
+    top_heads_figure(components, component_emergence, model_order, out / FIGURES[5], dpi)
+    component_lag_page(pd.read_parquet(tables / "component_lag.parquet"),
+                       pd.read_parquet(tables / "handovers.parquet"), component_emergence, out / FIGURES[6])
     return [out / f for f in FIGURES]

@@ -210,7 +210,20 @@ COMPONENT_SCORES = {
     "successor": "fraction of ordinal pairs whose successor the OV circuit ranks first (Gould et al. 2023)",
     "copy": "percent of IOI name positions whose name is in the OV circuit's top 5 (Wang et al. 2023)",
     "negative_copy": "the copy score with the OV logits negated (McDougall et al. 2023), percent",
+    "direct_effect": "normalised IOI logit-difference change when the head's path to the logits carries its "
+                     "ABB->ABA output (Wang et al. 2023); 0 none, -1 the whole clean-to-corrupted drop",
+    "name_mover": "1 when copy > the copy threshold and direct_effect < 0 (the paper's name-mover rule), else 0",
+    "query_effect": "normalised IOI logit-difference change through the name movers' queries (ABB->ABA); "
+                    "absent when the checkpoint has no name mover",
+    "s_inhibition": "1 when the head passes the S-inhibition test (Wang et al. 2023; reference §4.5), else 0; "
+                    "absent when the checkpoint has no name mover",
+    "attention_io": "mean attention from the IOI read position to the IO name, in [0, 1]",
+    "attention_s1": "mean attention from the IOI read position to the first mention of S, in [0, 1]",
+    "attention_s2": "mean attention from the IOI read position to the second mention of S, in [0, 1]",
 }
+
+# scores that measure an effect or an attention, not a head function: no emergence threshold applies to them
+EFFECT_SCORES = ("direct_effect", "query_effect", "attention_io", "attention_s1", "attention_s2")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from circuit_stability.artifacts import write_parquet
-from circuit_stability.records import BehaviorRecord, CircuitRecord, ComponentsRecord
+from circuit_stability.records import EFFECT_SCORES, BehaviorRecord, CircuitRecord, ComponentsRecord
 
 
 def behavior_table(paths: list[str | Path]) -> pd.DataFrame:
@@ -138,8 +138,10 @@ def component_emergence_table(components: pd.DataFrame, thresholds: dict[str, fl
         the model's last checkpoint), sorted by model and score.
 
     Raises:
-        ValueError: naming the scores of ``components`` that have no threshold.
+        ValueError: naming the scores of ``components`` that have no threshold (effect scores,
+            :data:`~circuit_stability.records.EFFECT_SCORES`, have none and are left out).
     """
+    components = components[~components["score"].isin(EFFECT_SCORES)]
     missing = sorted(set(components["score"]) - set(thresholds))
     if missing:
         raise ValueError(f"no threshold for component score(s) {missing}; thresholds given: {sorted(thresholds)}")
@@ -158,17 +160,199 @@ def component_emergence_table(components: pd.DataFrame, thresholds: dict[str, fl
                                        "emergence_head", "final_best", "final_head"])
 
 
+# Roles (Tigges et al. 2024 §3.2, App. E; reference.md §4.6): a head holds a role at a checkpoint when its scores
+# pass the role's rule. The pattern scores use the paper's relative rule (above the checkpoint's mean over heads)
+# *and* an absolute floor (``components.thresholds``): the relative rule alone gives half the heads of an untrained
+# model every role.
+ROLES = {
+    "induction": "induction >= thresholds.induction and > the checkpoint's mean induction score over heads",
+    "duplicate_token": "duplicate_token >= thresholds.duplicate_token and > the checkpoint's mean over heads",
+    "previous_token": "previous_token >= thresholds.previous_token and > the checkpoint's mean over heads",
+    "successor": "successor >= thresholds.successor",
+    "name_mover": "copy > thresholds.copy and direct_effect < 0 (the paper's consistency script)",
+    "negative_name_mover": "negative_copy > thresholds.negative_copy and direct_effect != 0 (the paper's rule)",
+    "s_inhibition": "passes the S-inhibition test (candidates: query_effect < -components.candidate_effect)",
+}
+_RELATIVE = ("induction", "duplicate_token", "previous_token")
+
+# The task whose circuit each role serves in the paper (Figure 2: name movers, copy suppression and S-inhibition in
+# IOI; successor and induction heads in Greater-Than; duplicate-token and previous-token heads feed IOI's induction
+# and S-inhibition heads, Wang et al. 2023).
+ROLE_TASKS = {
+    "ioi": ("name_mover", "negative_name_mover", "s_inhibition", "induction", "duplicate_token", "previous_token"),
+    "greater_than": ("successor", "induction"),
+}
+
+
+def role_flags(components: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
+    """Which roles (:data:`ROLES`) each head holds at each checkpoint.
+
+    Args:
+        components: :func:`components_table`'s rows.
+        thresholds: ``components.thresholds`` (score units).
+
+    Returns:
+        One row per (model, step, head): ``model, step, tokens_seen, head, layer, head_index`` and one bool
+        column per role of :data:`ROLES` (False where the role's scores are absent at that checkpoint, e.g.
+        no IOI task, or S-inhibition without a name mover), plus ``s_inhibition_defined``.
+    """
+    keys = ["model", "step", "tokens_seen", "head", "layer", "head_index"]
+    wide = components.pivot_table(index=keys, columns="score", values="value", aggfunc="first").reset_index()
+    wide.columns.name = None
+    out = wide[keys].copy()
+    col = lambda name: wide[name] if name in wide else pd.Series(np.nan, index=wide.index)  # noqa: E731
+    for name in _RELATIVE:
+        mean = col(name).groupby([wide["model"], wide["step"]]).transform("mean")
+        out[name] = (col(name) >= thresholds[name]) & (col(name) > mean)
+    out["successor"] = col("successor") >= thresholds["successor"]
+    out["name_mover"] = (col("copy") > thresholds["copy"]) & (col("direct_effect") < 0)
+    out["negative_name_mover"] = (col("negative_copy") > thresholds["negative_copy"]) & (col("direct_effect") != 0) \
+        & col("direct_effect").notna()
+    out["s_inhibition"] = col("s_inhibition") >= 1.0
+    out["s_inhibition_defined"] = col("s_inhibition").notna()
+    return out.sort_values(["model", "step", "layer", "head_index"], kind="stable", ignore_index=True)
+
+
+def circuit_heads(paths: list[str | Path]) -> pd.DataFrame:
+    """Rows ``model, task, step, valid, heads`` (the circuit's head nodes, a frozenset of ``a{L}.h{H}``) from
+    circuit JSONs."""
+    rows = []
+    for p in paths:
+        c = CircuitRecord.read(p)
+        rows.append({"model": c.model, "task": c.task, "step": c.step, "valid": c.valid,
+                     "heads": frozenset(n for n in c.nodes if n.startswith("a"))})
+    return pd.DataFrame(rows, columns=["model", "task", "step", "valid", "heads"])
+
+
+def roles_table(flags: pd.DataFrame, circuits: pd.DataFrame) -> pd.DataFrame:
+    """The roles table (item 2 of the components issue): one row per (model, step, task, head).
+
+    Args:
+        flags: :func:`role_flags`' rows.
+        circuits: :func:`circuit_heads`' rows (every task with circuits).
+
+    Returns:
+        ``model, step, tokens_seen, task, head, layer, head_index, circuit_valid, in_circuit`` (whether the head
+        is a node of the task's minimal circuit at that step; NA where the circuit is not valid, or the step has
+        no circuit, so only valid circuits count, design §5), then the role columns of :data:`ROLES`.
+    """
+    roles = [r for r in ROLES if r in flags]
+    rows = []
+    for (model, task), c in circuits.groupby(["model", "task"], sort=True):
+        f = flags[flags["model"] == model]
+        c = c.set_index("step")
+        valid = f["step"].map(c["valid"]).astype("boolean")
+        heads = f["step"].map(c["heads"])
+        member = pd.array([h in hs if isinstance(hs, frozenset) else pd.NA for h, hs in zip(f["head"], heads)],
+                          dtype="boolean")
+        member[~valid.fillna(False).to_numpy()] = pd.NA
+        part = f[["model", "step", "tokens_seen"]].copy()
+        part["task"] = task
+        part[["head", "layer", "head_index"]] = f[["head", "layer", "head_index"]]
+        part["circuit_valid"] = valid.to_numpy()
+        part["in_circuit"] = member
+        part[roles] = f[roles]
+        rows.append(part)
+    columns = ["model", "step", "tokens_seen", "task", "head", "layer", "head_index", "circuit_valid", "in_circuit",
+               *roles]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(rows, ignore_index=True)[columns].sort_values(
+        ["model", "task", "step", "layer", "head_index"], kind="stable", ignore_index=True)
+
+
+def handovers(flags: pd.DataFrame, behavior: pd.DataFrame, emergence: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """Role hand-overs between consecutive checkpoints while the task is performed (Tigges et al. 2024 §4.1).
+
+    A hand-over of role ``r`` from step ``t`` to the next analysed step ``t'`` is a head that holds ``r`` at ``t``
+    and not at ``t'`` while another head that did not hold it at ``t`` holds it at ``t'``; it counts only when the
+    role's task (:data:`ROLE_TASKS`) is performed at both steps (metric >= ``fraction`` x the final metric, the
+    onset rule of :func:`emergence_table`: "performance held").
+
+    Args:
+        flags: :func:`role_flags`' rows; behavior: :func:`behavior_table`'s; emergence: :func:`emergence_table`'s
+        (with the same ``fraction``).
+
+    Returns:
+        Rows ``model, task, role, step_from, step_to, tokens_to, left, joined`` (comma-separated heads).
+    """
+    frame = behavior[behavior["split"] == "all"]
+    rows = []
+    for task, task_roles in ROLE_TASKS.items():
+        for model in sorted(set(flags["model"])):
+            e = emergence[(emergence["model"] == model) & (emergence["task"] == task)]
+            b = frame[(frame["model"] == model) & (frame["task"] == task)].set_index("step")["metric"]
+            if e.empty or b.empty or np.isnan(e["emergence_step"].iloc[0]):
+                continue
+            bar = fraction * float(e["final_metric"].iloc[0])
+            f = flags[flags["model"] == model]
+            steps = sorted(set(f["step"]))
+            for role in (r for r in task_roles if r in f):
+                held = {s: set(f.loc[(f["step"] == s) & f[role], "head"]) for s in steps}
+                for t0, t1 in zip(steps, steps[1:]):
+                    if t0 not in b.index or t1 not in b.index or b[t0] < bar or b[t1] < bar:
+                        continue
+                    left, joined = held[t0] - held[t1], held[t1] - held[t0]
+                    if left and joined:
+                        rows.append({"model": model, "task": task, "role": role, "step_from": t0, "step_to": t1,
+                                     "tokens_to": int(f.loc[f["step"] == t1, "tokens_seen"].iloc[0]),
+                                     "left": ",".join(sorted(left)), "joined": ",".join(sorted(joined))})
+    return pd.DataFrame(rows, columns=["model", "task", "role", "step_from", "step_to", "tokens_to", "left",
+                                       "joined"])
+
+
+def component_lag_table(component_emergence: pd.DataFrame, emergence: pd.DataFrame,
+                        hand: pd.DataFrame) -> pd.DataFrame:
+    """Whether the components a task relies on (:data:`ROLE_TASKS`) emerged before, with or after the task, per
+    (model, task) (the components issue, item 4; Tigges et al. 2024 §3.2).
+
+    Component emergence is :func:`component_emergence_table`'s first step some head reaches the score's threshold
+    (for a role with a score of its own name; the IOI pattern roles by their score; negative name movers by the
+    negative copy score). Lag = component step − task onset step (negative: the component came first).
+
+    Returns:
+        Rows ``model, task, role, task_step, task_tokens, component_step, component_tokens, lag_steps,
+        lag_tokens, relation`` (``before`` / ``with`` / ``after``; ``never`` when the component never appears,
+        ``task never`` when the task is never learnt), ``handovers`` (:func:`handovers`' count for that role).
+    """
+    score_of = {"negative_name_mover": "negative_copy"}
+    rows = []
+    for _, e in emergence.iterrows():
+        for role in ROLE_TASKS.get(e["task"], ()):
+            ce = component_emergence[(component_emergence["model"] == e["model"])
+                                     & (component_emergence["score"] == score_of.get(role, role))]
+            c_step = float(ce["emergence_step"].iloc[0]) if len(ce) else np.nan
+            c_tok = float(ce["emergence_tokens"].iloc[0]) if len(ce) else np.nan
+            t_step, t_tok = float(e["emergence_step"]), float(e["emergence_tokens"])
+            lag = c_step - t_step
+            relation = ("task never" if np.isnan(t_step) else "never" if np.isnan(c_step)
+                        else "before" if lag < 0 else "with" if lag == 0 else "after")
+            n = int(((hand["model"] == e["model"]) & (hand["task"] == e["task"]) & (hand["role"] == role)).sum())
+            rows.append({"model": e["model"], "task": e["task"], "role": role, "task_step": t_step,
+                         "task_tokens": t_tok, "component_step": c_step, "component_tokens": c_tok,
+                         "lag_steps": lag, "lag_tokens": c_tok - t_tok, "relation": relation, "handovers": n})
+    return pd.DataFrame(rows, columns=["model", "task", "role", "task_step", "task_tokens", "component_step",
+                                       "component_tokens", "lag_steps", "lag_tokens", "relation", "handovers"])
+
+
 def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Path, emergence_fraction: float,
                  components: list[str | Path], component_thresholds: dict[str, float]) -> None:
-    """Write ``behavior``, ``circuits``, ``faithfulness``, ``emergence``, ``components`` and
-    ``component_emergence`` ``.parquet`` into ``out`` (``emergence_fraction``: the onset rule of
-    :func:`emergence_table`; ``components``: the components parquets, none for a study without them;
-    ``component_thresholds``: :func:`component_emergence_table`'s)."""
+    """Write ``behavior``, ``circuits``, ``faithfulness``, ``emergence``, ``components``, ``component_emergence``,
+    ``roles``, ``handovers`` and ``component_lag`` ``.parquet`` into ``out`` (``emergence_fraction``: the onset rule
+    of :func:`emergence_table`; ``components``: the components parquets; ``component_thresholds``:
+    ``components.thresholds``, for :func:`component_emergence_table` and :func:`role_flags`)."""
     c = components_table(list(components))
+    component_emergence = component_emergence_table(c, component_thresholds)
     write_parquet(c, out / "components.parquet")
-    write_parquet(component_emergence_table(c, component_thresholds), out / "component_emergence.parquet")
+    write_parquet(component_emergence, out / "component_emergence.parquet")
     b = behavior_table(behavior)
+    e = emergence_table(b, emergence_fraction)
     write_parquet(b, out / "behavior.parquet")
     write_parquet(circuit_table(circuits), out / "circuits.parquet")
     write_parquet(faithfulness_table(circuits), out / "faithfulness.parquet")
-    write_parquet(emergence_table(b, emergence_fraction), out / "emergence.parquet")
+    write_parquet(e, out / "emergence.parquet")
+    flags = role_flags(c, component_thresholds)
+    hand = handovers(flags, b, e, emergence_fraction)
+    write_parquet(roles_table(flags, circuit_heads(circuits)), out / "roles.parquet")
+    write_parquet(hand, out / "handovers.parquet")
+    write_parquet(component_lag_table(component_emergence, e, hand), out / "component_lag.parquet")
