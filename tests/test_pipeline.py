@@ -104,10 +104,10 @@ def test_scores_and_circuit_contracts(study):
     assert (behavior["tokens_seen"] == behavior["step"] * 8 * 64).all()
     components = pd.read_parquet(study / "results/tables/components.parquet")
     always = {"induction", "duplicate_token", "previous_token", "successor", "copy", "negative_copy",
-              "direct_effect", "name_mover"}  # the quick study has IOI, so the copy scores and effects too
+              "direct_effect", "name_mover", "attention_io", "attention_s1", "attention_s2"}  # the study has IOI
     assert always <= set(components["score"]) <= always | {"query_effect", "s_inhibition"}  # these with a name mover
     counts = components.groupby(["model", "step"]).size() / components.groupby(["model", "step"])["head"].nunique()
-    assert set(counts) <= {8, 10} and len(counts) == len(STEPS) * len(MODELS)
+    assert set(counts) <= {11, 13} and len(counts) == len(STEPS) * len(MODELS)
     assert (components["tokens_seen"] == components["step"] * 8 * 64).all()
     roles = pd.read_parquet(study / "results/tables/roles.parquet")
     assert len(roles) == len(STEPS) * len(TASKS) * (1 * 2 + 2 * 4)  # every (step, task, head) of both models
