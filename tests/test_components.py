@@ -279,8 +279,8 @@ def test_ioi_head_effects_follow_their_rules(trained_bridge, ioi_prompts):
     bridge, prompts = trained_bridge, ioi_prompts
     positions, _ = ioi_name_positions(make_dataset("ioi", bridge.tokenizer, 20, seed=1).frame)
     copy = torch.full((bridge.cfg.n_layers, bridge.cfg.n_heads), 50.0)  # the name movers: negative direct effect
-    out = ioi_head_effects(bridge, prompts, positions, copy)
-    again = ioi_head_effects(bridge, prompts, positions, copy)
+    out = ioi_head_effects(bridge, prompts, positions, copy, 10.0, 0.001)
+    again = ioi_head_effects(bridge, prompts, positions, copy, 10.0, 0.001)
     for k in out:
         torch.testing.assert_close(out[k], again[k], equal_nan=True, atol=0, rtol=0)
     movers = (copy > 10) & (out["direct_effect"] < 0)
@@ -290,7 +290,7 @@ def test_ioi_head_effects_follow_their_rules(trained_bridge, ioi_prompts):
     assert (out["query_effect"][last:] == 0).all() and (out["s_inhibition"][last:] == 0).all()
     si = out["s_inhibition"].bool()
     assert (out["query_effect"][si] < -0.001).all()
-    none = ioi_head_effects(bridge, prompts, positions, copy, copy_threshold=100.0)
+    none = ioi_head_effects(bridge, prompts, positions, copy, 100.0, 0.001)
     assert torch.isnan(none["query_effect"]).all() and torch.isnan(none["s_inhibition"]).all()
     assert not none["name_mover"].any()
 

@@ -318,10 +318,10 @@ def _versioning_commands(sub) -> None:
             "(Wang et al.: 5)", type=int)
     s.add_argument("--ioi-dataset", default=None, help="IOI task parquet: adds the copy and negative copy scores, "
                    "direct effects, name movers and the S-inhibition test")
-    s.add_argument("--name-mover-copy", type=float, default=10.0, help="copy score (percent) above which a head with "
-                   "a negative direct effect is a name mover (default: %(default)s, the paper's)")
-    s.add_argument("--candidate-effect", type=float, default=0.001, help="S-inhibition candidates: effect through "
-                   "the name movers' queries below minus this (default: %(default)s, the paper's)")
+    _option(s, "--name-mover-copy", "components.thresholds.copy", "copy score (percent) above which a head with a "
+            "negative direct effect is a name mover (the paper: 10)", type=float)
+    _option(s, "--candidate-effect", "components.candidate_effect", "S-inhibition candidates: normalised effect "
+            "through the name movers' queries below minus this (the paper: 0.001)", type=float)
     s.add_argument("--tokens-per-step", type=int, default=None, help="batch size x context of training, for the "
                    "tokens_seen of --out-dir's files (required with --out-dir)")
     s.add_argument("--out-dir", default=None, help="write <out-dir>/step<step>.parquet (every head, every score)")

@@ -537,8 +537,8 @@ def s_inhibition_test(ld: float, ld_patched: torch.Tensor, attn_io: float, attn_
     return (ld_patched < ld) & (attn_io_patched < attn_io) & (attn_s1_patched > attn_s1)
 
 
-def ioi_head_effects(bridge, prompts, positions: torch.Tensor, copy: torch.Tensor, copy_threshold: float = 10.0,
-                     candidate_threshold: float = 0.001, max_rows: int = 4096) -> dict[str, torch.Tensor]:
+def ioi_head_effects(bridge, prompts, positions: torch.Tensor, copy: torch.Tensor, copy_threshold: float,
+                     candidate_threshold: float, max_rows: int = 4096) -> dict[str, torch.Tensor]:
     """Direct effects, name movers, effects through the name movers' queries and the S-inhibition test of every
     head, by direct-path patching (:func:`head_path_patch`) on IOI prompts (corruption ABB->ABA).
 
@@ -554,6 +554,8 @@ def ioi_head_effects(bridge, prompts, positions: torch.Tensor, copy: torch.Tenso
         prompts: IOI :class:`~circuit_stability.attribution.Prompts` (clean, corrupted ABB->ABA, read positions).
         positions: ``[N, 3]`` IO, S1, S2 positions (:func:`ioi_name_positions`).
         copy: ``[n_layers, n_heads]`` copy scores (percent, :func:`copy_scores`).
+        copy_threshold: percent (``components.thresholds.copy``; the paper: 10).
+        candidate_threshold: ``components.candidate_effect`` (the paper: 0.001).
 
     Returns:
         ``direct_effect``, ``query_effect``, ``s_inhibition`` and ``name_mover`` (1.0 / 0.0), each
