@@ -18,6 +18,7 @@ for g, group in enumerate(STEP_GROUPS):
             model=model_args,
             steps=",".join(map(str, chunk)),
         threads: THREADS
+        priority: model_priority
         resources:
             gpu=1,
         message:

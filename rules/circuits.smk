@@ -27,6 +27,7 @@ for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in
             margin=CIRCUITS["validity_margin"],
             emergence=ANALYSIS["emergence_fraction"],
         threads: THREADS
+        priority: model_priority
         resources:
             gpu=1,
         message:

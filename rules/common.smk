@@ -64,6 +64,17 @@ for _m in MODELS:
         _group["models"].append(_m)
 
 
+# Scheduling: among the jobs ready to start, Snakemake starts the highest priority first. A larger model's chain
+# (training, then each task's behaviour, scores and circuits, and its components) is the longest of the study, so
+# its jobs go first; the datasets, cheap and needed by every model's jobs, go before all of them.
+def model_priority(wildcards):
+    """Priority of a job of model `wildcards.model`: its rank by size (MODELS lists the smallest first)."""
+    return MODELS.index(wildcards.model) + 1
+
+
+DATASET_PRIORITY = len(MODELS) + 1
+
+
 def group_rule(name, g):
     """The name of rule `name` for step group `g` (the plain name when the study has one group)."""
     return name if len(STEP_GROUPS) == 1 else f"{name}_g{g}"

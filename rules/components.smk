@@ -30,6 +30,7 @@ for g, group in enumerate(STEP_GROUPS):
                   + (f" --name-mover-copy {config['components']['thresholds']['copy']}"
                      f" --candidate-effect {config['components']['candidate_effect']}" if IOI_DATASET else "")),
         threads: THREADS
+        priority: model_priority
         resources:
             gpu=1,
         message:

@@ -8,6 +8,7 @@ rule dataset:
     params:
         n=lambda w: config["tasks"][w.task]["n_examples"],
         seed=lambda w: config["tasks"][w.task]["seed"],
+    priority: DATASET_PRIORITY
     message:
         "Dataset: task {wildcards.task}, {params.n} examples, for the {wildcards.family} tokenizer"
     log:

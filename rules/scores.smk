@@ -19,6 +19,7 @@ for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in
             ig_steps=ANALYSIS["ig_steps"],
             convention=ANALYSIS["ig_convention"],
         threads: THREADS
+        priority: model_priority
         resources:
             gpu=1,
         message:

@@ -187,6 +187,7 @@ def cmd_heads(a: argparse.Namespace) -> None:
     from circuit_stability.attribution import Prompts
     from circuit_stability.components import (content_token_ids, head_scores, ioi_head_effects, ioi_name_positions,
                                               name_attention, ov_head_scores, repeated_random_tokens)
+    from circuit_stability.graph import head_name
     from circuit_stability.models import load_model
     from circuit_stability.records import EFFECT_SCORES, ComponentsRecord, read_dataset
 
@@ -214,7 +215,7 @@ def cmd_heads(a: argparse.Namespace) -> None:
                      "(no name-mover head, or equal clean and corrupted logit differences): not written")
             scores.update({k: v for k, v in effects.items() if k not in undefined})
             scores.update(name_attention(bridge, prompts, positions))
-            movers = [f"a{l}.h{h}" for l, h in torch.nonzero(effects["name_mover"] > 0).tolist()]
+            movers = [head_name(l, h) for l, h in torch.nonzero(effects["name_mover"] > 0).tolist()]
         if a.out_dir:
             meta = {"model": a.model, "step": step, "tokens_seen": step * a.tokens_per_step, "version": __version__,
                     "length": a.length, "batch": a.batch, "seed": a.seed, "top_k": a.top_k,
@@ -227,7 +228,7 @@ def cmd_heads(a: argparse.Namespace) -> None:
         for name, t in scores.items():
             best = torch.argmin(t) if name in ("direct_effect", "query_effect") else torch.argmax(t)  # most negative
             layer, head = divmod(int(best), t.shape[1])
-            row[name] = {"best": f"a{layer}.h{head}", "score": round(float(t.flatten()[best]), 4),
+            row[name] = {"best": head_name(layer, head), "score": round(float(t.flatten()[best]), 4),
                          "per_head": [[round(float(x), 4) for x in r] for r in t]}
         rows.append(row)
         if not a.json:  # a workflow job (--out-dir) says it on the job's console line, a person at the terminal

@@ -22,6 +22,12 @@ import numpy as np
 QKV = ("q", "k", "v")
 
 
+def head_name(layer: int, head: int) -> str:
+    """The graph's node name of attention head ``head`` of layer ``layer``: ``a{layer}.h{head}`` (design §4), the
+    name every artefact uses for a head (circuit nodes, component scores, roles)."""
+    return f"a{layer}.h{head}"
+
+
 def edge_count(n_layers: int, n_heads: int, parallel_attn_mlp: bool = True) -> int:
     """Number of edges, design §4: E = Σ_{l<L} (1 + l(H+1))(3H+1) + 1 + L(H+1) with parallel attention.
 
@@ -63,7 +69,7 @@ class Graph:
     def writer_names(self) -> list[str]:
         names = ["input"]
         for l in range(self.n_layers):
-            names += [f"a{l}.h{h}" for h in range(self.n_heads)] + [f"m{l}"]
+            names += [head_name(l, h) for h in range(self.n_heads)] + [f"m{l}"]
         return names
 
     # ---- readers (backward nodes)
@@ -93,7 +99,7 @@ class Graph:
         names = []
         for l in range(self.n_layers):
             for c in QKV:
-                names += [f"a{l}.h{h}<{c}>" for h in range(self.n_heads)]
+                names += [f"{head_name(l, h)}<{c}>" for h in range(self.n_heads)]
             names.append(f"m{l}")
         return names + ["logits"]
 

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from circuit_stability.artifacts import parquet_metadata, write_json, write_parquet
-from circuit_stability.graph import Graph
+from circuit_stability.graph import Graph, head_name
 
 
 REBUILD = "delete it and run `snakemake --cores all` again to rebuild it"
@@ -253,7 +253,7 @@ class ComponentsRecord:
         """The long-format table (columns above), scores in :data:`COMPONENT_SCORES` order, heads layer-major."""
         import pandas as pd
 
-        rows = [(f"a{layer}.h{head}", layer, head, name, float(values[layer, head]))
+        rows = [(head_name(layer, head), layer, head, name, float(values[layer, head]))
                 for name in COMPONENT_SCORES if name in self.scores
                 for values in [np.asarray(self.scores[name])]
                 for layer in range(values.shape[0]) for head in range(values.shape[1])]
