@@ -64,15 +64,22 @@ for _m in MODELS:
         _group["models"].append(_m)
 
 
-# Scheduling: among the jobs ready to start, Snakemake starts the highest priority first. A larger model's chain
-# (training, then each task's behaviour, scores and circuits, and its components) is the longest of the study, so
-# its jobs go first; the datasets, cheap and needed by every model's jobs, go before all of them.
+# Scheduling: among the jobs ready to start, Snakemake starts the highest priority first. Training comes before any
+# analysis (every model's chain starts with it; an analysis job started first would leave a training to the end of
+# the build), larger models first; among the analysis jobs a larger model's go first, its chain (each task's
+# behaviour, scores and circuits, and its components) being the study's longest. The datasets, seconds each and
+# needed by every analysis job, go before all.
 def model_priority(wildcards):
-    """Priority of a job of model `wildcards.model`: its rank by size (MODELS lists the smallest first)."""
+    """Priority of an analysis job of model `wildcards.model`: its rank by size (MODELS lists the smallest first)."""
     return MODELS.index(wildcards.model) + 1
 
 
-DATASET_PRIORITY = len(MODELS) + 1
+def training_priority(wildcards):
+    """Priority of a training job: above every analysis job, larger models first."""
+    return len(MODELS) + model_priority(wildcards)
+
+
+DATASET_PRIORITY = 2 * len(MODELS) + 1
 
 
 def group_rule(name, g):

@@ -35,7 +35,7 @@ if config["source"] == "suite":
             corpus=lambda w: f"data/corpus/{CORPUS_OF[w.model]}",
             seed=lambda w: SEEDS[w.model].weight,  # the weight seed
         threads: THREADS
-        priority: model_priority
+        priority: training_priority
         message:
             "Training suite model {wildcards.model} (weight seed {params.seed}, corpus {params.corpus}; checkpoints at "
             "steps " + ", ".join(map(str, STEPS)) + ")"

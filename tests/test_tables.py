@@ -76,7 +76,8 @@ def test_role_flags_by_hand():
 def test_roles_table_marks_circuit_membership_of_valid_circuits_only():
     from circuit_stability.tables import role_flags, roles_table
 
-    comp = _components({(s, h): {"induction": 0.5 if h == "a0.h0" else 0.0} for s in (0, 10) for h in ("a0.h0", "a0.h1")})
+    comp = _components({(s, h): {"induction": 0.5 if h == "a0.h0" else 0.0}
+                        for s in (0, 10) for h in ("a0.h0", "a0.h1")})
     circuits = pd.DataFrame([{"model": "m", "task": "ioi", "step": 0, "valid": False, "heads": frozenset({"a0.h0"})},
                              {"model": "m", "task": "ioi", "step": 10, "valid": True, "heads": frozenset({"a0.h1"})}])
     r = roles_table(role_flags(comp, THRESHOLDS), circuits).set_index(["step", "head"])

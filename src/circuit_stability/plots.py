@@ -205,9 +205,16 @@ def _panel_grid(n: int, width: float = 4.6, height: float = 3.4):
     return fig, list(axes.flat)[:n]
 
 
-def _threshold(component_emergence: pd.DataFrame, score: str) -> float | None:
+def _component_panel(ax, frame: pd.DataFrame, component_emergence: pd.DataFrame, score: str, label: str,
+                     title: str) -> None:
+    """Finish a panel of Figure 2 or 3: the score's threshold as a grey dashed line, the tokens axis, labels."""
     t = component_emergence.loc[component_emergence["score"] == score, "threshold"]
-    return float(t.iloc[0]) if len(t) else None
+    if len(t):
+        ax.axhline(float(t.iloc[0]), color="grey", lw=0.8, ls="--")
+    _tokens_axis(ax, frame)
+    ax.set_ylabel(label)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
 
 
 def components_figure(components: pd.DataFrame, roles: pd.DataFrame, component_emergence: pd.DataFrame,
@@ -229,13 +236,8 @@ def components_figure(components: pd.DataFrame, roles: pd.DataFrame, component_e
                            & (components["head"] == head)].sort_values("tokens_seen")
             ax.plot(f["tokens_seen"], f["value"], style[kind], marker="o", ms=2.5,
                     label=f"{model} {head}" + ("" if kind == "in circuit" else f" ({kind})"))
-        t = _threshold(component_emergence, score)
-        if t is not None:
-            ax.axhline(t, color="grey", lw=0.8, ls="--")
-        _tokens_axis(ax, components)
-        ax.set_ylabel(label)
-        ax.set_title(f"{role.replace('_', '-')} ({TASK_TITLES.get(task, task)} circuit)")
-        ax.legend(fontsize=7)
+        _component_panel(ax, components, component_emergence, score, label,
+                         f"{role.replace('_', '-')} ({TASK_TITLES.get(task, task)} circuit)")
     fig.suptitle("Strongest in-circuit head of each component type (Tigges et al. 2024, Figure 2)")
     fig.tight_layout()
     _save(fig, path, dpi)
@@ -255,13 +257,8 @@ def top_heads_figure(components: pd.DataFrame, component_emergence: pd.DataFrame
         for head in top:
             g = f[f["head"] == head].sort_values("tokens_seen")
             ax.plot(g["tokens_seen"], g["value"], marker="o", ms=2.5, label=head)
-        t = _threshold(component_emergence, score)
-        if t is not None:
-            ax.axhline(t, color="grey", lw=0.8, ls="--")
-        _tokens_axis(ax, f)
-        ax.set_ylabel(label)
-        ax.set_title(f"{model}: top {k} {role.replace('_', '-')} heads")
-        ax.legend(fontsize=7)
+        _component_panel(ax, f, component_emergence, score, label,
+                         f"{model}: top {k} {role.replace('_', '-')} heads")
     fig.suptitle(f"Component heads of {model} over training (Tigges et al. 2024, Figure 3)")
     fig.tight_layout()
     _save(fig, path, dpi)
