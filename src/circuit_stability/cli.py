@@ -186,7 +186,7 @@ def cmd_heads(a: argparse.Namespace) -> None:
 
     from circuit_stability.attribution import Prompts
     from circuit_stability.components import (content_token_ids, head_scores, ioi_head_effects, ioi_name_positions,
-                                              name_attention, ov_head_scores, repeated_random_tokens)
+                                              name_attention, ov_head_scores, record_ioi, repeated_random_tokens)
     from circuit_stability.graph import head_name
     from circuit_stability.models import load_model
     from circuit_stability.records import EFFECT_SCORES, ComponentsRecord, read_dataset
@@ -202,19 +202,22 @@ def cmd_heads(a: argparse.Namespace) -> None:
         bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device)
         tokens = repeated_random_tokens(content_token_ids(bridge.tokenizer), a.length, a.batch, a.seed)
         scores = head_scores(bridge, tokens)
-        scores.update(ov_head_scores(bridge, None if ioi is None else ioi.frame, a.top_k))
-        movers = []
-        if ioi is not None:
+        movers, record = [], None
+        if ioi is not None:  # one clean forward serves the copy scores, the patches and the name attention
             prompts = Prompts.from_dataset(ioi, bridge.tokenizer.pad_token_id, device=next(bridge.parameters()).device)
             positions = ioi_name_positions(ioi.frame)[0]
+            record = record_ioi(bridge, prompts, positions=positions, patterns=True)
+        scores.update(ov_head_scores(bridge, None if ioi is None else ioi.frame, a.top_k,
+                                     None if record is None else record.resid0))
+        if ioi is not None:
             effects = ioi_head_effects(bridge, prompts, positions, scores["copy"],
-                                       a.name_mover_copy, a.candidate_effect)
+                                       a.name_mover_copy, a.candidate_effect, clean_record=record)
             undefined = [k for k, v in effects.items() if bool(torch.isnan(v).any())]
             if undefined:  # no name mover (query effect, test) or clean = corrupted logit difference (step 0)
                 _log(f"components {a.model} step {step}: {', '.join(undefined)} undefined at this checkpoint "
                      "(no name-mover head, or equal clean and corrupted logit differences): not written")
             scores.update({k: v for k, v in effects.items() if k not in undefined})
-            scores.update(name_attention(bridge, prompts, positions))
+            scores.update(name_attention(bridge, prompts, positions, record))
             movers = [head_name(l, h) for l, h in torch.nonzero(effects["name_mover"] > 0).tolist()]
         if a.out_dir:
             meta = {"model": a.model, "step": step, "tokens_seen": step * a.tokens_per_step, "version": __version__,

@@ -18,6 +18,8 @@ Each is in [0, 1]; a head that spreads its attention uniformly over the causal p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from circuit_stability.tasks.base import example_metric
@@ -328,13 +330,15 @@ def residual_after_layer0(bridge, tokens: list, positions: torch.Tensor, pad_id:
     return seen["resid"].gather(1, positions[..., None].expand(-1, -1, seen["resid"].shape[-1]))
 
 
-def ov_head_scores(bridge, ioi_frame=None, k: int = 5) -> dict[str, torch.Tensor]:
+def ov_head_scores(bridge, ioi_frame=None, k: int = 5, resid0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Successor (on :func:`successor_sequences`) and, given IOI prompts, copy and negative copy scores of every head
     of ``bridge``.
 
     Args:
         ioi_frame: an IOI dataset frame (design §4), or None for the successor score alone.
         k: top-k of the copy scores.
+        resid0: ``[N, 3, d_model]`` the residual after layer 0 at the IO, S1 and S2 names (:attr:`IOIRecord.resid0`),
+            or None to run the IOI prompts here (:func:`residual_after_layer0`).
 
     Returns:
         ``"successor"`` (fraction) and, with ``ioi_frame``, ``"copy"`` and ``"negative_copy"`` (percent), each
@@ -347,7 +351,8 @@ def ov_head_scores(bridge, ioi_frame=None, k: int = 5) -> dict[str, torch.Tensor
     out = {"successor": successor_scores(x_succ, tokens, sequences, W_V, b_V, W_O, W_U)}
     if ioi_frame is not None:
         positions, names = ioi_name_positions(ioi_frame)
-        resid = residual_after_layer0(bridge, list(ioi_frame["clean"]), positions, bridge.tokenizer.pad_token_id)
+        resid = resid0 if resid0 is not None else residual_after_layer0(
+            bridge, list(ioi_frame["clean"]), positions, bridge.tokenizer.pad_token_id)
         x = head_inputs(bridge, resid.flatten(0, 1))
         names = names.flatten()
         out["copy"] = copy_scores(x, names, W_V, b_V, W_O, W_U, k)
@@ -381,29 +386,89 @@ def ioi_position_swap(clean: torch.Tensor, positions: torch.Tensor) -> torch.Ten
     return out
 
 
-def _head_outputs_at(bridge, tokens: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every head's output (``attn.hook_result``) ``[batch, n_layers, n_heads, d_model]`` and the final residual
-    stream (``blocks.{L-1}.hook_resid_post``) ``[batch, d_model]`` at each row's read position, float32."""
+@dataclass(frozen=True)
+class IOIRecord:
+    """What one forward pass over IOI prompts leaves for the component tests, so that the direct effects, the
+    query paths, the S-inhibition test, the name attention and the copy scores share it instead of rerunning it.
+
+    Attributes:
+        metric: ``[N]`` float32 per-example task metric (the logit difference for IOI).
+        heads: ``[N, n_layers, n_heads, d_model]`` float32 every head's output (``attn.hook_result``) at each
+            prompt's read position.
+        final: ``[N, d_model]`` float32 the final residual stream (``blocks.{L-1}.hook_resid_post``) at the read
+            position.
+        pattern: ``[n_layers, n_heads, N, pos]`` float32 attention from the read position, or None if not asked.
+        resid0: ``[N, 3, d_model]`` float32 residual stream after layer 0 (``blocks.0.hook_out``) at the IO, S1 and
+            S2 positions, or None if not asked.
+    """
+
+    metric: torch.Tensor
+    heads: torch.Tensor
+    final: torch.Tensor
+    pattern: torch.Tensor | None = None
+    resid0: torch.Tensor | None = None
+
+
+def record_ioi(bridge, prompts, tokens: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+               patterns: bool = False) -> IOIRecord:
+    """One forward pass over ``tokens`` (default ``prompts.clean``) read at ``prompts.position``: the task metric,
+    every head's output and the final residual at the read position; with ``patterns`` every head's attention from
+    the read position; with ``positions`` the residual after layer 0 at the IO, S1 and S2 names.
+
+    Args:
+        prompts: :class:`~circuit_stability.attribution.Prompts` (read positions, answers, metric).
+        tokens: ``[N, pos]`` token ids of the same shape as ``prompts.clean``, or None for the clean prompts.
+        positions: ``[N, 3]`` IO, S1, S2 positions (:func:`ioi_name_positions`), or None.
+
+    Returns:
+        :class:`IOIRecord`.
+
+    Raises:
+        ValueError: if ``tokens`` and the clean prompts differ in shape.
+    """
+    clean = prompts.clean
+    tokens = clean if tokens is None else tokens.to(clean.device)
+    if tuple(tokens.shape) != tuple(clean.shape):
+        raise ValueError(f"prompts {tuple(tokens.shape)} must match the clean ones {tuple(clean.shape)}")
     rows = torch.arange(tokens.shape[0], device=tokens.device)
+    position = prompts.position
     L = bridge.cfg.n_layers
     seen: dict[str, torch.Tensor] = {}
 
-    def keep(name):
+    def at_read(name):
         def f(x, hook):  # [batch, pos, head, d_model] or [batch, pos, d_model]
             seen[name] = x[rows, position].detach().float()
         return f
 
-    names = [f"blocks.{l}.attn.hook_result" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
-    hooks = [(n, keep(n)) for n in names]
+    def pattern(name):
+        def f(x, hook):  # [batch, head, query, key]
+            seen[name] = x[rows, :, position].detach().float().cpu()  # [N, H, P]
+        return f
+
+    def resid0(x, hook):  # [batch, pos, d_model]
+        at = positions.to(x.device)
+        seen["resid0"] = x.detach().float().gather(1, at[..., None].expand(-1, -1, x.shape[-1])).cpu()
+
+    final = f"blocks.{L - 1}.hook_resid_post"
+    hooks = [(f"blocks.{l}.attn.hook_result", at_read(f"result{l}")) for l in range(L)]
+    hooks.append((final, at_read(final)))
+    if patterns:
+        hooks += [(f"blocks.{l}.attn.hook_pattern", pattern(f"pattern{l}")) for l in range(L)]
+    if positions is not None:
+        hooks.append(("blocks.0.hook_out", resid0))
     with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
-        bridge(tokens)
-    heads = torch.stack([seen[f"blocks.{l}.attn.hook_result"] for l in range(L)], dim=1)
-    return heads, seen[f"blocks.{L - 1}.hook_resid_post"]
+        metric = prompts.metric_values(bridge(tokens)).float().cpu()
+    return IOIRecord(
+        metric=metric,
+        heads=torch.stack([seen[f"result{l}"] for l in range(L)], dim=1),
+        final=seen[final],
+        pattern=torch.stack([seen[f"pattern{l}"] for l in range(L)]).permute(0, 2, 1, 3) if patterns else None,
+        resid0=seen.get("resid0"))
 
 
-def head_path_patch(bridge, prompts, alternative: torch.Tensor, senders: list[tuple[int, int]],
-                    receivers: list[tuple[int, int]] | None = None,
-                    max_rows: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None]:
+def head_path_patch(bridge, prompts, alternative: torch.Tensor | IOIRecord, senders: list[tuple[int, int]],
+                    receivers: list[tuple[int, int]] | None = None, max_rows: int = 4096,
+                    clean_record: IOIRecord | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Patch each sender head's output along one path only, at the read position.
 
     For sender head ``s = (l, h)`` with output ``o_s`` (``blocks.{l}.attn.hook_result``), the clean prompts run
@@ -420,10 +485,12 @@ def head_path_patch(bridge, prompts, alternative: torch.Tensor, senders: list[tu
     Args:
         bridge: a model from :func:`circuit_stability.models.load_model` (split q/k/v inputs, per-head results).
         prompts: :class:`~circuit_stability.attribution.Prompts` (the clean prompts, read positions, answers).
-        alternative: ``[N, pos]`` token ids whose head outputs are patched in (the same shape as ``clean``).
+        alternative: ``[N, pos]`` token ids whose head outputs are patched in (the same shape as ``clean``), or
+            their :func:`record_ioi` (no forward pass for them then).
         senders: ``(layer, head)`` of the ``S`` sending heads.
         receivers: ``(layer, head)`` of the ``R`` receiving heads, or None for the logits.
         max_rows: forward batch rows (senders x prompts) per pass.
+        clean_record: the clean prompts' :func:`record_ioi`, or None to run them here.
 
     Returns:
         ``(metric, attention)``: ``metric`` ``[S, N]`` float32 per-example task metric with that sender patched;
@@ -434,7 +501,7 @@ def head_path_patch(bridge, prompts, alternative: torch.Tensor, senders: list[tu
         ValueError: if ``alternative`` and the clean prompts differ in shape, or a sender or receiver is not a head.
     """
     clean = prompts.clean
-    if tuple(alternative.shape) != tuple(clean.shape):
+    if not isinstance(alternative, IOIRecord) and tuple(alternative.shape) != tuple(clean.shape):
         raise ValueError(f"alternative prompts {tuple(alternative.shape)} must match the clean ones "
                          f"{tuple(clean.shape)}")
     L, H = bridge.cfg.n_layers, bridge.cfg.n_heads
@@ -443,9 +510,10 @@ def head_path_patch(bridge, prompts, alternative: torch.Tensor, senders: list[tu
         raise ValueError(f"sender or receiver {bad} is not a head of this {L}-layer, {H}-head model")
     N, P = clean.shape
     device = clean.device
-    alt_heads, _ = _head_outputs_at(bridge, alternative.to(device), prompts.position)
-    clean_heads, final = _head_outputs_at(bridge, clean, prompts.position)
-    delta = torch.stack([alt_heads[:, l, h] - clean_heads[:, l, h] for l, h in senders])  # [S, N, d]
+    alt = alternative if isinstance(alternative, IOIRecord) else record_ioi(bridge, prompts, alternative)
+    clean_record = clean_record or record_ioi(bridge, prompts)
+    final = clean_record.final
+    delta = torch.stack([alt.heads[:, l, h] - clean_record.heads[:, l, h] for l, h in senders])  # [S, N, d]
     if not receivers:
         with torch.no_grad():
             logits = bridge.unembed(bridge.ln_final((final + delta).to(final.dtype)))  # [S, N, d_vocab]
@@ -538,7 +606,8 @@ def s_inhibition_test(ld: float, ld_patched: torch.Tensor, attn_io: float, attn_
 
 
 def ioi_head_effects(bridge, prompts, positions: torch.Tensor, copy: torch.Tensor, copy_threshold: float,
-                     candidate_threshold: float, max_rows: int = 4096) -> dict[str, torch.Tensor]:
+                     candidate_threshold: float, max_rows: int = 4096,
+                     clean_record: IOIRecord | None = None) -> dict[str, torch.Tensor]:
     """Direct effects, name movers, effects through the name movers' queries and the S-inhibition test of every
     head, by direct-path patching (:func:`head_path_patch`) on IOI prompts (corruption ABB->ABA).
 
@@ -556,17 +625,21 @@ def ioi_head_effects(bridge, prompts, positions: torch.Tensor, copy: torch.Tenso
         copy: ``[n_layers, n_heads]`` copy scores (percent, :func:`copy_scores`).
         copy_threshold: percent (``components.thresholds.copy``; the paper: 10).
         candidate_threshold: ``components.candidate_effect`` (the paper: 0.001).
+        clean_record: the clean prompts' :func:`record_ioi` with ``patterns=True``, or None to run it here. Two
+            more forwards (corrupted; position-swapped where a name mover exists) and the batched query patches
+            are all the passes this function takes.
 
     Returns:
         ``direct_effect``, ``query_effect``, ``s_inhibition`` and ``name_mover`` (1.0 / 0.0), each
         ``[n_layers, n_heads]`` float32.
     """
     L, H = bridge.cfg.n_layers, bridge.cfg.n_heads
-    with torch.no_grad():
-        ld_clean = prompts.metric_values(bridge(prompts.clean)).float().cpu()
-        ld_corr = prompts.metric_values(bridge(prompts.corrupted)).float().cpu()
+    if clean_record is None or clean_record.pattern is None:
+        clean_record = record_ioi(bridge, prompts, patterns=True)
+    corrupted = record_ioi(bridge, prompts, prompts.corrupted)
+    ld_clean, ld_corr = clean_record.metric, corrupted.metric
     heads = [(l, h) for l in range(L) for h in range(H)]
-    patched, _ = head_path_patch(bridge, prompts, prompts.corrupted, heads, None, max_rows)
+    patched, _ = head_path_patch(bridge, prompts, corrupted, heads, None, max_rows, clean_record)
     direct = normalised_effect(patched, ld_clean, ld_corr).view(L, H)
     movers = (copy > copy_threshold) & (direct < 0)
     nan = torch.full((L, H), float("nan"))
@@ -577,7 +650,7 @@ def ioi_head_effects(bridge, prompts, positions: torch.Tensor, copy: torch.Tenso
     upstream = [(l, h) for l, h in heads if l < max(r[0] for r in receivers)]  # the others have no path: effect 0
     query = torch.zeros(L, H)
     if upstream:
-        patched, _ = head_path_patch(bridge, prompts, prompts.corrupted, upstream, receivers, max_rows)
+        patched, _ = head_path_patch(bridge, prompts, corrupted, upstream, receivers, max_rows, clean_record)
         query[tuple(torch.tensor(upstream).T)] = normalised_effect(patched, ld_clean, ld_corr)
     out["query_effect"] = query
     out["s_inhibition"] = torch.zeros(L, H)
@@ -585,8 +658,9 @@ def ioi_head_effects(bridge, prompts, positions: torch.Tensor, copy: torch.Tenso
     if not candidates:
         return out
     swapped = ioi_position_swap(prompts.clean, positions)
-    patched, attention = head_path_patch(bridge, prompts, swapped, candidates, receivers, max_rows)  # [C, R, N, P]
-    clean_attention = _receiver_attention(bridge, prompts, receivers)  # [R, N, P]
+    patched, attention = head_path_patch(bridge, prompts, swapped, candidates, receivers, max_rows,
+                                         clean_record)  # [C, R, N, P]
+    clean_attention = torch.stack([clean_record.pattern[l, h] for l, h in receivers])  # [R, N, P]
     rows = torch.arange(positions.shape[0])
     io, s1 = positions[:, 0], positions[:, 1]
     passed = s_inhibition_test(float(ld_clean.mean()), patched.mean(-1),
@@ -596,7 +670,8 @@ def ioi_head_effects(bridge, prompts, positions: torch.Tensor, copy: torch.Tenso
     return out
 
 
-def name_attention(bridge, prompts, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+def name_attention(bridge, prompts, positions: torch.Tensor,
+                   clean_record: IOIRecord | None = None) -> dict[str, torch.Tensor]:
     """Every head's mean attention from the read position to the IO, S1 and S2 names of clean IOI prompts (the
     attention half of the name-mover and copy-suppression tests: Wang et al. 2023 §3.1, a name mover attends to IO
     more than to S1 and S2; McDougall et al. 2023, a copy-suppression head attends to the name it suppresses).
@@ -604,34 +679,14 @@ def name_attention(bridge, prompts, positions: torch.Tensor) -> dict[str, torch.
     Args:
         prompts: IOI :class:`~circuit_stability.attribution.Prompts`; positions: ``[N, 3]`` IO, S1, S2
             (:func:`ioi_name_positions`).
+        clean_record: the clean prompts' :func:`record_ioi` with ``patterns=True``, or None to run it here.
 
     Returns:
         ``attention_io``, ``attention_s1``, ``attention_s2``: ``[n_layers, n_heads]`` float32 fractions in [0, 1].
     """
-    pattern = _all_attention(bridge, prompts)  # [L, H, N, P]
+    if clean_record is None or clean_record.pattern is None:
+        clean_record = record_ioi(bridge, prompts, patterns=True)
+    pattern = clean_record.pattern  # [L, H, N, P]
     rows = torch.arange(positions.shape[0])
     return {f"attention_{name}": pattern[..., rows, positions[:, i]].mean(-1)
             for i, name in enumerate(("io", "s1", "s2"))}
-
-
-def _all_attention(bridge, prompts) -> torch.Tensor:
-    """``[n_layers, n_heads, N, pos]`` every head's attention from each clean prompt's read position."""
-    L, H = bridge.cfg.n_layers, bridge.cfg.n_heads
-    return _receiver_attention(bridge, prompts, [(l, h) for l in range(L) for h in range(H)]).view(
-        L, H, *prompts.clean.shape)
-
-
-def _receiver_attention(bridge, prompts, receivers: list[tuple[int, int]]) -> torch.Tensor:
-    """``[R, N, pos]`` the receivers' attention from each clean prompt's read position (no patch)."""
-    rows = torch.arange(prompts.clean.shape[0], device=prompts.clean.device)
-    seen: dict[int, torch.Tensor] = {}
-
-    def keep(layer):
-        def f(x, hook):
-            seen[layer] = x[rows, :, prompts.position].detach().float().cpu()  # [N, H, P]
-        return f
-
-    layers = sorted({l for l, _ in receivers})
-    with torch.no_grad(), bridge.hooks(fwd_hooks=[(f"blocks.{l}.attn.hook_pattern", keep(l)) for l in layers]):
-        bridge(prompts.clean)
-    return torch.stack([seen[l][:, h] for l, h in receivers])
