@@ -1,5 +1,6 @@
-# Behaviour: the task metric at every checkpoint, one JSON per step. One forward pass per checkpoint is cheap
-# next to scoring, so one job per (model, task) covers every step.
+# Behaviour: the task metric at every checkpoint, one JSON per (task, step). One forward pass per checkpoint and task
+# is cheap next to scoring, so one job per model covers every task and step, each checkpoint loaded once (a job per
+# (model, task) paid the imports and the loads once per task).
 
 for g, group in enumerate(STEP_GROUPS):
     chunk = group["steps"]
@@ -10,10 +11,10 @@ for g, group in enumerate(STEP_GROUPS):
         wildcard_constraints:
             model=group_models(g),
         input:
-            dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
+            datasets=[f"data/tasks/{FAMILY}/{t}.parquet" for t in TASKS],
             checkpoints=checkpoints_of(chunk),
         output:
-            expand("results/behavior/{{model}}/{{task}}/step{step}.json", step=chunk),
+            expand("results/behavior/{{model}}/{task}/step{step}.json", task=TASKS, step=chunk),
         params:
             model=model_args,
             steps=",".join(map(str, chunk)),
@@ -22,9 +23,9 @@ for g, group in enumerate(STEP_GROUPS):
         resources:
             gpu=1,
         message:
-            "Behaviour: model {wildcards.model}, task {wildcards.task}, steps {params.steps}"
+            "Behaviour: model {wildcards.model}, tasks " + ", ".join(TASKS) + ", steps {params.steps}"
         log:
-            f"logs/behavior/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.log",
+            f"logs/behavior/{{model}}/steps{chunk[0]}-{chunk[-1]}.log",
         shell:
-            KERNELS + "circuit-stability --log {log} behavior {params.model} --dataset {input.dataset} --steps {params.steps} "
-            "--out-dir results/behavior/{wildcards.model}/{wildcards.task} --threads {threads}"
+            KERNELS + "circuit-stability --log {log} behavior {params.model} --dataset {input.datasets} "
+            "--steps {params.steps} --out-dir 'results/behavior/{wildcards.model}/{{task}}' --threads {threads}"

@@ -39,7 +39,9 @@ def _threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # = torch.use_deterministic_algorithms(True, warn_only=True), without its import of the torch.compile stack
+    # (~3 s per job, to set an inductor flag nothing here uses)
+    torch.set_deterministic_debug_mode("warn")
 
 
 # ---------------------------------------------------------------- suite
@@ -98,17 +100,30 @@ def _checkpoints(a: argparse.Namespace):
 
 
 def cmd_behavior(a: argparse.Namespace) -> None:
-    """Task metric and accuracy (clean and corrupted, per split) at each checkpoint step."""
+    """Task metric and accuracy (clean and corrupted, per split) at each checkpoint step, for one or more tasks
+    (each checkpoint loaded once for all of them; --out-dir's {task} names each task's folder)."""
+    from circuit_stability.attribution import Prompts
     from circuit_stability.behavior import example_metrics, summarize_behavior
-    from circuit_stability.records import BehaviorRecord
+    from circuit_stability.models import load_model, resolve_checkpoint
+    from circuit_stability.records import BehaviorRecord, read_dataset
 
-    for step, bridge, _, ds, prompts in _checkpoints(a):
-        clean, corrupted = example_metrics(bridge, prompts, a.batch_size)
-        summary = summarize_behavior(clean, corrupted, ds.frame["split"].to_numpy())
-        record = BehaviorRecord(model=a.model, step=step, tokens_seen=step * a.tokens_per_step, task=ds.task,
-                                metric_name=ds.metric, **summary, version=__version__)
-        record.write(Path(a.out_dir) / f"step{step}.json")
-        _log(f"behaviour {a.model} {ds.task} step {step}: {ds.metric} = {summary['metric']:.3f}")
+    if len(a.dataset) > 1 and "{task}" not in a.out_dir:
+        raise SystemExit(f"--out-dir {a.out_dir!r} must contain {{task}} with {len(a.dataset)} datasets")
+    steps = [int(x) for x in a.steps.split(",")]
+    for step in steps:  # every input is checked before any model is loaded
+        resolve_checkpoint(a.model_name or a.model, step, a.suite_dir)
+    datasets = [read_dataset(d) for d in a.dataset]
+    _threads(a.threads)
+    for step in steps:
+        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device, dtype=a.dtype)
+        for ds in datasets:
+            prompts = Prompts.from_dataset(ds, bridge.tokenizer.pad_token_id, next(bridge.parameters()).device)
+            clean, corrupted = example_metrics(bridge, prompts, a.batch_size)
+            summary = summarize_behavior(clean, corrupted, ds.frame["split"].to_numpy())
+            record = BehaviorRecord(model=a.model, step=step, tokens_seen=step * a.tokens_per_step, task=ds.task,
+                                    metric_name=ds.metric, **summary, version=__version__)
+            record.write(Path(a.out_dir.replace("{task}", ds.task)) / f"step{step}.json")
+            _log(f"behaviour {a.model} {ds.task} step {step}: {ds.metric} = {summary['metric']:.3f}")
 
 
 def cmd_scores(a: argparse.Namespace) -> None:
@@ -272,13 +287,17 @@ def _option(p: argparse.ArgumentParser, flag: str, key: str, help: str, **kw) ->
     p.add_argument(flag, default=schema_default(key), help=f"{help} (default: %(default)s; config key {key})", **kw)
 
 
-def _checkpoint_options(p: argparse.ArgumentParser) -> None:
+def _checkpoint_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> None:
     from circuit_stability.models import DTYPES
 
     p.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
     p.add_argument("--model-name", default=None, help="hub name, e.g. EleutherAI/pythia-160m (default: --model)")
     p.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
-    p.add_argument("--dataset", required=True, help="task dataset parquet")
+    if many_datasets:
+        p.add_argument("--dataset", nargs="+", required=True, help="task dataset parquet(s), each checkpoint loaded "
+                       "once for all of them; with several, --out-dir must contain {task}")
+    else:
+        p.add_argument("--dataset", required=True, help="task dataset parquet")
     p.add_argument("--tokens-per-step", type=int, required=True, help="batch size x context of training")
     p.add_argument("--steps", required=True, help="comma-separated checkpoint steps (one process, loaded in turn)")
     p.add_argument("--out-dir", required=True, help="writes <out-dir>/step<step>.<ext> for each step")
@@ -395,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_dataset)
 
     s = sub.add_parser("behavior", help="task metric at checkpoints", description=cmd_behavior.__doc__)
-    _checkpoint_options(s)
+    _checkpoint_options(s, many_datasets=True)
     s.set_defaults(fn=cmd_behavior)
 
     s = sub.add_parser("scores", help="edge scores at checkpoints", description=cmd_scores.__doc__)

@@ -125,7 +125,9 @@ def train_model(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray, tokeniz
     if max(checkpoint_steps) > cfg.max_steps or min(checkpoint_steps) < 0:
         raise ValueError(f"checkpoint steps must lie in [0, {cfg.max_steps}]; got {checkpoint_steps}")
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    # = torch.use_deterministic_algorithms(True), whose first call also imports the torch.compile stack (~3 s,
+    # to set an inductor flag this code never uses)
+    torch.set_deterministic_debug_mode("error")
     model = init_model(shape, len(tokenizer), cfg)
     model.train()
     opt = make_optimizer(model, cfg)
