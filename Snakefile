@@ -22,6 +22,7 @@ include: "rules/behavior.smk"
 include: "rules/scores.smk"
 include: "rules/circuits.smk"
 include: "rules/components.smk"
+include: "rules/stability.smk"
 include: "rules/report.smk"
 include: "rules/tracking.smk"
 
@@ -37,6 +38,7 @@ rule all:
         per_model("results/scores/{model}/{task}/step{step}.parquet", scored=True),
         per_model("results/circuits/{model}/{task}/step{step}.json", scored=True),
         COMPONENT_FILES,
+        STABILITY_FILES,
         rules.tables.output,
         rules.figures.output,
         rules.report.output,  # reports/report.html

@@ -5,6 +5,7 @@ rule tables:
         behavior=lambda w: validated(per_model("results/behavior/{model}/{task}/step{step}.json")),
         circuits=lambda w: validated(per_model("results/circuits/{model}/{task}/step{step}.json", scored=True)),
         components=lambda w: validated(COMPONENT_FILES),
+        stability=lambda w: validated(STABILITY_FILES),
     output:
         behavior="results/tables/behavior.parquet",
         circuits="results/tables/circuits.parquet",
@@ -15,6 +16,7 @@ rule tables:
         roles="results/tables/roles.parquet",
         handovers="results/tables/handovers.parquet",
         component_lag="results/tables/component_lag.parquet",
+        algorithm="results/tables/algorithm.parquet",
     params:
         emergence=ANALYSIS["emergence_fraction"],
         thresholds=json.dumps(config["components"]["thresholds"], sort_keys=True, separators=(",", ":")),
@@ -24,7 +26,7 @@ rule tables:
         "logs/tables.log",
     shell:
         "circuit-stability --log {log} tables --behavior {input.behavior} --circuits {input.circuits} "
-        "--components {input.components} --component-thresholds '{params.thresholds}' "
+        "--components {input.components} --stability {input.stability} --component-thresholds '{params.thresholds}' "
         "--emergence-fraction {params.emergence} --out results/tables"
 
 
@@ -59,6 +61,10 @@ rule figures:
                category="Figure 2: components over training",
                labels={"figure": "component lag (table)",
                        "shows": "components before, with or after their task's onset; hand-overs"}),
+        report("reports/figures/figure4_algorithm.png", caption="../report/algorithm.rst",
+               category="Figure 4: the IOI algorithm over training",
+               labels={"figure": "IOI algorithm", "shows": "share of each IOI stage's path-patching effect carried "
+                       "by its class of heads, against tokens seen; the largest model's circuit by role"}),
     params:
         models=",".join(MODELS),
         dpi=config["plots"]["dpi"],

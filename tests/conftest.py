@@ -48,6 +48,8 @@ def suite_tokenizer():
 def trained_suite(tmp_path_factory, suite_tokenizer) -> Path:
     """Folder ``<suite>/mini-t/step{0,1200}``: one model trained with the project's own trainer (~3 min) on
     :data:`TRAINED_WEIGHTS`, so that by step 1,200 it has learnt IOI and Greater-Than."""
+    if os.environ.get("CS_TRAINED_SUITE"):  # development: reuse the suite an earlier session trained (~4 min)
+        return Path(os.environ["CS_TRAINED_SUITE"])
     root = tmp_path_factory.mktemp("suite")
     cfg = TRAINED_CFG
     n_docs = cfg.max_steps * cfg.batch_size * cfg.context // 40 + 1000

@@ -53,11 +53,12 @@ def _artefacts() -> list[str]:
              "results/tables/emergence.parquet", "results/tables/faithfulness.parquet",
              "results/tables/components.parquet", "results/tables/component_emergence.parquet",
              "results/tables/roles.parquet", "results/tables/handovers.parquet",
-             "results/tables/component_lag.parquet",
+             "results/tables/component_lag.parquet", "results/tables/algorithm.parquet",
+             "results/tables/circuit_edges.parquet",
              "reports/figures/figure1_behavior.png", "reports/figures/circuit_size.png",
              "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png",
              "reports/figures/figure2_components.png", "reports/figures/figure3_top_heads.png",
-             "reports/figures/component_lag.html", "reports/report.html"]
+             "reports/figures/component_lag.html", "reports/figures/figure4_algorithm.png", "reports/report.html"]
     for m in MODELS:
         paths += [f"models/{m}/train_log.parquet", f"models/{m}/suite.json"]
         paths += [f"models/{m}/step{s}/model.safetensors" for s in STEPS]

@@ -168,7 +168,8 @@ def cmd_tables(a: argparse.Namespace) -> None:
     from circuit_stability.tables import write_tables
 
     write_tables(a.behavior, a.circuits, Path(a.out), a.emergence_fraction, a.components,
-                 json.loads(a.component_thresholds) if isinstance(a.component_thresholds, str) else a.component_thresholds)
+                 json.loads(a.component_thresholds) if isinstance(a.component_thresholds, str) else a.component_thresholds,
+                 a.stability or [])
 
 
 def cmd_plot(a: argparse.Namespace) -> None:
@@ -255,6 +256,53 @@ def cmd_heads(a: argparse.Namespace) -> None:
             _log(f"components {line}") if a.out_dir else print(line)
     if a.json:
         print(json.dumps(rows, indent=1))
+
+
+def cmd_stability(a: argparse.Namespace) -> None:
+    """Path patching of every head into the IOI receiver sets (logits; name-mover queries; S-inhibition values) in
+    both forms, at each checkpoint whose IOI circuit is valid (circuit_stability.stability); writes
+    <out-dir>/step<step>.parquet (records.StabilityRecord). Checkpoints without a valid circuit get a file with no
+    rows and the reason."""
+    import pandas as pd
+
+    from circuit_stability.attribution import Prompts
+    from circuit_stability.models import load_model
+    from circuit_stability.records import STABILITY_COLUMNS, CircuitRecord, ComponentsRecord, StabilityRecord, read_dataset
+    from circuit_stability.stability import FORMS, checkpoint_effects
+
+    _threads(1)
+    forms = tuple(a.forms)
+    bad = [f for f in forms if f not in FORMS]
+    if bad:
+        raise SystemExit(f"unknown path-patching form(s) {bad}; valid: {list(FORMS)}")
+    ioi = read_dataset(a.ioi_dataset)  # every input is read before any model is loaded
+    if ioi.task != "ioi":
+        raise SystemExit(f"--ioi-dataset {a.ioi_dataset} holds the {ioi.task!r} task; path patching needs 'ioi'")
+    steps = [int(x) for x in a.steps.split(",")]
+    circuits = {s: CircuitRecord.read(Path(a.circuits_dir) / f"step{s}.json") for s in steps}
+    components = {s: ComponentsRecord.read(Path(a.components_dir) / f"step{s}.parquet") for s in steps}
+    settings = {"copy_threshold": a.copy_threshold, "negative_copy_threshold": a.negative_copy_threshold,
+                "candidate_effect": a.candidate_effect}
+    for step in steps:
+        c = circuits[step]
+        meta = {"model": a.model, "step": step, "tokens_seen": step * a.tokens_per_step, "version": __version__,
+                "valid": c.valid, "reason": None, "undefined": {}, "receivers": {}, "n_examples": len(ioi.frame),
+                "ioi_dataset": Path(a.ioi_dataset).name, **settings}
+        if not c.valid:
+            meta["reason"] = f"IOI circuit not valid: {c.invalid_reason}"
+            StabilityRecord(pd.DataFrame(columns=STABILITY_COLUMNS), meta).write(Path(a.out_dir) / f"step{step}.parquet")
+            _log(f"stability {a.model} step {step}: {meta['reason']}; no path patching")
+            continue
+        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device)
+        prompts = Prompts.from_dataset(ioi, bridge.tokenizer.pad_token_id, device=next(bridge.parameters()).device)
+        heads = {n for n in c.nodes if n.startswith("a")}
+        frame, found = checkpoint_effects(bridge, prompts, components[step].scores, heads, forms=forms,
+                                          max_rows=a.max_rows, **settings)
+        meta.update(found)
+        StabilityRecord(frame, meta).write(Path(a.out_dir) / f"step{step}.parquet")
+        sets = ", ".join(sorted(set(frame["receivers"]))) or "none"
+        missing = "; ".join(f"{k}: {v}" for k, v in found["undefined"].items())
+        _log(f"stability {a.model} step {step}: receiver sets {sets}" + (f" (undefined: {missing})" if missing else ""))
 
 
 def cmd_check(a: argparse.Namespace) -> None:
@@ -352,6 +400,26 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--json", action="store_true", help="print every head's scores as JSON")
     s.set_defaults(fn=cmd_heads)
 
+    s = sub.add_parser("stability", help="path patching of every head into the IOI receiver sets, both forms "
+                       "(the algorithm-stability metrics' effects)", description=cmd_stability.__doc__)
+    s.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
+    s.add_argument("--model-name", default=None, help="hub name, e.g. EleutherAI/pythia-160m (default: --model)")
+    s.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
+    s.add_argument("--steps", required=True, help="comma-separated checkpoint steps")
+    s.add_argument("--ioi-dataset", required=True, help="IOI task parquet")
+    s.add_argument("--components-dir", required=True, help="folder of the model's components step<step>.parquet")
+    s.add_argument("--circuits-dir", required=True, help="folder of the model's IOI circuit step<step>.json")
+    _option(s, "--copy-threshold", "components.thresholds.copy", "copy score (percent) of a name mover", type=float)
+    _option(s, "--negative-copy-threshold", "components.thresholds.negative_copy",
+            "negative copy score (percent) of a negative name mover", type=float)
+    _option(s, "--candidate-effect", "components.candidate_effect", "D class: effect below minus this", type=float)
+    _option(s, "--forms", "stability.forms", "comma-separated path-patching forms", type=lambda v: v.split(","))
+    _option(s, "--max-rows", "stability.max_rows", "batch rows (senders x prompts) per forward", type=int)
+    s.add_argument("--tokens-per-step", type=int, required=True, help="batch size x context of training")
+    s.add_argument("--out-dir", required=True, help="write <out-dir>/step<step>.parquet")
+    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    s.set_defaults(fn=cmd_stability)
+
     s = sub.add_parser("check", help="list every missing, corrupt or stale artefact of a study (changes nothing)",
                        description=cmd_check.__doc__)
     s.add_argument("--configfile", nargs="+", default=None,
@@ -447,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--behavior", nargs="+", required=True, help="behaviour JSONs")
     s.add_argument("--circuits", nargs="+", required=True, help="circuit JSONs")
     s.add_argument("--components", nargs="*", default=[], help="components parquets (results/components/; default: "
+                   "none, for a study without them)")
+    s.add_argument("--stability", nargs="*", default=[], help="stability parquets (results/stability/; default: "
                    "none, for a study without them)")
     s.add_argument("--out", required=True, help="tables folder")
     _option(s, "--emergence-fraction", "analysis.emergence_fraction",

@@ -16,6 +16,8 @@
 - ``figure3_top_heads.png``: the largest model's top 5 heads of each component score over training (Figure 3).
 - ``component_lag.html``: whether each task's components emerged before, with or after the task, with the lag and
   the hand-overs (tables for the report).
+- ``figure4_algorithm.png``: A, the largest model's last valid IOI circuit, heads coloured by role; B–D, the IOI
+  algorithm metrics against tokens seen, both path-patching forms (Figure 4; :func:`algorithm_figure`).
 """
 
 from __future__ import annotations
@@ -288,13 +290,128 @@ def component_lag_page(lag: pd.DataFrame, hand: pd.DataFrame, component_emergenc
         Path(tmp).write_text(f"<!DOCTYPE html><html><body>{text}</body></html>\n", encoding="utf-8")
 
 
+ROLE_COLOURS = {"name_mover": "tab:red", "negative_name_mover": "tab:pink", "s_inhibition": "tab:orange",
+                "induction": "tab:green", "duplicate_token": "tab:olive", "previous_token": "tab:cyan",
+                "successor": "tab:purple"}
+"""Node colour of a head by its role in Figure 4 A, in this order of precedence (a head with several roles takes
+the first)."""
+
+ALGORITHM_PANELS = (("B: direct effects on the logits", "logits", "% of the effect on the logits\nfrom name movers"),
+                    ("C: S-inhibition", "name_mover_queries",
+                     "% of the effect on name-mover queries\nfrom S-inhibition heads"),
+                    ("D: induction / duplicate-token", "s_inhibition_values",
+                     "% of the effect on S-inhibition values\nfrom induction / duplicate-token heads"))
+
+
+def _node_xy(node: str, n_heads: int) -> tuple[float, float]:
+    """Drawing position of a graph node: x = layer (input at −1), y = head index (the MLP above the heads)."""
+    if node == "input":
+        return -1.0, (n_heads - 1) / 2
+    if node.startswith("m"):
+        return float(node[1:]) + 0.35, float(n_heads) + 0.5
+    layer, head = node[1:].split(".h")
+    return float(layer), float(head)
+
+
+def circuit_graph_panel(ax, edges: pd.DataFrame, roles: pd.DataFrame, title: str) -> None:
+    """Figure 4 A: one circuit's nodes (input, heads, MLPs, logits) and edges, heads coloured by their role at that
+    checkpoint (:data:`ROLE_COLOURS`; grey: none), the q/k/v input of each edge into a head as its label's
+    letter. Drawn with networkx on matplotlib.
+
+    Args:
+        edges: rows ``src``, ``dst`` of one circuit (:func:`~circuit_stability.tables.circuit_edges_table`).
+        roles: the roles table's rows of that model, task and step (one per head).
+    """
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    for src, dst in zip(edges["src"], edges["dst"]):
+        node, _, qkv = dst.partition("<")
+        before = graph.edges[src, node]["qkv"] if graph.has_edge(src, node) else ""
+        graph.add_edge(src, node, qkv=before + qkv.rstrip(">"))  # "kv": the edge feeds the head's k and v inputs
+    heads = [n for n in graph if n.startswith("a")]
+    n_heads = int(roles["head_index"].max()) + 1 if len(roles) else 1
+    n_layers = int(roles["layer"].max()) + 1 if len(roles) else 1
+    pos = {n: _node_xy(n, n_heads) for n in graph if n != "logits"}
+    pos["logits"] = (float(n_layers), (n_heads - 1) / 2)
+    role_of = {}
+    for _, r in roles.iterrows():
+        role_of[r["head"]] = next((k for k in ROLE_COLOURS if k in r and bool(r[k])), None)
+    colours = [ROLE_COLOURS.get(role_of.get(n)) or "lightgrey" if n in heads else "white" for n in graph]
+    nx.draw_networkx_edges(graph, pos, ax=ax, edge_color="0.55", arrowsize=8, width=0.8,
+                           connectionstyle="arc3,rad=0.08", node_size=420)
+    nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colours, edgecolors="0.3", node_size=420)
+    nx.draw_networkx_labels(graph, pos, ax=ax, font_size=6)
+    labels = {(u, v): d["qkv"] for u, v, d in graph.edges(data=True) if d["qkv"]}
+    nx.draw_networkx_edge_labels(graph, pos, edge_labels=labels, ax=ax, font_size=6, label_pos=0.25)
+    used = sorted({role_of.get(n) for n in heads} - {None}, key=list(ROLE_COLOURS).index)
+    for role in used:
+        ax.scatter([], [], color=ROLE_COLOURS[role], label=role.replace("_", "-"), edgecolors="0.3")
+    if used:
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title)
+    ax.set_xlabel("layer")
+    ax.set_axis_off()
+
+
+def algorithm_figure(algorithm: pd.DataFrame, edges: pd.DataFrame, roles: pd.DataFrame, model_order: list[str],
+                     path: Path, dpi: int = 120) -> None:
+    """Figure 4 (Tigges et al. 2024 §4.2): A, the largest model's last valid IOI circuit as a graph of heads coloured
+    by role (:func:`circuit_graph_panel`); B–D, each algorithm metric (denominator: every head) against tokens seen,
+    one colour per model, solid for the paper's path patching (form (a)), dashed for direct edges only (form (b));
+    filled markers where the circuit has formed (all three classes exist), hollow elsewhere, 0–100 %."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.2))
+    ax_a, panels = axes.flat[0], list(axes.flat)[1:]
+    models = [m for m in model_order if m in set(algorithm["model"])]
+    ioi_edges = edges[edges["task"] == "ioi"]
+    drawn = [m for m in model_order if m in set(ioi_edges["model"])]
+    if drawn:
+        model = drawn[-1]
+        e = ioi_edges[ioi_edges["model"] == model]
+        step = int(e["step"].max())
+        r = roles[(roles["model"] == model) & (roles["task"] == "ioi") & (roles["step"] == step)]
+        circuit_graph_panel(ax_a, e[e["step"] == step], r, f"A: {model} IOI circuit, step {step:,}")
+    else:
+        ax_a.set_axis_off()
+        ax_a.set_title("A: no valid IOI circuit")
+    colours = {m: f"C{i}" for i, m in enumerate(model_order)}
+    data = algorithm[algorithm["denominator"] == "all"]
+    shown = data[data["value"].notna()]
+    for ax, (panel, receivers, label) in zip(panels, ALGORITHM_PANELS):
+        for model in models:
+            for form, ls in (("paper", "-"), ("direct", "--")):
+                f = data[(data["model"] == model) & (data["receivers"] == receivers) & (data["form"] == form)
+                         ].sort_values("tokens_seen")
+                if f.empty:
+                    continue
+                ax.plot(f["tokens_seen"], f["value"], ls, color=colours[model], lw=1.2,
+                        label=f"{model} ({'paper' if form == 'paper' else 'direct'})")
+                formed = f[f["formed"]]
+                ax.plot(f["tokens_seen"], f["value"], "o", color=colours[model], mfc="none", ms=4)
+                ax.plot(formed["tokens_seen"], formed["value"], "o", color=colours[model], ms=4)
+        if len(shown):  # linear: the metrics exist only after the task emerged, late in training
+            span = float(shown["tokens_seen"].max() - shown["tokens_seen"].min()) or float(shown["tokens_seen"].max())
+            ax.set_xlim(float(shown["tokens_seen"].min()) - 0.05 * span, float(shown["tokens_seen"].max()) + 0.05 * span)
+        ax.set_xlabel("tokens seen")
+        ax.grid(alpha=0.3)
+        ax.set_ylim(-3, 103)
+        ax.set_ylabel(label)
+        ax.set_title(panel)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle("IOI algorithm over training (Tigges et al. 2024, Figure 4): the share of each stage's effect "
+                 "carried by its class of heads", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
 FIGURES = ("figure1_behavior.png", "circuit_size.png", "emergence.png", "faithfulness_curves.png",
-           "figure2_components.png", "figure3_top_heads.png", "component_lag.html")
+           "figure2_components.png", "figure3_top_heads.png", "component_lag.html", "figure4_algorithm.png")
 
 
 def make_figures(tables: Path, out: Path, model_order: list[str], dpi: int = 120) -> list[Path]:
     """Draw :data:`FIGURES` from ``tables/{behavior,circuits,emergence,faithfulness,components,roles,
-    component_emergence}.parquet`` into ``out`` (PNG at ``dpi`` dots per inch)."""
+    component_emergence,handovers,component_lag,algorithm,circuit_edges}.parquet`` into ``out`` (PNG at ``dpi`` dots per inch)."""
     circuits = pd.read_parquet(tables / "circuits.parquet")
     behavior_figure(pd.read_parquet(tables / "behavior.parquet"), model_order, out / FIGURES[0], dpi)
     circuit_size_figure(circuits, model_order, out / FIGURES[1], dpi)
@@ -308,4 +425,6 @@ def make_figures(tables: Path, out: Path, model_order: list[str], dpi: int = 120
     top_heads_figure(components, component_emergence, model_order, out / FIGURES[5], dpi)
     component_lag_page(pd.read_parquet(tables / "component_lag.parquet"),
                        pd.read_parquet(tables / "handovers.parquet"), component_emergence, out / FIGURES[6])
+    algorithm_figure(pd.read_parquet(tables / "algorithm.parquet"), pd.read_parquet(tables / "circuit_edges.parquet"),
+                     pd.read_parquet(tables / "roles.parquet"), model_order, out / FIGURES[7], dpi)
     return [out / f for f in FIGURES]

@@ -13,6 +13,8 @@ go through this module.
   faithfulness curve, m(M), m(C), m(∅), and whether the circuit is ``valid`` (design §4).
 - :class:`ComponentsRecord`: ``results/components/{model}/step{step}.parquet``: head-function scores of every head,
   long format (head, score, value).
+- :class:`StabilityRecord`: ``results/stability/{model}/ioi/step{step}.parquet``: every head's path-patching effect
+  on each IOI receiver set in both forms, with its class and circuit membership (the IOI algorithm-stability issue).
 - :func:`write_dataset` / :func:`read_dataset`: ``data/tasks/{family}/{task}.parquet``, the task dataset schema
   (:data:`DATASET_SCHEMA`).
 """
@@ -380,6 +382,63 @@ class CircuitRecord:
         return _from_dict(cls, _read_json(path, "circuit"), path, "circuit")
 
 
+STABILITY_COLUMNS = ["receivers", "form", "head", "layer", "head_index", "effect", "in_class", "in_circuit"]
+
+
+@dataclass(frozen=True)
+class StabilityRecord:
+    """Path-patching effects of one (model, step) on the IOI receiver sets (design §3,
+    ``results/stability/{model}/ioi/step{step}.parquet``; :mod:`circuit_stability.stability`), long format: one
+    row per (receiver set, form, head) with ``receivers`` (a key of ``stability.RECEIVER_SETS``), ``form`` (a key of
+    ``stability.FORMS``), ``head`` (``a{L}.h{H}``), ``layer``, ``head_index``, ``effect`` (float32, normalised:
+    −1 = the whole clean-to-corrupted drop of the logit difference), ``in_class`` (the head belongs to the class
+    the IOI algorithm assigns to that receiver set, in that form) and ``in_circuit`` (a node of the checkpoint's
+    IOI circuit).
+
+    A checkpoint whose IOI circuit is not valid has no rows (``meta["reason"]`` says why); a receiver set that
+    does not exist there (no name mover, no S-inhibition head) has no rows either (``meta["undefined"]``: set ->
+    reason).
+
+    Attributes:
+        frame: the rows above (a pandas DataFrame).
+        meta: model, step, tokens_seen, version, ``valid``, ``reason``, ``undefined``, ``receivers`` (set -> head
+            names), ``metric_clean``/``metric_corrupted`` (mean logit differences), and the class thresholds.
+    """
+
+    frame: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    REQUIRED_META = ("model", "step", "tokens_seen", "valid", "reason", "undefined", "receivers")
+
+    def __post_init__(self) -> None:
+        if list(self.frame.columns) != STABILITY_COLUMNS:
+            raise ValueError(f"stability rows must have columns {STABILITY_COLUMNS}; got {list(self.frame.columns)}")
+        missing = [k for k in self.REQUIRED_META if k not in self.meta]
+        if missing:
+            raise ValueError(f"stability metadata lacks {missing}")
+
+    def write(self, path: str | Path) -> None:
+        """Write :attr:`frame` as parquet with :attr:`meta` in the file metadata, atomically."""
+        frame = self.frame.astype({"layer": "int32", "head_index": "int32", "effect": "float32",
+                                   "in_class": "bool", "in_circuit": "bool"})
+        write_parquet(frame, path, self.meta)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "StabilityRecord":
+        """Read a stability parquet.
+
+        Raises:
+            RecordError: naming the file, if it cannot be read or does not match its contract.
+        """
+        import pandas as pd
+
+        try:
+            meta, frame = parquet_metadata(path), pd.read_parquet(path)
+            return cls(frame, meta)
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise RecordError("stability", path, f"cannot be read or does not match its contract: {e}") from None
+
+
 # ---------------------------------------------------------------- task datasets
 DATASET_SCHEMA = pa.schema([("clean", pa.list_(pa.int32())), ("corrupted", pa.list_(pa.int32())),
                             ("clean_text", pa.string()), ("corrupted_text", pa.string()), ("position", pa.int32()),
@@ -451,6 +510,8 @@ def check_artefact(path: str | Path, full: bool = True) -> None:
         read_dataset(path)
     elif "components" in parts and path.suffix == ".parquet" and full:
         ComponentsRecord.read(path)
+    elif "stability" in parts and path.suffix == ".parquet" and full:
+        StabilityRecord.read(path)
     elif path.suffix == ".parquet":
         try:
             pq.read_table(path) if full else pq.read_metadata(path)

@@ -56,6 +56,19 @@ def circuit_table(paths: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["model", "task", "step"], kind="stable", ignore_index=True)
 
 
+def circuit_edges_table(paths: list[str | Path]) -> pd.DataFrame:
+    """Every edge of every valid minimal circuit: rows ``model, task, step, tokens_seen, src, dst`` (writer and
+    reader names of :class:`~circuit_stability.graph.Graph`, e.g. ``a0.h2 -> a2.h6<q>``); the circuit drawings and
+    the similarity measures read this."""
+    rows = []
+    for p in paths:
+        c = CircuitRecord.read(p)
+        if c.valid:
+            rows += [(c.model, c.task, c.step, c.tokens_seen, *e.split("->")) for e in c.edges]
+    return pd.DataFrame(rows, columns=["model", "task", "step", "tokens_seen", "src", "dst"]).sort_values(
+        ["model", "task", "step"], kind="stable", ignore_index=True)
+
+
 def faithfulness_table(paths: list[str | Path]) -> pd.DataFrame:
     """Long-format faithfulness curves: rows ``model, step, tokens_seen, task, valid, n (greedy size), n_edges
     (after pruning), fraction (of all edges, for MIB's grid, else NaN), f_paper, f_norm, source
@@ -335,12 +348,46 @@ def component_lag_table(component_emergence: pd.DataFrame, emergence: pd.DataFra
                                        "component_tokens", "lag_steps", "lag_tokens", "relation", "handovers"])
 
 
+ALGORITHM_COLUMNS = ["model", "step", "tokens_seen", "panel", "receivers", "form", "denominator", "value", "n_class",
+                     "class_heads", "formed", "reason"]
+
+
+def algorithm_table(paths: list[str | Path]) -> pd.DataFrame:
+    """The IOI algorithm metrics (Tigges et al. 2024 Fig. 4 B–D; :func:`circuit_stability.stability.algorithm_rows`)
+    of every stability file: one row per (model, step, panel, form, denominator).
+
+    ``formed`` marks the checkpoints where, in that form, all three classes exist (a name mover or negative name
+    mover for B, an S-inhibition head for C, an induction or duplicate-token head for D): the paper's "after the
+    circuit has formed".
+
+    Returns:
+        Columns :data:`ALGORITHM_COLUMNS`; ``value`` in percent, NaN with its ``reason`` where undefined.
+    """
+    from circuit_stability.records import StabilityRecord
+    from circuit_stability.stability import algorithm_rows
+
+    rows = []
+    for p in paths:
+        r = StabilityRecord.read(p)
+        key = {k: r.meta[k] for k in ("model", "step", "tokens_seen")}
+        rows += [{**key, **row} for row in algorithm_rows(r.frame, r.meta)]
+    out = pd.DataFrame(rows, columns=[c for c in ALGORITHM_COLUMNS if c != "formed"])
+    present = out[out["denominator"] == "all"].groupby(["model", "step", "form"])["n_class"].agg(
+        lambda n: bool(len(n) == 3 and (n > 0).all()))
+    out["formed"] = [bool(present.get((m, s, f), False)) for m, s, f in zip(out["model"], out["step"], out["form"])]
+    out = out[ALGORITHM_COLUMNS].sort_values(["model", "step", "panel", "form", "denominator"], kind="stable")
+    return out.astype({"step": "int64", "tokens_seen": "int64", "value": "float64", "n_class": "int64"}).reset_index(
+        drop=True)
+
+
 def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Path, emergence_fraction: float,
-                 components: list[str | Path], component_thresholds: dict[str, float]) -> None:
-    """Write ``behavior``, ``circuits``, ``faithfulness``, ``emergence``, ``components``, ``component_emergence``,
-    ``roles``, ``handovers`` and ``component_lag`` ``.parquet`` into ``out`` (``emergence_fraction``: the onset rule
-    of :func:`emergence_table`; ``components``: the components parquets; ``component_thresholds``:
-    ``components.thresholds``, for :func:`component_emergence_table` and :func:`role_flags`)."""
+                 components: list[str | Path], component_thresholds: dict[str, float],
+                 stability: list[str | Path] = ()) -> None:
+    """Write ``behavior``, ``circuits``, ``circuit_edges``, ``faithfulness``, ``emergence``, ``components``, ``component_emergence``,
+    ``roles``, ``handovers``, ``component_lag`` and ``algorithm`` ``.parquet`` into ``out`` (``emergence_fraction``:
+    the onset rule of :func:`emergence_table`; ``components``: the components parquets; ``component_thresholds``:
+    ``components.thresholds``, for :func:`component_emergence_table` and :func:`role_flags`; ``stability``: the
+    stability parquets, for :func:`algorithm_table`)."""
     c = components_table(list(components))
     component_emergence = component_emergence_table(c, component_thresholds)
     write_parquet(c, out / "components.parquet")
@@ -349,6 +396,7 @@ def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Pa
     e = emergence_table(b, emergence_fraction)
     write_parquet(b, out / "behavior.parquet")
     write_parquet(circuit_table(circuits), out / "circuits.parquet")
+    write_parquet(circuit_edges_table(circuits), out / "circuit_edges.parquet")
     write_parquet(faithfulness_table(circuits), out / "faithfulness.parquet")
     write_parquet(e, out / "emergence.parquet")
     flags = role_flags(c, component_thresholds)
@@ -356,3 +404,4 @@ def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Pa
     write_parquet(roles_table(flags, circuit_heads(circuits)), out / "roles.parquet")
     write_parquet(hand, out / "handovers.parquet")
     write_parquet(component_lag_table(component_emergence, e, hand), out / "component_lag.parquet")
+    write_parquet(algorithm_table(list(stability)), out / "algorithm.parquet")

@@ -1,0 +1,56 @@
+# IOI algorithm stability (Tigges et al. 2024 §4.2, Fig. 4 B–D): path patching of every head into the IOI receiver
+# sets, both forms, at every checkpoint whose IOI circuit is valid; one parquet per step, one job per model (a few
+# batched forwards per checkpoint). Models with fewer than three layers cannot host the algorithm's three stages
+# (name movers read S-inhibition heads, which read induction and duplicate-token heads) and get no files; the
+# algorithm table says so.
+
+MIN_STABILITY_LAYERS = 3
+if config["source"] == "suite":
+    STABILITY_MODELS = [m for m in MODELS if SUITE["models"][m]["n_layers"] >= MIN_STABILITY_LAYERS]
+else:
+    STABILITY_MODELS = list(MODELS)  # every Pythia model has at least six layers
+if "ioi" not in TASKS:
+    STABILITY_MODELS = []
+STABILITY_FILES = [f"results/stability/{m}/ioi/step{s}.parquet" for m in STABILITY_MODELS for s in SCORED_OF[m]]
+
+for g, group in enumerate(STEP_GROUPS):
+    chunk = group["scored"]
+    if not chunk or not any(m in STABILITY_MODELS for m in group["models"]):
+        continue
+
+    rule:
+        name:
+            group_rule("stability", g)
+        wildcard_constraints:
+            model="|".join(re.escape(m) for m in group["models"] if m in STABILITY_MODELS),
+        input:
+            ioi=f"data/tasks/{FAMILY}/ioi.parquet",
+            components=expand("results/components/{{model}}/step{step}.parquet", step=chunk),
+            circuits=expand("results/circuits/{{model}}/ioi/step{step}.json", step=chunk),
+            checkpoints=checkpoints_of(chunk),
+        output:
+            expand("results/stability/{{model}}/ioi/step{step}.parquet", step=chunk),
+        params:
+            model=lambda w: f"--model {w.model} --model-name {MODEL_NAMES[w.model]} --suite-dir models",
+            steps=",".join(map(str, chunk)),
+            tokens_per_step=TOKENS_PER_STEP,
+            thresholds=(f"--copy-threshold {config['components']['thresholds']['copy']} "
+                        f"--negative-copy-threshold {config['components']['thresholds']['negative_copy']} "
+                        f"--candidate-effect {config['components']['candidate_effect']}"),
+            patching=(f"--forms {','.join(config['stability']['forms'])} "
+                      f"--max-rows {config['stability']['max_rows']}"),
+        threads: THREADS
+        priority: model_priority
+        resources:
+            gpu=1,
+        message:
+            "Path patching (IOI algorithm): model {wildcards.model}, steps {params.steps}"
+        log:
+            f"logs/stability/{{model}}/steps{chunk[0]}-{chunk[-1]}.log",
+        benchmark:
+            f"logs/benchmarks/stability/{{model}}/steps{chunk[0]}-{chunk[-1]}.tsv"
+        shell:
+            KERNELS + "circuit-stability --log {log} stability {params.model} --steps {params.steps} "
+            "--ioi-dataset {input.ioi} --components-dir results/components/{wildcards.model} "
+            "--circuits-dir results/circuits/{wildcards.model}/ioi {params.thresholds} {params.patching} "
+            "--tokens-per-step {params.tokens_per_step} --out-dir results/stability/{wildcards.model}/ioi"
