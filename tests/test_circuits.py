@@ -201,19 +201,24 @@ def test_circuit_validity():
             circuit_validity(1.0, 0.0, 1.0, *bad)
 
 
-def test_invalid_circuit_is_never_reached(trained_bridge, ioi_prompts):
-    """The same search with a margin no model can meet: the circuit still qualifies by f_paper, but it is
-    marked invalid with the reason, and not reached."""
+def test_invalid_circuit_is_not_searched(trained_bridge, ioi_prompts):
+    """The same checkpoint with a margin no model can meet, or a final metric it has not reached: marked invalid
+    with the reason, not reached, and not searched (the empty circuit, m(C) = m(∅), a curve of size 0 alone),
+    while m(M) and m(∅) are those of the valid search."""
     import dataclasses
 
     bridge, graph = trained_bridge, Graph.from_config(trained_bridge.cfg)
     scores = edge_attribution(bridge, graph, ioi_prompts, IG5, 70).scores
+    valid = minimal_circuit(bridge, graph, scores, ioi_prompts, PAPER, 70)
     strict = dataclasses.replace(PAPER, validity_margin=10.0)
     res = minimal_circuit(bridge, graph, scores, ioi_prompts, strict, 70)
-    assert res.curve[res.size]["paper"] >= 0.8 and not res.valid and not res.reached
-    assert "10 x |m(M)|" in res.invalid_reason
+    assert valid.valid and valid.reached and valid.size > 0
+    assert not res.valid and not res.reached and "10 x |m(M)|" in res.invalid_reason
+    assert res.size == 0 and not res.edges.any() and list(res.curve) == [0]
+    assert (res.metric_model, res.metric_empty) == (valid.metric_model, valid.metric_empty)
+    assert res.metric_circuit == res.metric_empty and res.curve[0]["normalized"] == 0.0
     late = minimal_circuit(bridge, graph, scores, ioi_prompts, PAPER, 70, metric_final=3 * res.metric_model)
-    assert not late.valid and not late.reached and "not emerged" in late.invalid_reason
+    assert not late.valid and not late.reached and "not emerged" in late.invalid_reason and late.size == 0
 
 
 def test_search_settings_are_checked_before_any_work():

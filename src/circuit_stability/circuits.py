@@ -254,7 +254,8 @@ class CircuitSearch:
     """Result of :func:`minimal_circuit`.
 
     Attributes:
-        size: greedy size n of the chosen circuit (the minimal qualifying one, or the largest evaluated if none).
+        size: greedy size n of the chosen circuit (the minimal qualifying one, or the largest evaluated if none; 0 at
+            an invalid checkpoint, which is not searched).
         edges: ``[n_writers, n_readers]`` bool mask of the chosen circuit after pruning.
         reached: whether f_paper ≥ threshold at ``size`` and the circuit is valid.
         valid, invalid_reason: :func:`circuit_validity` of m(M) and m(∅).
@@ -331,9 +332,12 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
     """Smallest greedy circuit with f_paper ≥ ``search.threshold`` among sizes 1 … :func:`search_limit`
     (design §5), and whether it is valid (:func:`circuit_validity`).
 
-    m(M), m(∅) and the log-spaced grid of :func:`search_minimal_size` are evaluated in one batched forward
-    (edge masks stacked along the batch; the corrupted activations computed once per batch); every evaluated
-    size is recorded in ``curve``. An invalid circuit is searched the same way but never ``reached``.
+    m(M) and m(∅) come first (the clean and the corrupted run) and decide validity. At an invalid checkpoint (the
+    model does not perform the task, so f_paper = m(C)/m(M) divides by noise) there is no search: the result is
+    the empty circuit (size 0, ``curve`` holding only size 0, m(C) = m(∅)), never ``reached``. Otherwise the
+    log-spaced grid of :func:`search_minimal_size` is evaluated in one batched forward (edge masks stacked along the
+    batch; the corrupted activations computed once per batch) with m(M) and m(∅) again; every evaluated size is
+    recorded in ``curve``.
 
     Args:
         scores: ``[n_writers, n_readers]`` edge scores (NaN off the edge mask).
@@ -352,6 +356,14 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
             masks[n] = select_circuit(graph, scores, n, search.selection)
         return masks[n]
 
+    trivial = torch.from_numpy(np.stack([graph.edge_mask, np.zeros_like(graph.edge_mask)]))
+    m_model, m_empty = patched_metric(bridge, graph, prompts, trivial, batch_size, max_bytes).tolist()
+    valid, reason = circuit_validity(m_model, m_empty, m_model if metric_final is None else metric_final,
+                                     search.validity_margin, search.emergence_fraction)
+    if not valid:
+        empty = {**faithfulness(m_empty, m_model, m_empty), "n_edges": 0, "metric": m_empty}
+        return CircuitSearch(0, np.zeros_like(graph.edge_mask), False, False, reason, m_model, m_empty, m_empty,
+                             {0: empty})
     progress = Progress(f"minimal-circuit search over 1..{max_n} edges", None, "circuit sizes evaluated")
     base: dict[str, float] = {}
     metric_of: dict[int, float] = {}
@@ -424,7 +436,7 @@ def circuit_record(bridge, graph: Graph, scores: ScoresRecord, prompts: Prompts,
         raise ValueError(f"scores of {scores.meta.get('model')} {scores.meta.get('task')} step "
                          f"{scores.meta.get('step')} were computed on {scores.graph}, but the model has {graph}")
     res = minimal_circuit(bridge, graph, scores.scores, prompts, search, batch_size, metric_final)
-    mib = faithfulness_summaries(bridge, graph, scores.scores, prompts, batch_size, search.selection)
+    mib = faithfulness_summaries(bridge, graph, scores.scores, prompts, batch_size, search.selection) if res.valid else {}
     edges = [name for name, keep in zip(graph.edge_names, res.edges[graph.edge_mask]) if keep]
     m = scores.meta
     return CircuitRecord(

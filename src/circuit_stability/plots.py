@@ -10,7 +10,8 @@
 - ``circuit_size.png``: minimal-circuit size in edges against tokens seen, one line per model, one panel per
   task (Tigges et al. 2024, Figure 5 left); hollow markers where no circuit reached the threshold. Checkpoints
   whose circuit is not ``valid`` (the model does not perform the task, so f_paper = m(C)/m(M) divides by
-  noise; :func:`circuits.circuit_validity`) are drawn as grey crosses, off the line.
+  noise; :func:`circuits.circuit_validity`; no circuit is searched there) are drawn as grey crosses at 0, off
+  the line.
 - ``figure2_components.png``: per component type, each model's strongest in-circuit head's score against tokens
   seen (Figure 2; :func:`strongest_heads`).
 - ``figure3_top_heads.png``: the largest model's top 5 heads of each component score over training (Figure 3).

@@ -308,7 +308,8 @@ class CircuitRecord:
         selection, pruned, threshold, max_fraction, min_search_edges, max_edges, total_edges: the search
             (``max_edges`` = the largest greedy size tried; ``total_edges`` = E).
         size: greedy size n of the chosen circuit; ``edges``: its edges after pruning (``n_edges`` of them);
-            ``nodes``: the nodes they touch.
+            ``nodes``: the nodes they touch. Where the circuit is not ``valid`` nothing is searched: size 0, no
+            edges, a faithfulness curve of the empty circuit alone and no MIB summaries (``mib = {}``).
         reached: f_paper ≥ threshold at ``size`` *and* the circuit is valid.
         valid, invalid_reason: whether the model performs the task at this checkpoint (see
             :func:`circuit_stability.circuits.circuit_validity`); the reason is ``None`` when valid.
