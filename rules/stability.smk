@@ -1,16 +1,10 @@
 # IOI algorithm stability (Tigges et al. 2024 §4.2, Fig. 4 B–D): path patching of every head into the IOI receiver
 # sets, both forms, at every checkpoint whose IOI circuit is valid; one parquet per step, one job per model (a few
-# batched forwards per checkpoint). Models with fewer than three layers cannot host the algorithm's three stages
-# (name movers read S-inhibition heads, which read induction and duplicate-token heads) and get no files; the
-# algorithm table says so.
+# batched forwards per checkpoint). A model with fewer than three layers cannot host the algorithm's three stages
+# (name movers read S-inhibition heads, which read induction and duplicate-token heads): its job loads no model and
+# writes each step's file with that reason, so the algorithm table says so for every model.
 
-MIN_STABILITY_LAYERS = 3
-if config["source"] == "suite":
-    STABILITY_MODELS = [m for m in MODELS if SUITE["models"][m]["n_layers"] >= MIN_STABILITY_LAYERS]
-else:
-    STABILITY_MODELS = list(MODELS)  # every Pythia model has at least six layers
-if "ioi" not in TASKS:
-    STABILITY_MODELS = []
+STABILITY_MODELS = list(MODELS) if "ioi" in TASKS else []
 STABILITY_FILES = [f"results/stability/{m}/ioi/step{s}.parquet" for m in STABILITY_MODELS for s in SCORED_OF[m]]
 
 for g, group in enumerate(STEP_GROUPS):

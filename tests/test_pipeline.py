@@ -63,6 +63,7 @@ def _artefacts() -> list[str]:
         paths += [f"models/{m}/train_log.parquet", f"models/{m}/suite.json"]
         paths += [f"models/{m}/step{s}/model.safetensors" for s in STEPS]
         paths += [f"results/components/{m}/step{s}.parquet" for s in STEPS]
+        paths += [f"results/stability/{m}/ioi/step{s}.parquet" for s in SCORED]
         for t in TASKS:
             paths += [f"results/behavior/{m}/{t}/step{s}.json" for s in STEPS]
             paths += [f"results/scores/{m}/{t}/step{s}.parquet" for s in SCORED]
@@ -115,6 +116,9 @@ def test_scores_and_circuit_contracts(study):
     assert roles.loc[~roles["circuit_valid"].astype(bool), "in_circuit"].isna().all()
     lag = pd.read_parquet(study / "results/tables/component_lag.parquet")
     assert set(lag["relation"]) <= {"before", "with", "after", "never", "task never"} and len(lag) > 0
+    algorithm = pd.read_parquet(study / "results/tables/algorithm.parquet")  # both models have < 3 layers: NaN, why
+    assert len(algorithm) == len(MODELS) * len(SCORED) * 3 * 2 * 2 and algorithm["value"].isna().all()
+    assert algorithm["reason"].str.contains("need at least 3").all() and not algorithm["formed"].any()
 
 
 def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study, tmp_path):
@@ -124,8 +128,8 @@ def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study, tmp_p
     others = {p: p.stat().st_mtime_ns for p in (study / "results/scores").rglob("*.parquet") if p != target}
     behavior = {p: p.stat().st_mtime_ns for p in (study / "results/behavior").rglob("*.json")}
     target.unlink()
-    assert _planned_jobs(study) == {"scores_1": 1, "circuit_1": 1, "tables": 1, "figures": 1, "report": 1,
-                                    "track": 1, "all": 1}
+    assert _planned_jobs(study) == {"scores_1": 1, "circuit_1": 1, "stability": 1, "tables": 1, "figures": 1,
+                                    "report": 1, "track": 1, "all": 1}
     os.umask(0o022)  # the build below inherits it
     _snakemake(study)
     assert hashlib.md5(target.read_bytes()).hexdigest() == md5  # same inputs, same bytes: DVC sees no change

@@ -261,14 +261,15 @@ def cmd_heads(a: argparse.Namespace) -> None:
 def cmd_stability(a: argparse.Namespace) -> None:
     """Path patching of every head into the IOI receiver sets (logits; name-mover queries; S-inhibition values) in
     both forms, at each checkpoint whose IOI circuit is valid (circuit_stability.stability); writes
-    <out-dir>/step<step>.parquet (records.StabilityRecord). Checkpoints without a valid circuit get a file with no
-    rows and the reason."""
+    <out-dir>/step<step>.parquet (records.StabilityRecord). Checkpoints without a valid circuit, and every checkpoint
+    of a model with fewer than three layers (no model is loaded then), get a file with no rows and the reason."""
     import pandas as pd
 
     from circuit_stability.attribution import Prompts
     from circuit_stability.models import load_model
     from circuit_stability.records import STABILITY_COLUMNS, CircuitRecord, ComponentsRecord, StabilityRecord, read_dataset
-    from circuit_stability.stability import FORMS, checkpoint_effects
+    from circuit_stability.models import resolve_checkpoint
+    from circuit_stability.stability import FORMS, MIN_LAYERS, checkpoint_effects
 
     _threads(1)
     forms = tuple(a.forms)
@@ -279,6 +280,8 @@ def cmd_stability(a: argparse.Namespace) -> None:
     if ioi.task != "ioi":
         raise SystemExit(f"--ioi-dataset {a.ioi_dataset} holds the {ioi.task!r} task; path patching needs 'ioi'")
     steps = [int(x) for x in a.steps.split(",")]
+    first = resolve_checkpoint(a.model_name or a.model, steps[0], a.suite_dir)
+    n_layers = json.loads((first.path / "config.json").read_text())["num_hidden_layers"] if first.is_local else None
     circuits = {s: CircuitRecord.read(Path(a.circuits_dir) / f"step{s}.json") for s in steps}
     components = {s: ComponentsRecord.read(Path(a.components_dir) / f"step{s}.parquet") for s in steps}
     settings = {"copy_threshold": a.copy_threshold, "negative_copy_threshold": a.negative_copy_threshold,
@@ -288,8 +291,12 @@ def cmd_stability(a: argparse.Namespace) -> None:
         meta = {"model": a.model, "step": step, "tokens_seen": step * a.tokens_per_step, "version": __version__,
                 "valid": c.valid, "reason": None, "undefined": {}, "receivers": {}, "n_examples": len(ioi.frame),
                 "ioi_dataset": Path(a.ioi_dataset).name, **settings}
-        if not c.valid:
+        if n_layers is not None and n_layers < MIN_LAYERS:
+            meta["reason"] = (f"{a.model} has {n_layers} layer(s): the IOI algorithm's three stages (induction or "
+                              f"duplicate-token -> S-inhibition -> name-mover heads) need at least {MIN_LAYERS}")
+        elif not c.valid:
             meta["reason"] = f"IOI circuit not valid: {c.invalid_reason}"
+        if meta["reason"]:
             StabilityRecord(pd.DataFrame(columns=STABILITY_COLUMNS), meta).write(Path(a.out_dir) / f"step{step}.parquet")
             _log(f"stability {a.model} step {step}: {meta['reason']}; no path patching")
             continue

@@ -57,6 +57,10 @@ FORMS = {"paper": "(a) other heads frozen at the clean run, MLPs recomputed (McD
          "direct": "(b) direct edges sender -> receiver only (edge-mask patch)"}
 """The two forms of path patching (module docstring), by the name used in files and tables."""
 
+MIN_LAYERS = 3
+"""Fewest layers that can host the IOI algorithm's three stages (induction / duplicate-token heads feed S-inhibition
+heads, which feed name movers); a smaller model's checkpoints get no path patching and that reason."""
+
 RECEIVER_SETS = {"logits": "B", "name_mover_queries": "C", "s_inhibition_values": "D"}
 """Receiver set -> the panel of the paper's Fig. 4 that measures it."""
 
