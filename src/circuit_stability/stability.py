@@ -99,9 +99,9 @@ def senders_with_path(graph: Graph, readers: list[int]) -> list[tuple[int, int]]
 
 @dataclass(frozen=True)
 class _Runs:
-    """The clean and corrupted runs path patching starts from (float32, on the prompts' device): ``heads``
-    ``[n_layers, n_heads, N, pos, d_model]`` every head's output (``attn.hook_result``) and ``delta`` the
-    corrupted-minus-clean difference; ``resid_pre`` and ``mlp_in`` ``[n_layers, N, pos, d_model]`` (the residual
+    """The clean and corrupted runs path patching starts from (float32, on the prompts' device): ``delta``
+    ``[n_layers, n_heads, N, pos, d_model]`` every head's output (``attn.hook_result``), corrupted minus clean;
+    ``resid_pre`` and ``mlp_in`` ``[n_layers, N, pos, d_model]`` (the residual
     stream each layer's heads and MLP read, before their LayerNorms), ``mlp_out`` likewise; ``final``
     ``[N, pos, d_model]`` (``blocks.{L-1}.hook_resid_post``); ``clean``, ``corrupted`` the mean task metric."""
 
