@@ -180,7 +180,7 @@ def test_direct_form_equals_the_edge_mask_patch(trained_bridge, ioi_prompts):
         torch.testing.assert_close(ours, patched_metric(bridge, graph, prompts, keep, len(prompts)),
                                    atol=2e-5, rtol=1e-5)
         for form in ("direct", "paper"):
-            batched = path_patch(bridge, graph, prompts, senders, readers, form)
+            batched = path_patch(bridge, graph, prompts, senders, readers, form, max_rows=len(senders) * len(prompts))
             one_at_a_time = path_patch(bridge, graph, prompts, senders, readers, form, max_rows=len(prompts))
             torch.testing.assert_close(batched, one_at_a_time, atol=1e-5, rtol=0)
 
