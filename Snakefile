@@ -23,6 +23,7 @@ include: "rules/scores.smk"
 include: "rules/circuits.smk"
 include: "rules/components.smk"
 include: "rules/stability.smk"
+include: "rules/similarity.smk"
 include: "rules/report.smk"
 include: "rules/tracking.smk"
 
@@ -39,6 +40,7 @@ rule all:
         per_model("results/circuits/{model}/{task}/step{step}.json", scored=True),
         COMPONENT_FILES,
         STABILITY_FILES,
+        SIMILARITY_FILES,
         rules.tables.output,
         rules.figures.output,
         rules.report.output,  # reports/report.html

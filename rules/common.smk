@@ -19,6 +19,8 @@ KERNELS = env_prefix(config["cpu_kernels"])
 TASKS = sorted(config["tasks"])
 ANALYSIS = config["analysis"]
 CIRCUITS = config["circuits"]
+SIMILARITY = config["similarity"]
+BOOTSTRAP = SIMILARITY["resamples"] > 0  # the scores stage then writes per-example scores
 
 if config["source"] == "suite":
     SUITE = config["suite"]

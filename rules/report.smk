@@ -6,6 +6,7 @@ rule tables:
         circuits=lambda w: validated(per_model("results/circuits/{model}/{task}/step{step}.json", scored=True)),
         components=lambda w: validated(COMPONENT_FILES),
         stability=lambda w: validated(STABILITY_FILES),
+        similarity=lambda w: validated(SIMILARITY_FILES),
     output:
         behavior="results/tables/behavior.parquet",
         circuits="results/tables/circuits.parquet",
@@ -17,6 +18,10 @@ rule tables:
         handovers="results/tables/handovers.parquet",
         component_lag="results/tables/component_lag.parquet",
         algorithm="results/tables/algorithm.parquet",
+        similarity="results/tables/similarity.parquet",
+        composition="results/tables/composition.parquet",
+        cross_model="results/tables/cross_model.parquet",
+        findings="results/tables/findings.parquet",
     params:
         emergence=ANALYSIS["emergence_fraction"],
         thresholds=json.dumps(config["components"]["thresholds"], sort_keys=True, separators=(",", ":")),
@@ -26,7 +31,8 @@ rule tables:
         "logs/tables.log",
     shell:
         "circuit-stability --log {log} tables --behavior {input.behavior} --circuits {input.circuits} "
-        "--components {input.components} --stability {input.stability} --component-thresholds '{params.thresholds}' "
+        "--components {input.components} --stability {input.stability} --similarity {input.similarity} "
+        "--component-thresholds '{params.thresholds}' "
         "--emergence-fraction {params.emergence} --out results/tables"
 
 
@@ -65,6 +71,14 @@ rule figures:
                category="Figure 4: the IOI algorithm over training",
                labels={"figure": "IOI algorithm", "shows": "share of each IOI stage's path-patching effect carried "
                        "by its class of heads, against tokens seen; the largest model's circuit by role"}),
+        report("reports/figures/similarity.png", caption="../report/similarity.rst",
+               category="Circuit similarity and its noise floor",
+               labels={"figure": "circuit similarity", "shows": "Jaccard with the previous and the final checkpoint "
+                       "against tokens seen, over the bootstrap noise floor"}),
+        report("reports/figures/findings.html", caption="../report/findings.rst",
+               category="Findings",
+               labels={"figure": "findings (table)", "shows": "the paper's four findings and the noise-floor one, "
+                       "measured on this study"}),
     params:
         models=",".join(MODELS),
         dpi=config["plots"]["dpi"],

@@ -43,6 +43,10 @@ def test_shipped_configs_are_valid():
      r"suite.models.quick-m-seed2: weight_seed 3 contradicts the name, which says weight seed 2"),
     (lambda c: c["suite"]["models"].update({"quick-m-data-seed1000": {"n_layers": 1, "d_model": 16, "n_heads": 2}}),
      r"suite.models.quick-m-data-seed1000: data seed 1000 is too large; valid data seeds are 0 to 999"),
+    (lambda c: c["analysis"].update({"method": "exact"}),
+     r"similarity.resamples: 50 bootstrap resamples need per-example scores, which analysis.method 'exact' does not"),
+    (lambda c: c.update({"similarity": {"resamples": 1}}), r"similarity.resamples: 1 resample gives no interval"),
+    (lambda c: c.update({"similarity": {"stored_fraction": 0}}), r"similarity.stored_fraction: 0 violates"),
 ])
 def test_invalid_config_messages(quick, mutate, expected):
     bad = copy.deepcopy(quick)

@@ -93,9 +93,10 @@ def test_report_is_offline_and_contains_every_figure(pushed):
     for html in (html, (pushed / "reports/report.html").read_text()):
         assert not re.search(r"<(script|img|link|iframe)[^>]+(src|href)=[\"']https?://", html), "loads from the web"
         for fig in ("figure1_behavior.png", "circuit_size.png", "emergence.png", "faithfulness_curves.png",
-                    "figure2_components.png", "figure3_top_heads.png", "figure4_algorithm.png"):
+                    "figure2_components.png", "figure3_top_heads.png", "figure4_algorithm.png", "similarity.png"):
             assert f"data:image/png;charset=utf8;filename={fig};base64," in html, f"{fig} is not embedded"
         assert "data:text/html;charset=utf8;filename=component_lag.html;base64," in html  # the component-lag table
+        assert "data:text/html;charset=utf8;filename=findings.html;base64," in html  # the findings table
         for text in ("Figure 1: behaviour over training", "Figure 5: circuit size over training",
                      "results/tables/behavior.parquet", "results/tables/circuits.parquet"):
             assert text in html

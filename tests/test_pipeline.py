@@ -20,7 +20,7 @@ import pytest
 from conftest import quick_checkout
 
 from circuit_stability.checkpoints import checkpoint_schedule
-from circuit_stability.records import CircuitRecord, ScoresRecord
+from circuit_stability.records import CircuitRecord, ExampleScoresRecord, ScoresRecord
 MODELS = ("quick-s", "quick-m")
 TASKS = ("ioi", "greater_than")
 STEPS = checkpoint_schedule(200, 100, log_until=4)
@@ -54,7 +54,9 @@ def _artefacts() -> list[str]:
              "results/tables/components.parquet", "results/tables/component_emergence.parquet",
              "results/tables/roles.parquet", "results/tables/handovers.parquet",
              "results/tables/component_lag.parquet", "results/tables/algorithm.parquet",
-             "results/tables/circuit_edges.parquet",
+             "results/tables/circuit_edges.parquet", "results/tables/similarity.parquet",
+             "results/tables/composition.parquet", "results/tables/cross_model.parquet",
+             "results/tables/findings.parquet", "reports/figures/similarity.png", "reports/figures/findings.html",
              "reports/figures/figure1_behavior.png", "reports/figures/circuit_size.png",
              "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png",
              "reports/figures/figure2_components.png", "reports/figures/figure3_top_heads.png",
@@ -64,9 +66,11 @@ def _artefacts() -> list[str]:
         paths += [f"models/{m}/step{s}/model.safetensors" for s in STEPS]
         paths += [f"results/components/{m}/step{s}.parquet" for s in STEPS]
         paths += [f"results/stability/{m}/ioi/step{s}.parquet" for s in SCORED]
+        paths += [f"results/similarity/{m}.parquet"]
         for t in TASKS:
             paths += [f"results/behavior/{m}/{t}/step{s}.json" for s in STEPS]
             paths += [f"results/scores/{m}/{t}/step{s}.parquet" for s in SCORED]
+            paths += [f"results/scores/{m}/{t}/step{s}.examples.parquet" for s in SCORED]
             paths += [f"results/circuits/{m}/{t}/step{s}.json" for s in SCORED]
     return paths
 
@@ -119,20 +123,37 @@ def test_scores_and_circuit_contracts(study):
     algorithm = pd.read_parquet(study / "results/tables/algorithm.parquet")  # both models have < 3 layers: NaN, why
     assert len(algorithm) == len(MODELS) * len(SCORED) * 3 * 2 * 2 and algorithm["value"].isna().all()
     assert algorithm["reason"].str.contains("need at least 3").all() and not algorithm["formed"].any()
+    sim = pd.read_parquet(study / "results/tables/similarity.parquet")  # one row per (model, task, scored step)
+    assert sorted(zip(sim["model"], sim["task"], sim["step"])) == sorted(
+        (m, t, s) for m in MODELS for t in TASKS for s in SCORED)
+    invalid = ~sim["valid"].astype(bool)
+    assert sim.loc[invalid, ["n_edges", "boot_main_median"]].isna().all().all()
+    assert sim.loc[~invalid, "resamples"].eq(50).all() and sim["boot_beyond_stored"].eq(0).all()
+    ex = ExampleScoresRecord.read(study / "results/scores/quick-m/ioi/step200.examples.parquet")
+    rec = ScoresRecord.read(study / "results/scores/quick-m/ioi/step200.parquet")
+    assert ex.examples.shape == (20, 102)  # every edge, every example (similarity.stored_fraction: 1)
+    np.testing.assert_allclose(ex.resampled(np.ones(20)), rec.scores[ex.src, ex.dst], rtol=2e-6,
+                               atol=2e-7 * float(np.abs(rec.scores[ex.src, ex.dst]).max()))
+    findings = pd.read_parquet(study / "results/tables/findings.parquet")
+    assert {"i acquisition", "iii hand-overs", "v beyond noise"} <= set(findings["finding"])
 
 
 def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study, tmp_path):
     study = Path(shutil.copytree(study, tmp_path / "copy", symlinks=True))  # copy2 keeps the timestamps
     target = study / "results/scores/quick-m/ioi/step200.parquet"
     md5 = hashlib.md5(target.read_bytes()).hexdigest()
-    others = {p: p.stat().st_mtime_ns for p in (study / "results/scores").rglob("*.parquet") if p != target}
+    sibling = target.with_name("step200.examples.parquet")  # written by the same job
+    others = {p: p.stat().st_mtime_ns for p in (study / "results/scores").rglob("*.parquet")
+              if p not in (target, sibling)}
+    sibling_md5 = hashlib.md5(sibling.read_bytes()).hexdigest()
     behavior = {p: p.stat().st_mtime_ns for p in (study / "results/behavior").rglob("*.json")}
     target.unlink()
-    assert _planned_jobs(study) == {"scores_1": 1, "circuit_1": 1, "stability": 1, "tables": 1, "figures": 1,
-                                    "report": 1, "track": 1, "all": 1}
+    assert _planned_jobs(study) == {"scores_1": 1, "circuit_1": 1, "stability": 1, "similarity": 1, "tables": 1,
+                                    "figures": 1, "report": 1, "track": 1, "all": 1}
     os.umask(0o022)  # the build below inherits it
     _snakemake(study)
     assert hashlib.md5(target.read_bytes()).hexdigest() == md5  # same inputs, same bytes: DVC sees no change
+    assert hashlib.md5(sibling.read_bytes()).hexdigest() == sibling_md5
     assert stat.S_IMODE(target.stat().st_mode) == 0o644 and stat.S_IMODE(target.parent.stat().st_mode) == 0o755
     assert {p: p.stat().st_mtime_ns for p in others} == others
     assert {p: p.stat().st_mtime_ns for p in behavior} == behavior

@@ -158,7 +158,7 @@ def test_parallel_build_leaves_exactly_one_run_per_checkpoint(versioned_study):
     assert figures == ["figures/circuit_size.png", "figures/component_lag.html", "figures/emergence.png",
                        "figures/faithfulness_curves.png", "figures/figure1_behavior.png",
                        "figures/figure2_components.png", "figures/figure3_top_heads.png",
-                       "figures/figure4_algorithm.png"]
+                       "figures/figure4_algorithm.png", "figures/findings.html", "figures/similarity.png"]
     curve = _client(uri).get_metric_history(parent.info.run_id, "quick-m/ioi/task_metric")
     assert sorted(m.step for m in curve) == sorted(STEPS)
 

@@ -174,12 +174,17 @@ class Attribution:
         metric_clean: mean task metric on clean prompts, m(M).
         metric_corrupted: mean task metric on corrupted prompts.
         per_example_clean: ``[n]`` clean metric per example.
+        per_example: ``[n, n_writers, n_readers]`` float32 numpy, each example's edge scores (the same formula
+            without the mean over examples; NaN where there is no edge), or None when not asked for. Their mean
+            over examples equals ``scores`` to float32 rounding (the two are accumulated separately, so that
+            ``scores`` does not depend on whether per-example scores are kept).
     """
 
     scores: np.ndarray
     metric_clean: float
     metric_corrupted: float
     per_example_clean: np.ndarray
+    per_example: np.ndarray | None = None
 
 
 def activation_bytes(graph: Graph, n_examples: int, n_positions: int, d_model: int) -> int:
@@ -190,7 +195,7 @@ def activation_bytes(graph: Graph, n_examples: int, n_positions: int, d_model: i
 
 
 def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float], batch_size: int,
-                     max_bytes: int = 4 << 30) -> Attribution:
+                     max_bytes: int = 4 << 30, per_example: bool = False) -> Attribution:
     """Gradient-based edge scores (EAP for ``alphas=[1]``, EAP-IG for ``interpolation_points``).
 
     Costs per batch: 2 forward passes (clean, corrupted) + ``len(alphas)`` forward/backward passes; one
@@ -205,6 +210,10 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
         batch_size: examples per forward pass, lowered so that the activation-difference buffer
             (:func:`activation_bytes`, held once, plus the same again for transient copies) fits in ``max_bytes``.
         max_bytes: memory budget of the activation buffers.
+        per_example: also keep every example's scores (:attr:`Attribution.per_example`, ``4·n·W·R`` bytes; for
+            the bootstrap of the similarity stage): each reader's gradient is summed over the interpolation points
+            (a buffer as large as every reader input of the batch, counted in ``max_bytes``), then contracted with
+            the activation differences once per batch, batched over examples.
 
     Returns:
         :class:`Attribution` (scores are means over examples).
@@ -220,8 +229,13 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
     clean_vals, corr_vals = [], []
     readers = _reader_hook_names(graph)
     width = int(prompts.position.max()) + 1
-    per_example = 2 * activation_bytes(graph, 1, width, bridge.cfg.d_model)
-    batch_size = max(1, min(batch_size, max_bytes // per_example))
+    bytes_per_example = (3 if per_example else 2) * activation_bytes(graph, 1, width, bridge.cfg.d_model)
+    if per_example:  # the gradient at every reader input, summed over the interpolation points
+        bytes_per_example += graph.n_readers * width * bridge.cfg.d_model * 4
+    batch_size = max(1, min(batch_size, max_bytes // bytes_per_example))
+    examples = (torch.zeros((len(prompts), graph.n_writers, graph.n_readers), dtype=torch.float32, device=device)
+                if per_example else None)
+    first = 0
     n_batches = -(-len(prompts) // batch_size)
     progress = Progress(f"edge attribution ({len(alphas)} interpolation point(s), {graph.n_edges} edges)",
                         n_batches * len(alphas), "backward passes")
@@ -233,8 +247,9 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
         corr_vals.append(batch.metric_values(logits))
         e_corr = e_clean - buf[0]
         delta = buf.neg_().flatten(1)  # Δa = a(corrupted) − a(clean), [W, batch·pos·d], in place
+        grad_sum: dict[str, torch.Tensor] = {}  # reader hook -> Σ_α gradient, [batch, pos·d, head] (per_example)
 
-        def bwd(n_up: int, cols: list[int]):
+        def bwd(name: str, n_up: int, cols: list[int]):
             def f(grad, hook):
                 g = grad.float()
                 if g.ndim == 4:  # [batch, pos, head, d] -> [batch·pos·d, head]
@@ -242,9 +257,15 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
                 else:
                     g = g.reshape(-1, 1)
                 scores[:n_up, cols[0] : cols[-1] + 1] += delta[:n_up] @ g
+                if per_example:  # the per-example contraction waits for the sum over α (one bmm, not m)
+                    g = g.view(len(batch), -1, g.shape[1])
+                    if name in grad_sum:
+                        grad_sum[name] += g
+                    else:
+                        grad_sum[name] = g.clone()
             return f
 
-        bwd_hooks = [(name, bwd(n_up, cols)) for name, n_up, cols in readers]
+        bwd_hooks = [(name, bwd(name, n_up, cols)) for name, n_up, cols in readers]
         for alpha in alphas:
             emb = (e_corr + alpha * (e_clean - e_corr)).to(dtype).requires_grad_(True)
             with torch.enable_grad(), bridge.hooks(fwd_hooks=[("hook_embed", lambda x, hook: emb)],
@@ -252,12 +273,23 @@ def edge_attribution(bridge, graph: Graph, prompts: Prompts, alphas: list[float]
                 logits = bridge(batch.clean)
                 batch.metric_values(logits).sum().backward()
             progress.update()
+        if per_example:  # [batch, n_up, pos·d] @ [batch, pos·d, head], per reader hook
+            b = len(batch)
+            delta_ex = delta.view(graph.n_writers, b, -1).transpose(0, 1).contiguous()  # [batch, W, pos·d]
+            for name, n_up, cols in readers:
+                examples[first : first + b, :n_up, cols[0] : cols[-1] + 1] += torch.bmm(delta_ex[:, :n_up],
+                                                                                         grad_sum.pop(name))
+            first += b
     scores /= len(prompts) * len(alphas)
     out = scores.cpu().numpy()
     out[~graph.edge_mask] = np.nan
+    if examples is not None:
+        examples /= len(alphas)
+        examples = examples.cpu().numpy()
+        examples[:, ~graph.edge_mask] = np.nan
     clean_all = torch.cat(clean_vals)
     return Attribution(out, float(clean_all.mean()), float(torch.cat(corr_vals).mean()),
-                       clean_all.cpu().numpy())
+                       clean_all.cpu().numpy(), examples)
 
 
 def _reader_input_hooks(graph: Graph, store: dict) -> list:

@@ -128,17 +128,31 @@ def cmd_behavior(a: argparse.Namespace) -> None:
 
 def cmd_scores(a: argparse.Namespace) -> None:
     """Edge scores of every edge (design §4 scores parquet) with EAP, EAP-IG or exact patching."""
-    from circuit_stability.attribution import score_edges
-    from circuit_stability.records import ScoresRecord
+    from circuit_stability.attribution import edge_attribution, interpolation_points, score_edges
+    from circuit_stability.records import ExampleScoresRecord, ScoresRecord, example_scores_path
 
+    if a.example_scores is not None:
+        if a.method == "exact":
+            raise SystemExit("--example-scores needs a gradient method (EAP or EAP-IG); exact patching gives no "
+                             "per-example scores")
+        if not 0.0 < a.example_scores <= 1.0:
+            raise SystemExit(f"--example-scores {a.example_scores}: the stored fraction of edges must be in (0, 1]")
     for step, bridge, graph, ds, prompts in _checkpoints(a):
         t0 = time.time()
-        scores = score_edges(bridge, graph, prompts, a.method, a.ig_steps, a.ig_convention, a.batch_size)
         meta = {"model": a.model, "step": step, "task": ds.task, "method": a.method,
                 "ig_steps": a.ig_steps if a.method == "EAP-IG" else (1 if a.method == "EAP" else 0),
                 "ig_convention": a.ig_convention, "n_examples": len(ds), "metric": ds.metric, "version": __version__,
                 "seed": ds.seed, "tokens_seen": step * a.tokens_per_step}
-        ScoresRecord(graph, scores, meta).write(Path(a.out_dir) / f"step{step}.parquet")
+        path = Path(a.out_dir) / f"step{step}.parquet"
+        if a.example_scores is None:
+            scores = score_edges(bridge, graph, prompts, a.method, a.ig_steps, a.ig_convention, a.batch_size)
+        else:
+            att = edge_attribution(bridge, graph, prompts, interpolation_points(a.method, a.ig_steps, a.ig_convention),
+                                   a.batch_size, per_example=True)
+            scores = att.scores
+            ExampleScoresRecord.from_examples(graph, att.per_example, a.example_scores, meta).write(
+                example_scores_path(path))
+        ScoresRecord(graph, scores, meta).write(path)
         _log(f"scores {a.model} {ds.task} step {step}: {graph.n_edges} edges by {a.method} in {time.time() - t0:.1f}s")
 
 
@@ -162,6 +176,73 @@ def cmd_circuit(a: argparse.Namespace) -> None:
              + ("" if rec.valid else f" ({rec.invalid_reason})"))
 
 
+def cmd_similarity(a: argparse.Namespace) -> None:
+    """Circuit similarity of one model over its scored checkpoints, task by task (size; edge, node and weighted
+    Jaccard against the previous and the final checkpoint), and the bootstrap noise floor of every valid circuit
+    from its per-example scores (circuit_stability.similarity); writes one parquet (similarity.SIMILARITY_COLUMNS).
+    Faithfulness of a few resampled circuits at each task's last valid checkpoint loads that checkpoint."""
+    import numpy as np
+
+    from circuit_stability.records import CircuitRecord, ExampleScoresRecord, ScoresRecord, example_scores_path, read_dataset
+    from circuit_stability.similarity import bootstrap_counts, model_similarity
+
+    steps = [int(x) for x in a.steps.split(",")]
+    if a.resamples == 1 or a.resamples < 0:
+        raise SystemExit(f"--resamples {a.resamples}: use 0 (no noise floor) or at least 2 (50 for a 95% interval)")
+    datasets = {}
+    for path in a.dataset:  # every input is read before any model is loaded
+        ds = read_dataset(path)
+        datasets[ds.task] = (path, ds)
+    circuits, scores, graph = {}, {}, None
+    for task in sorted(datasets):
+        circuits[task] = [CircuitRecord.read(Path(a.results) / "circuits" / a.model / task / f"step{s}.json")
+                          for s in steps]
+        for s in steps:
+            rec = ScoresRecord.read(Path(a.results) / "scores" / a.model / task / f"step{s}.parquet")
+            scores[(task, s)] = rec.scores
+            graph = graph or rec.graph
+        if a.resamples:
+            bootstrap_counts(len(datasets[task][1].frame), a.resamples, a.seed)  # refuses too few examples here
+            for c in circuits[task]:
+                path = example_scores_path(Path(a.results) / "scores" / a.model / task / f"step{c.step}.parquet")
+                if c.valid and not path.exists():
+                    raise SystemExit(f"{path} is missing: the bootstrap needs per-example scores (the scores stage "
+                                     "writes them with --example-scores)")
+
+    def examples(task, step):
+        return ExampleScoresRecord.read(example_scores_path(Path(a.results) / "scores" / a.model / task /
+                                                            f"step{step}.parquet"))
+
+    def faithfulness(task, step, masks):
+        import torch
+
+        from circuit_stability.attribution import Prompts, patched_metric
+        from circuit_stability.graph import Graph
+        from circuit_stability.models import load_model
+
+        _threads(a.threads)
+        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device)
+        prompts = Prompts.from_dataset(datasets[task][1], bridge.tokenizer.pad_token_id, next(bridge.parameters()).device)
+        g = Graph.from_config(bridge.cfg)
+        m = patched_metric(bridge, g, prompts, torch.as_tensor(masks), a.batch_size).cpu().numpy()
+        model = next(c for c in circuits[task] if c.step == step).metric_model
+        return m / model if model != 0 else np.full(len(m), np.nan)
+
+    t0 = time.time()
+    frame = model_similarity(graph, circuits, scores, examples if a.resamples else None, a.resamples, a.seed,
+                             faithfulness, a.faithfulness_resamples)
+    frame["tokens_seen"] = frame["step"] * a.tokens_per_step
+    from circuit_stability.artifacts import write_parquet
+
+    write_parquet(frame, a.out, {"model": a.model, "resamples": a.resamples, "seed": a.seed,
+                                 "faithfulness_resamples": a.faithfulness_resamples, "version": __version__})
+    beyond = int(frame["boot_beyond_stored"].sum())
+    _log(f"similarity {a.model}: {len(frame)} (task, step) rows, {int(frame['valid'].sum())} valid circuits, "
+         f"{a.resamples} resamples each in {time.time() - t0:.1f}s"
+         + (f"; {beyond} resampled circuit(s) might reach past the stored edges: raise "
+            "similarity.stored_fraction" if beyond else ""))
+
+
 # ---------------------------------------------------------------- tables and figures
 def cmd_tables(a: argparse.Namespace) -> None:
     """Collect per-checkpoint records into long-format parquet tables (design §4 tables)."""
@@ -169,7 +250,7 @@ def cmd_tables(a: argparse.Namespace) -> None:
 
     write_tables(a.behavior, a.circuits, Path(a.out), a.emergence_fraction, a.components,
                  json.loads(a.component_thresholds) if isinstance(a.component_thresholds, str) else a.component_thresholds,
-                 a.stability or [])
+                 a.stability or [], a.similarity or [])
 
 
 def cmd_plot(a: argparse.Namespace) -> None:
@@ -407,6 +488,25 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--json", action="store_true", help="print every head's scores as JSON")
     s.set_defaults(fn=cmd_heads)
 
+    s = sub.add_parser("similarity", help="circuit similarity over checkpoints and its bootstrap noise floor, one "
+                       "model", description=cmd_similarity.__doc__)
+    s.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
+    s.add_argument("--model-name", default=None, help="hub name, e.g. EleutherAI/pythia-160m (default: --model)")
+    s.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
+    s.add_argument("--steps", required=True, help="comma-separated scored checkpoint steps")
+    s.add_argument("--dataset", nargs="+", required=True, help="task dataset parquet(s): the tasks compared")
+    s.add_argument("--results", required=True, help="folder holding scores/ and circuits/, e.g. results")
+    s.add_argument("--tokens-per-step", type=int, required=True, help="batch size x context of training")
+    s.add_argument("--out", required=True, help="output parquet")
+    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    _option(s, "--resamples", "similarity.resamples", "bootstrap resamples per checkpoint (0: none)", type=int)
+    _option(s, "--seed", "similarity.seed", "resampling seed", type=int)
+    _option(s, "--faithfulness-resamples", "similarity.faithfulness_resamples",
+            "resampled circuits evaluated for faithfulness at each task's last valid checkpoint", type=int)
+    _option(s, "--batch-size", "analysis.batch_size", "examples per forward pass", type=int)
+    _option(s, "--threads", "threads", "torch threads", type=int)
+    s.set_defaults(fn=cmd_similarity)
+
     s = sub.add_parser("stability", help="path patching of every head into the IOI receiver sets, both forms "
                        "(the algorithm-stability metrics' effects)", description=cmd_stability.__doc__)
     s.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
@@ -498,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     _option(s, "--ig-steps", "analysis.ig_steps", "m, the EAP-IG interpolation points", type=int)
     _option(s, "--ig-convention", "analysis.ig_convention", "EAP-IG points: paper k/m, k=1..m; code k=0..m-1",
             choices=list(IG_CONVENTIONS))
+    s.add_argument("--example-scores", type=float, default=None, metavar="FRACTION",
+                   help="also write step<step>.examples.parquet: each example's scores of this top fraction of edges "
+                        "by |mean score| (config key similarity.stored_fraction; default: not written)")
     s.set_defaults(fn=cmd_scores)
 
     s = sub.add_parser("circuit", help="minimal circuits at checkpoints", description=cmd_circuit.__doc__)
@@ -525,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "none, for a study without them)")
     s.add_argument("--stability", nargs="*", default=[], help="stability parquets (results/stability/; default: "
                    "none, for a study without them)")
+    s.add_argument("--similarity", nargs="*", default=[], help="per-model similarity parquets (results/similarity/; "
+                   "default: none)")
     s.add_argument("--out", required=True, help="tables folder")
     _option(s, "--emergence-fraction", "analysis.emergence_fraction",
             "onset: first checkpoint with metric >= this x the last checkpoint's", type=float)

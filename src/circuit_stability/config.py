@@ -201,6 +201,13 @@ def semantic_problems(config: dict) -> list[str]:
     bad = [] if analysed == "all" else sorted(set(analysed) - set(steps))
     if bad:
         problems.append(f"analysis.steps: {bad} are not checkpoints of this study; valid steps: {steps}")
+    if config["similarity"]["resamples"] and config["analysis"]["method"] == "exact":
+        problems.append(f"similarity.resamples: {config['similarity']['resamples']} bootstrap resamples need "
+                        "per-example scores, which analysis.method 'exact' does not give; use EAP or EAP-IG, or set "
+                        "similarity.resamples: 0")
+    if config["similarity"]["resamples"] == 1:
+        problems.append("similarity.resamples: 1 resample gives no interval; use 0 (no noise floor) or >= 2 (50 for "
+                        "a 95% interval)")
     return problems
 
 

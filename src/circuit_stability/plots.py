@@ -19,6 +19,8 @@
   the hand-overs (tables for the report).
 - ``figure4_algorithm.png``: A, the largest model's last valid IOI circuit, heads coloured by role; B–D, the IOI
   algorithm metrics against tokens seen, both path-patching forms (Figure 4; :func:`algorithm_figure`).
+- ``similarity.png``: circuit similarity over training with its bootstrap noise floor (:func:`similarity_figure`).
+- ``findings.html``: the findings table (:func:`findings_page`).
 """
 
 from __future__ import annotations
@@ -406,8 +408,59 @@ def algorithm_figure(algorithm: pd.DataFrame, edges: pd.DataFrame, roles: pd.Dat
     _save(fig, path, dpi)
 
 
+def similarity_figure(similarity: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120) -> None:
+    """``similarity.png``: per task (columns), against tokens seen (linear: valid circuits come late, where the
+    checkpoints are evenly spaced), one line per model: top, the edge Jaccard of
+    each valid circuit with the previous checkpoint's, over the band of its within-checkpoint noise floor (2.5–97.5th
+    percentile of the bootstrap Jaccard with the main circuit), a filled marker where the change is beyond the floor
+    (``real_change``); bottom, the weighted Jaccard with the final checkpoint's circuit, solid over all edges
+    (design §5), dashed over the circuits' edges (the paper's code)."""
+    tasks = _tasks(similarity) if len(similarity) else []
+    fig, axes = plt.subplots(2, max(1, len(tasks)), figsize=(4.6 * max(1, len(tasks)), 7), squeeze=False)
+    for col, task in enumerate(tasks):
+        frame = similarity[similarity["task"] == task]
+        top, bottom = axes[0, col], axes[1, col]
+        for model in [m for m in model_order if m in set(frame["model"])]:
+            f = frame[(frame["model"] == model) & frame["valid"].astype(bool)].sort_values("tokens_seen")
+            line, = top.plot(f["tokens_seen"], f["jaccard_prev"], marker="o", ms=3, mfc="none", label=model)
+            colour = line.get_color()
+            top.fill_between(f["tokens_seen"], f["boot_main_lo"], f["boot_main_hi"], color=colour, alpha=0.15, lw=0)
+            real = f["real_change"].fillna(False).astype(bool)
+            top.scatter(f.loc[real, "tokens_seen"], f.loc[real, "jaccard_prev"], color=colour, s=18, zorder=3)
+            bottom.plot(f["tokens_seen"], f["weighted_jaccard_final_all"], color=colour, label=f"{model}, all edges")
+            bottom.plot(f["tokens_seen"], f["weighted_jaccard_final_circuit"], color=colour, ls="--",
+                        label=f"{model}, circuit edges")
+        for ax in (top, bottom):  # linear: valid circuits exist only late in training, where checkpoints are even
+            ax.set_xlabel("tokens seen")
+            ax.grid(alpha=0.3)
+            ax.set_ylim(-0.02, 1.02)
+        top.set_title(f"{TASK_TITLES.get(task, task)}: edge Jaccard with the previous checkpoint\n(band: bootstrap "
+                      "noise floor; filled: beyond it)", fontsize=9)
+        top.set_ylabel("edge Jaccard")
+        bottom.set_title("weighted Jaccard with the final checkpoint\n(solid: all edges; dashed: circuit edges)",
+                         fontsize=9)
+        bottom.set_ylabel("weighted Jaccard")
+        top.legend(title="model", fontsize=7)
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
+def findings_page(findings: pd.DataFrame, path: Path) -> None:
+    """``findings.html``: the findings table (:func:`circuit_stability.tables.findings_table`) for the report."""
+    f = findings.copy()
+    for c in ("value", "low", "high"):
+        f[c] = f[c].map(lambda v: "—" if pd.isna(v) else f"{v:,.3g}")
+    f["n"] = f["n"].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
+    text = ("<h3>Findings</h3><p>The paper's four findings and the noise-floor one, as measured on this study "
+            "(tables/findings.parquet; the columns are explained in the caption).</p>"
+            + f.to_html(index=False, na_rep="", border=0))
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(f"<!DOCTYPE html><html><body>{text}</body></html>\n", encoding="utf-8")
+
+
 FIGURES = ("figure1_behavior.png", "circuit_size.png", "emergence.png", "faithfulness_curves.png",
-           "figure2_components.png", "figure3_top_heads.png", "component_lag.html", "figure4_algorithm.png")
+           "figure2_components.png", "figure3_top_heads.png", "component_lag.html", "figure4_algorithm.png",
+           "similarity.png", "findings.html")
 
 
 def make_figures(tables: Path, out: Path, model_order: list[str], dpi: int = 120) -> list[Path]:
@@ -428,4 +481,6 @@ def make_figures(tables: Path, out: Path, model_order: list[str], dpi: int = 120
                        pd.read_parquet(tables / "handovers.parquet"), component_emergence, out / FIGURES[6])
     algorithm_figure(pd.read_parquet(tables / "algorithm.parquet"), pd.read_parquet(tables / "circuit_edges.parquet"),
                      pd.read_parquet(tables / "roles.parquet"), model_order, out / FIGURES[7], dpi)
+    similarity_figure(pd.read_parquet(tables / "similarity.parquet"), model_order, out / FIGURES[8], dpi)
+    findings_page(pd.read_parquet(tables / "findings.parquet"), out / FIGURES[9])
     return [out / f for f in FIGURES]

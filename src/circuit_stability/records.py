@@ -9,6 +9,9 @@ go through this module.
   ``src`` (dictionary string), ``dst`` (dictionary string with ``<q|k|v>``), ``score`` (float32), and the run's
   settings in the file metadata; in memory, the :class:`~circuit_stability.graph.Graph` and the dense
   ``[n_writers, n_readers]`` score table (NaN off the edge mask).
+- :class:`ExampleScoresRecord`: ``results/scores/{model}/{task}/step{step}.examples.parquet``: each example's score
+  of the edges a bootstrap resample can select (columns ``src``, ``dst``, ``scores``: a fixed-size list of float32,
+  one per example), beside the scores parquet.
 - :class:`CircuitRecord`: ``results/circuits/{model}/{task}/step{step}.json``: the minimal circuit, its
   faithfulness curve, m(M), m(C), m(∅), and whether the circuit is ``valid`` (design §4).
 - :class:`ComponentsRecord`: ``results/components/{model}/step{step}.parquet``: head-function scores of every head,
@@ -202,6 +205,135 @@ class ScoresRecord:
             return cls(graph, dense, meta)
         except ValueError as e:
             raise RecordError("scores", path, f"has unusable scores: {e}") from None
+
+
+# ---------------------------------------------------------------- per-example scores
+def example_scores_path(scores_path: str | Path) -> Path:
+    """The per-example scores file beside a scores parquet: ``step{step}.parquet`` -> ``step{step}.examples.parquet``."""
+    p = Path(scores_path)
+    return p.with_name(p.name.removesuffix(".parquet") + ".examples.parquet")
+
+
+@dataclass(frozen=True)
+class ExampleScoresRecord:
+    """Each example's edge scores at one (model, task, step), for the bootstrap of the similarity stage (design §3:
+    "per-example scores [n_examples, E] beside" the scores parquet).
+
+    Only the edges a resampled circuit can select are kept: the top ``stored_fraction`` of edges by |mean score|
+    (at least one; all with ``stored_fraction = 1``). For every other edge the file keeps nothing but one number
+    over all of them, ``unstored_bound`` = max over those edges and examples of |per-example score| (0 when every
+    edge is kept): a resample's score of an unstored edge, a weighted mean of its per-example scores, is at most
+    that in magnitude, so a resampled circuit whose smallest |score| exceeds the bound could not have selected an
+    unstored edge (:func:`circuit_stability.similarity.bootstrap_circuits` checks it).
+
+    Attributes:
+        graph: the model's edge graph.
+        src, dst: ``[n_stored]`` int64 writer and reader indices of the kept edges, in edge order.
+        examples: ``[n_examples, n_stored]`` float32 per-example scores (task-metric units, the sign of the scores
+            parquet); their mean over examples is the scores parquet's score to float32 rounding.
+        meta: model, step, task, method, ig_steps, n_examples, metric, version, tokens_seen (as the scores parquet),
+            ``stored_fraction``, ``n_stored``, ``total_edges``, ``unstored_bound``.
+    """
+
+    graph: Graph
+    src: np.ndarray
+    dst: np.ndarray
+    examples: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    REQUIRED_META = ("model", "step", "task", "n_examples", "stored_fraction", "unstored_bound", "n_layers",
+                     "n_heads", "parallel_attn_mlp")
+
+    @classmethod
+    def from_examples(cls, graph: Graph, examples: np.ndarray, stored_fraction: float,
+                      meta: dict[str, Any]) -> "ExampleScoresRecord":
+        """Keep the top ``stored_fraction`` of edges by |mean score| from dense per-example scores.
+
+        Args:
+            examples: ``[n_examples, n_writers, n_readers]`` float32 (NaN off the edge mask), e.g.
+                :attr:`circuit_stability.attribution.Attribution.per_example`.
+            stored_fraction: in (0, 1].
+
+        Raises:
+            ValueError: for a fraction outside (0, 1], a wrong shape, or a NaN or infinite score on an edge.
+        """
+        if not 0.0 < stored_fraction <= 1.0:
+            raise ValueError(f"stored_fraction must be in (0, 1]; got {stored_fraction}")
+        if examples.ndim != 3 or examples.shape[1:] != (graph.n_writers, graph.n_readers):
+            raise ValueError(f"per-example scores must be [n_examples, {graph.n_writers}, {graph.n_readers}]; got "
+                             f"{examples.shape}")
+        src, dst = graph.edge_index
+        rows = examples[:, src, dst].astype(np.float32)  # [N, E]
+        if not np.isfinite(rows).all():
+            raise ValueError("per-example scores have NaN or infinite values on edges")
+        n_keep = max(1, int(np.ceil(stored_fraction * len(src) - 1e-9)))
+        order = np.lexsort((np.arange(len(src)), -np.abs(rows.mean(0, dtype=np.float64))))
+        kept = np.sort(order[:n_keep])
+        rest = np.sort(order[n_keep:])
+        bound = float(np.abs(rows[:, rest]).max()) if len(rest) else 0.0
+        meta = {**meta, "stored_fraction": stored_fraction, "n_stored": int(n_keep), "total_edges": int(len(src)),
+                "unstored_bound": bound, "n_examples": int(rows.shape[0])}
+        return cls(graph, src[kept].astype(np.int64), dst[kept].astype(np.int64), np.ascontiguousarray(rows[:, kept]),
+                   meta)
+
+    def write(self, path: str | Path) -> None:
+        """Write the kept edges (rows) with one fixed-size list of per-example scores each, atomically."""
+        g = self.graph
+        n, k = self.examples.shape
+        flat = pa.array(np.ascontiguousarray(self.examples.T).reshape(-1), type=pa.float32())
+        table = pa.table({
+            "src": pa.DictionaryArray.from_arrays(pa.array(self.src.astype(np.int32)), pa.array(g.writer_names)),
+            "dst": pa.DictionaryArray.from_arrays(pa.array(self.dst.astype(np.int32)), pa.array(g.reader_names)),
+            "scores": pa.FixedSizeListArray.from_arrays(flat, n)})
+        write_parquet(table, path, {**self.meta, "n_layers": g.n_layers, "n_heads": g.n_heads,
+                                    "parallel_attn_mlp": g.parallel_attn_mlp})
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ExampleScoresRecord":
+        """Read a per-example scores parquet.
+
+        Raises:
+            RecordError: naming the file, if it cannot be read, lacks metadata keys, has other columns, names
+                nodes foreign to its graph, or holds NaN or infinite scores.
+        """
+        import pyarrow.parquet as pq
+
+        try:
+            meta = parquet_metadata(path)
+            table = pq.read_table(path)
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise RecordError("per-example scores", path, f"cannot be read: {e}; {REBUILD}") from None
+        missing = [k for k in cls.REQUIRED_META if k not in meta]
+        if missing or table.column_names != ["src", "dst", "scores"]:
+            raise RecordError("per-example scores", path, f"does not match its contract (metadata lacks {missing}, "
+                              f"columns {table.column_names}); {REBUILD}")
+        graph = Graph(int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["parallel_attn_mlp"]))
+        try:
+            src, dst = graph.edge_ids([str(x) for x in table.column("src").to_pylist()],
+                                      [str(x) for x in table.column("dst").to_pylist()], "it")
+        except ValueError as e:
+            raise RecordError("per-example scores", path, f"does not match its graph: {e}") from None
+        n = int(meta["n_examples"])
+        flat = table.column("scores").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        examples = np.ascontiguousarray(flat.astype(np.float32).reshape(len(src), n).T)
+        if not np.isfinite(examples).all():
+            raise RecordError("per-example scores", path, f"holds NaN or infinite scores; {REBUILD}")
+        return cls(graph, np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64), examples, meta)
+
+    def resampled(self, weights: np.ndarray) -> np.ndarray:
+        """Mean scores under example weights: ``weights @ examples / n_examples`` (bootstrap counts give a
+        resample's mean; all ones the stored mean).
+
+        Args:
+            weights: ``[B, n_examples]`` (or ``[n_examples]``) non-negative weights, e.g. multinomial counts.
+
+        Returns:
+            ``[B, n_stored]`` float32 (``[n_stored]`` for one weight vector).
+        """
+        w = np.asarray(weights, dtype=np.float32)
+        if w.shape[-1] != self.examples.shape[0]:
+            raise ValueError(f"weights have {w.shape[-1]} examples; the record has {self.examples.shape[0]}")
+        return (w @ self.examples) / np.float32(self.examples.shape[0])
 
 
 # ---------------------------------------------------------------- components
@@ -505,6 +637,15 @@ def check_artefact(path: str | Path, full: bool = True) -> None:
         BehaviorRecord.read(path)
     elif "circuits" in parts and path.suffix == ".json":
         CircuitRecord.read(path)
+    elif "scores" in parts and path.name.endswith(".examples.parquet"):
+        if full:
+            ExampleScoresRecord.read(path)
+        else:
+            meta = parquet_metadata(path)
+            missing = [k for k in ExampleScoresRecord.REQUIRED_META if k not in meta]
+            if missing:
+                raise RecordError("per-example scores", path, f"does not match its contract: its metadata lacks "
+                                  f"{missing}; {REBUILD}")
     elif "scores" in parts and path.suffix == ".parquet":
         ScoresRecord.read(path) if full else ScoresRecord.read_meta(path)
     elif "tasks" in parts and path.suffix == ".parquet":

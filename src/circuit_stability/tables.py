@@ -380,14 +380,203 @@ def algorithm_table(paths: list[str | Path]) -> pd.DataFrame:
         drop=True)
 
 
+def similarity_table(paths: list[str | Path]) -> pd.DataFrame:
+    """The per-model similarity files (:func:`circuit_stability.similarity.model_similarity`) of the study, one row
+    per (model, task, scored step), with ``real_change``: whether the change from the previous scored step exceeds
+    the noise floor (:func:`circuit_stability.similarity.real_change`: edge Jaccard below the 2.5th percentile of
+    the within-checkpoint Jaccard at both steps; NA where any of them is undefined)."""
+    from circuit_stability.similarity import SIMILARITY_COLUMNS, real_change
+
+    frames = [pd.read_parquet(p) for p in paths]
+    out = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIMILARITY_COLUMNS))
+    out = out.sort_values(["model", "task", "step"], kind="stable", ignore_index=True)
+    floor = out.set_index(["model", "task", "step"])["boot_main_lo"].to_dict()
+    out["real_change"] = pd.array(
+        [real_change(j, floor.get((m, t, p), np.nan), floor.get((m, t, s), np.nan)) if np.isfinite(p) else None
+         for m, t, s, p, j in zip(out["model"], out["task"], out["step"], out["prev_step"].astype(float),
+                                  out["jaccard_prev"].astype(float))], dtype="boolean")
+    return out
+
+
+ROLE_ORDER = ("name_mover", "negative_name_mover", "s_inhibition", "induction", "duplicate_token", "previous_token",
+              "successor")
+"""A head's one label for the composition table: its first role in this order, else ``other head``."""
+
+
+def _node_role(node: str, labels: dict[str, str]) -> str:
+    node = node.split("<")[0]
+    if node == "input" or node == "logits":
+        return node
+    if node.startswith("m"):
+        return "mlp"
+    return labels.get(node, "other head")
+
+
+def composition_table(edges: pd.DataFrame, roles: pd.DataFrame) -> pd.DataFrame:
+    """The composition of every valid circuit by role pair: the share of its edges from heads (or nodes) of one role
+    into another, comparable across seeds and sizes, where head indices mean nothing (the similarity issue, item 4).
+
+    A head's label is its first role in :data:`ROLE_ORDER` at that checkpoint (roles of the components stage), else
+    ``other head``; ``input``, ``mlp`` and ``logits`` label themselves.
+
+    Args:
+        edges: :func:`circuit_edges_table`'s rows; roles: :func:`role_flags`' rows.
+
+    Returns:
+        Rows ``model, task, step, tokens_seen, src_role, dst_role, n_edges, share`` (share of the circuit's edges;
+        sums to 1 per circuit).
+    """
+    cols = ["model", "task", "step", "tokens_seen", "src_role", "dst_role", "n_edges", "share"]
+    if edges.empty:
+        return pd.DataFrame(columns=cols)
+    present = [r for r in ROLE_ORDER if r in roles]
+    labels: dict[tuple[str, int], dict[str, str]] = {}
+    for (model, step), f in roles.groupby(["model", "step"], sort=False):
+        flags = f[present].to_numpy(dtype=bool)
+        first = [present[int(np.argmax(row))] if row.any() else "other head" for row in flags]
+        labels[(model, step)] = dict(zip(f["head"], first))
+    rows = []
+    for (model, task, step), f in edges.groupby(["model", "task", "step"], sort=True):
+        lab = labels.get((model, step), {})
+        pairs = pd.Series([(_node_role(a, lab), _node_role(b, lab)) for a, b in zip(f["src"], f["dst"])])
+        counts = pairs.value_counts(sort=False)
+        for (src, dst), n in sorted(counts.items()):
+            rows.append({"model": model, "task": task, "step": int(step), "tokens_seen": int(f["tokens_seen"].iloc[0]),
+                         "src_role": src, "dst_role": dst, "n_edges": int(n), "share": n / len(f)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def cross_model_table(composition: pd.DataFrame, edges: pd.DataFrame) -> pd.DataFrame:
+    """Circuit similarity between the study's models at matched steps (seeds in the seeds study, sizes in the
+    default one): for every task, step and pair of models with valid circuits at that step, the weighted Jaccard
+    of their role-pair compositions (Σ min(share) / Σ max(share)), and the edge Jaccard where both models have the
+    same graph (same layers and heads: seeds of one shape; NaN otherwise: head indices are not comparable).
+
+    Returns:
+        Rows ``task, step, tokens_seen, model_a, model_b, composition_jaccard, edge_jaccard``.
+    """
+    from circuit_stability.similarity import jaccard, weighted_jaccard
+
+    cols = ["task", "step", "tokens_seen", "model_a", "model_b", "composition_jaccard", "edge_jaccard"]
+    rows = []
+    for (task, step), f in composition.groupby(["task", "step"], sort=True):
+        models = sorted(set(f["model"]))
+        shares = {m: f[f["model"] == m].set_index(["src_role", "dst_role"])["share"] for m in models}
+        edge_sets = {m: set(zip(*[edges.loc[(edges["model"] == m) & (edges["task"] == task) & (edges["step"] == step),
+                                            c] for c in ("src", "dst")])) for m in models}
+        for i, a in enumerate(models):
+            for b in models[i + 1:]:
+                keys = sorted(set(shares[a].index) | set(shares[b].index))
+                wa = shares[a].reindex(keys, fill_value=0.0).to_numpy()
+                wb = shares[b].reindex(keys, fill_value=0.0).to_numpy()
+                same = _shape(a) == _shape(b)
+                rows.append({"task": task, "step": int(step), "tokens_seen": int(f["tokens_seen"].iloc[0]),
+                             "model_a": a, "model_b": b, "composition_jaccard": weighted_jaccard(wa, wb),
+                             "edge_jaccard": jaccard(edge_sets[a], edge_sets[b]) if same else np.nan})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _shape(model: str) -> str:
+    """A model's shape for cross-model comparisons: members named ``<base>-seed{k}``, ``-data-seed{k}`` or
+    ``-weight-seed{k}`` share their base's shape (suite/seeds.py); other names are their own shape."""
+    import re
+
+    return re.sub(r"-(data-|weight-)?seed\d+$", "", model)
+
+
+def _no_formation(rows: pd.DataFrame) -> str:
+    """Why a model has no formed checkpoint: its algorithm rows' reason when they share one."""
+    reasons = sorted(set(rows["reason"].dropna()))
+    text = "no checkpoint is formed (all three classes present)"
+    return f"{text}: {reasons[0]}" if len(reasons) == 1 else text
+
+
+FINDINGS_COLUMNS = ["finding", "figure", "model", "task", "quantity", "value", "low", "high", "n", "note"]
+
+
+def findings_table(emergence: pd.DataFrame, lag: pd.DataFrame, hand: pd.DataFrame, algorithm: pd.DataFrame,
+                   similarity: pd.DataFrame, cross: pd.DataFrame, behavior: pd.DataFrame) -> pd.DataFrame:
+    """The paper's four findings and the noise-floor one, each as measured numbers with their uncertainty
+    (the report's and README's findings section). Rows (:data:`FINDINGS_COLUMNS`):
+
+    - ``i acquisition``: per task, the onset (tokens, :func:`emergence_table`) across the study's models: ``value``
+      = max/min onset ratio, ``low``/``high`` = the earliest and latest onset in tokens; ``n`` models that learnt
+      it (uncertainty: an onset is known to the spacing of checkpoints, given in the note).
+    - ``ii components with task``: per task, the lag of each component role behind the task's onset
+      (:func:`component_lag_table`): ``value`` median lag in steps, ``low``/``high`` min and max, ``n`` roles
+      that emerged; the note counts before / with / after / never.
+    - ``iii hand-overs``: per model, hand-overs while the task is performed (:func:`handovers`): ``value`` count.
+    - ``iv algorithm``: per model and panel (form ``paper``, denominator every head), the mean of the metric over
+      formed checkpoints, ``low``/``high`` min and max; NaN with the note where no checkpoint is formed.
+    - ``v beyond noise``: per (model, task), ``value`` the fraction of consecutive valid checkpoint pairs whose
+      change exceeds the noise floor (``real_change``), ``low``/``high`` the median edge Jaccard between
+      consecutive checkpoints and the median within-checkpoint Jaccard; ``n`` pairs.
+    - ``cross-model``: per task at the last step, the median composition Jaccard between models (min, max).
+    """
+    rows = []
+    add = lambda **r: rows.append({c: r.get(c, np.nan if c in ("value", "low", "high", "n") else None)  # noqa: E731
+                                   for c in FINDINGS_COLUMNS})
+    steps = sorted(set(behavior["step"])) if len(behavior) else []
+    for task, f in emergence.groupby("task", sort=True):
+        t = f["emergence_tokens"].dropna().astype(float)
+        add(finding="i acquisition", figure="emergence.png", task=task, quantity="onset spread (max/min tokens)",
+            value=float(t.max() / t.min()) if len(t) and t.min() > 0 else np.nan,
+            low=float(t.min()) if len(t) else np.nan, high=float(t.max()) if len(t) else np.nan, n=len(t),
+            note=f"{len(f) - len(t)} model(s) never learnt it; onsets are known to the checkpoint spacing "
+                 f"(steps {steps[:3]} ... {steps[-2:]})" if steps else None)
+    for task, f in lag.groupby("task", sort=True):
+        d = f["lag_steps"].dropna().astype(float)
+        rel = f["relation"].value_counts()
+        add(finding="ii components with task", figure="figure2_components.png, component_lag.html", task=task,
+            quantity="lag of component behind task onset (steps)", value=float(d.median()) if len(d) else np.nan,
+            low=float(d.min()) if len(d) else np.nan, high=float(d.max()) if len(d) else np.nan, n=len(d),
+            note=", ".join(f"{k} {int(rel.get(k, 0))}" for k in ("before", "with", "after", "never", "task never")))
+    for model in sorted(set(emergence["model"])):
+        h = hand[hand["model"] == model]
+        add(finding="iii hand-overs", figure="component_lag.html", model=model, quantity="role hand-overs while "
+            "the task is performed", value=float(len(h)), n=len(h),
+            note=", ".join(f"{r} {n}" for r, n in h["role"].value_counts().sort_index().items()) or "none")
+    a = algorithm[(algorithm["form"] == "paper") & (algorithm["denominator"] == "all")] if len(algorithm) else algorithm
+    for model in sorted(set(a["model"])) if len(a) else []:
+        for panel in ("B", "C", "D"):
+            f = a[(a["model"] == model) & (a["panel"] == panel)]
+            formed = f[f["formed"]]["value"].dropna()
+            add(finding="iv algorithm", figure="figure4_algorithm.png", model=model, task="ioi",
+                quantity=f"Fig. 4 {panel} after formation (%, form paper)",
+                value=float(formed.mean()) if len(formed) else np.nan,
+                low=float(formed.min()) if len(formed) else np.nan, high=float(formed.max()) if len(formed) else np.nan,
+                n=len(formed), note=None if len(formed) else _no_formation(f))
+    for (model, task), f in similarity.groupby(["model", "task"], sort=True):
+        pairs = f[f["jaccard_prev"].notna()]
+        real = pairs["real_change"].dropna()
+        add(finding="v beyond noise", figure="similarity.png", model=model, task=task,
+            quantity="share of consecutive changes beyond the noise floor",
+            value=float(real.mean()) if len(real) else np.nan,
+            low=float(pairs["jaccard_prev"].median()) if len(pairs) else np.nan,
+            high=float(f["boot_main_median"].median()) if f["boot_main_median"].notna().any() else np.nan,
+            n=len(real), note="low: median edge Jaccard between consecutive valid circuits; high: median "
+                              "within-checkpoint Jaccard (resample vs main circuit)")
+    if len(cross):
+        last = cross[cross["step"] == cross["step"].max()]
+        for task, f in last.groupby("task", sort=True):
+            c = f["composition_jaccard"].dropna()
+            add(finding="cross-model", figure="similarity.png", task=task,
+                quantity=f"role-pair composition Jaccard between models at step {int(f['step'].iloc[0])}",
+                value=float(c.median()) if len(c) else np.nan, low=float(c.min()) if len(c) else np.nan,
+                high=float(c.max()) if len(c) else np.nan, n=len(c))
+    out = pd.DataFrame(rows, columns=FINDINGS_COLUMNS)
+    return out.astype({"value": "float64", "low": "float64", "high": "float64", "n": "float64"})
+
+
 def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Path, emergence_fraction: float,
                  components: list[str | Path], component_thresholds: dict[str, float],
-                 stability: list[str | Path] = ()) -> None:
+                 stability: list[str | Path] = (), similarity: list[str | Path] = ()) -> None:
     """Write ``behavior``, ``circuits``, ``circuit_edges``, ``faithfulness``, ``emergence``, ``components``, ``component_emergence``,
     ``roles``, ``handovers``, ``component_lag`` and ``algorithm`` ``.parquet`` into ``out`` (``emergence_fraction``:
     the onset rule of :func:`emergence_table`; ``components``: the components parquets; ``component_thresholds``:
     ``components.thresholds``, for :func:`component_emergence_table` and :func:`role_flags`; ``stability``: the
-    stability parquets, for :func:`algorithm_table`)."""
+    stability parquets, for :func:`algorithm_table`; ``similarity``: the per-model similarity parquets, for
+    ``similarity``, ``composition``, ``cross_model`` and ``findings``)."""
     c = components_table(list(components))
     component_emergence = component_emergence_table(c, component_thresholds)
     write_parquet(c, out / "components.parquet")
@@ -396,12 +585,22 @@ def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Pa
     e = emergence_table(b, emergence_fraction)
     write_parquet(b, out / "behavior.parquet")
     write_parquet(circuit_table(circuits), out / "circuits.parquet")
-    write_parquet(circuit_edges_table(circuits), out / "circuit_edges.parquet")
+    edges = circuit_edges_table(circuits)
+    write_parquet(edges, out / "circuit_edges.parquet")
     write_parquet(faithfulness_table(circuits), out / "faithfulness.parquet")
     write_parquet(e, out / "emergence.parquet")
     flags = role_flags(c, component_thresholds)
     hand = handovers(flags, b, e, emergence_fraction)
     write_parquet(roles_table(flags, circuit_heads(circuits)), out / "roles.parquet")
     write_parquet(hand, out / "handovers.parquet")
-    write_parquet(component_lag_table(component_emergence, e, hand), out / "component_lag.parquet")
-    write_parquet(algorithm_table(list(stability)), out / "algorithm.parquet")
+    lag = component_lag_table(component_emergence, e, hand)
+    write_parquet(lag, out / "component_lag.parquet")
+    algorithm = algorithm_table(list(stability))
+    write_parquet(algorithm, out / "algorithm.parquet")
+    sim = similarity_table(list(similarity))
+    write_parquet(sim, out / "similarity.parquet")
+    composition = composition_table(edges, flags)
+    write_parquet(composition, out / "composition.parquet")
+    cross = cross_model_table(composition, edges)
+    write_parquet(cross, out / "cross_model.parquet")
+    write_parquet(findings_table(e, lag, hand, algorithm, sim, cross, b), out / "findings.parquet")
