@@ -67,3 +67,28 @@ def timed(fn, *args, **kwargs):
     t = time.perf_counter()
     out = fn(*args, **kwargs)
     return time.perf_counter() - t, out
+
+
+def suite_study(description: str):
+    """Parse ``--study``, ``--configfile``, ``--threads`` for a benchmark of a built suite study; set the threads.
+
+    Returns:
+        ``(args, cfg)``: the parsed arguments and the validated config (defaults filled in).
+
+    Raises:
+        SystemExit: for a hub study (the benchmarks read local checkpoints).
+    """
+    import argparse
+
+    from circuit_stability.config import load_config, validate_config
+
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--study", type=Path, default=Path("."), help="built study folder (default: %(default)s)")
+    ap.add_argument("--configfile", default="config/config.yaml", help="relative to --study")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = validate_config(load_config(a.study / a.configfile))
+    if cfg["source"] != "suite":
+        raise SystemExit("this benchmark reads a suite study's local checkpoints")
+    return a, cfg

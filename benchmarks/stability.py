@@ -17,14 +17,9 @@ Usage: ``python benchmarks/stability.py --study <built study folder> [--threads 
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-import torch
-from common import timed
+from common import suite_study, timed
 
 from circuit_stability.attribution import Prompts, score_edges
-from circuit_stability.config import load_config, validate_config
 from circuit_stability.graph import Graph
 from circuit_stability.models import load_model
 from circuit_stability.records import CircuitRecord, ComponentsRecord, read_dataset
@@ -32,15 +27,7 @@ from circuit_stability.stability import checkpoint_effects
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", type=Path, default=Path("."), help="built study folder (default: %(default)s)")
-    ap.add_argument("--configfile", default="config/config.yaml", help="relative to --study")
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    cfg = validate_config(load_config(a.study / a.configfile))
-    if cfg["source"] != "suite":
-        raise SystemExit("this benchmark reads a suite study's local checkpoints")
+    a, cfg = suite_study(__doc__)
     family, an, comp = cfg["suite"]["name"], cfg["analysis"], cfg["components"]
     ioi = read_dataset(a.study / f"data/tasks/{family}/ioi.parquet")
     print(f"study {cfg['study']}: {an['method']} m = {an['ig_steps']}, batch {an['batch_size']}, "

@@ -423,12 +423,17 @@ def _option(p: argparse.ArgumentParser, flag: str, key: str, help: str, **kw) ->
     p.add_argument(flag, default=schema_default(key), help=f"{help} (default: %(default)s; config key {key})", **kw)
 
 
-def _checkpoint_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> None:
-    from circuit_stability.models import DTYPES
-
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """--model, --model-name, --suite-dir: which model's checkpoints a stage loads."""
     p.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
     p.add_argument("--model-name", default=None, help="hub name, e.g. EleutherAI/pythia-160m (default: --model)")
     p.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
+
+
+def _checkpoint_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> None:
+    from circuit_stability.models import DTYPES
+
+    _model_options(p)
     if many_datasets:
         p.add_argument("--dataset", nargs="+", required=True, help="task dataset parquet(s), each checkpoint loaded "
                        "once for all of them; with several, --out-dir must contain {task}")
@@ -490,9 +495,7 @@ def _versioning_commands(sub) -> None:
 
     s = sub.add_parser("similarity", help="circuit similarity over checkpoints and its bootstrap noise floor, one "
                        "model", description=cmd_similarity.__doc__)
-    s.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
-    s.add_argument("--model-name", default=None, help="hub name, e.g. EleutherAI/pythia-160m (default: --model)")
-    s.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
+    _model_options(s)
     s.add_argument("--steps", required=True, help="comma-separated scored checkpoint steps")
     s.add_argument("--dataset", nargs="+", required=True, help="task dataset parquet(s): the tasks compared")
     s.add_argument("--results", required=True, help="folder holding scores/ and circuits/, e.g. results")
@@ -509,9 +512,7 @@ def _versioning_commands(sub) -> None:
 
     s = sub.add_parser("stability", help="path patching of every head into the IOI receiver sets, both forms "
                        "(the algorithm-stability metrics' effects)", description=cmd_stability.__doc__)
-    s.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
-    s.add_argument("--model-name", default=None, help="hub name, e.g. EleutherAI/pythia-160m (default: --model)")
-    s.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
+    _model_options(s)
     s.add_argument("--steps", required=True, help="comma-separated checkpoint steps")
     s.add_argument("--ioi-dataset", required=True, help="IOI task parquet")
     s.add_argument("--components-dir", required=True, help="folder of the model's components step<step>.parquet")
