@@ -30,7 +30,6 @@ for g, group in enumerate(STEP_GROUPS):
         params:
             model=lambda w: f"--model {w.model} --model-name {MODEL_NAMES[w.model]} --suite-dir models",
             steps=",".join(map(str, chunk)),
-            tokens_per_step=TOKENS_PER_STEP,
             bootstrap=(f"--resamples {SIMILARITY['resamples']} --seed {SIMILARITY['seed']} "
                        f"--faithfulness-resamples {SIMILARITY['faithfulness_resamples']} "
                        f"--batch-size {ANALYSIS['batch_size']}"),
@@ -46,5 +45,5 @@ for g, group in enumerate(STEP_GROUPS):
             "logs/benchmarks/similarity/{model}.tsv"
         shell:
             KERNELS + "circuit-stability --log {log} similarity {params.model} --steps {params.steps} "
-            "--dataset {input.datasets} --results results --tokens-per-step {params.tokens_per_step} "
+            "--dataset {input.datasets} --results results "
             "{params.bootstrap} --threads {threads} --out {output}"

@@ -231,7 +231,6 @@ def cmd_similarity(a: argparse.Namespace) -> None:
     t0 = time.time()
     frame = model_similarity(graph, circuits, scores, examples if a.resamples else None, a.resamples, a.seed,
                              faithfulness, a.faithfulness_resamples)
-    frame["tokens_seen"] = frame["step"] * a.tokens_per_step
     from circuit_stability.artifacts import write_parquet
 
     write_parquet(frame, a.out, {"model": a.model, "resamples": a.resamples, "seed": a.seed,
@@ -499,7 +498,6 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--steps", required=True, help="comma-separated scored checkpoint steps")
     s.add_argument("--dataset", nargs="+", required=True, help="task dataset parquet(s): the tasks compared")
     s.add_argument("--results", required=True, help="folder holding scores/ and circuits/, e.g. results")
-    s.add_argument("--tokens-per-step", type=int, required=True, help="batch size x context of training")
     s.add_argument("--out", required=True, help="output parquet")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     _option(s, "--resamples", "similarity.resamples", "bootstrap resamples per checkpoint (0: none)", type=int)

@@ -174,7 +174,7 @@ def _run_from(bridge, runs: _Runs, start: int, copies: int, at: torch.Tensor) ->
             return v.repeat(copies, *([1] * (v.ndim - 1)))
         return tuple(rep(x) for x in v) if isinstance(v, tuple) else v
 
-    x = runs.resid_pre[start].repeat(copies, 1, 1)
+    x = runs.resid_pre[start].repeat(copies, 1, 1).to(next(bridge.parameters()).dtype)  # float32 -> the model's
     for layer in range(start, len(bridge.blocks)):
         kw = {k: None if k in ("layer_past", "past_key_values") else False if k == "use_cache" else rep(v)
               for k, v in runs.block_kwargs[layer].items()}
