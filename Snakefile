@@ -16,6 +16,7 @@ config.update(validate_config(config))
 
 
 include: "rules/common.smk"
+include: "rules/download.smk"
 include: "rules/suite.smk"
 include: "rules/datasets.smk"
 include: "rules/behavior.smk"
@@ -45,3 +46,4 @@ rule all:
         rules.figures.output,
         rules.report.output,  # reports/report.html
         rules.track.output,  # MLflow: every (model, task, step) logged (rules/tracking.smk)
+        EVICT_FILES,  # hub.evict: each checkpoint deleted from HF_HOME once read (rules/download.smk)

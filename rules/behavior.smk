@@ -3,11 +3,12 @@
 # (model, task) paid the imports and the loads once per task).
 
 for g, group in enumerate(STEP_GROUPS):
-    chunk = group["steps"]
+  chunks = chunked(group["steps"], MODEL_PER_JOB)
+  for i, chunk in enumerate(chunks):
 
     rule:
         name:
-            group_rule("behavior", g)
+            group_rule(chunk_rule("behavior", i, chunk, len(chunks)), g)
         wildcard_constraints:
             model=group_models(g),
         input:
@@ -17,13 +18,14 @@ for g, group in enumerate(STEP_GROUPS):
             expand("results/behavior/{{model}}/{task}/step{step}.json", task=TASKS, step=chunk),
         params:
             model=model_args,
-            steps=",".join(map(str, chunk)),
+            steps=steps_param(chunk),
         threads: THREADS
         priority: model_priority
         resources:
-            gpu=1,
+            **model_resources("behavior", len(chunk)),
+        retries: RETRIES
         message:
-            "Behaviour: model {wildcards.model}, tasks " + ", ".join(TASKS) + ", steps {params.steps}"
+            "Behaviour: model {wildcards.model}, tasks " + ", ".join(TASKS) + ", steps {params.steps}" + RESOURCES_MESSAGE
         log:
             f"logs/behavior/{{model}}/steps{chunk[0]}-{chunk[-1]}.log",
         shell:

@@ -4,12 +4,12 @@ for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in
 
     rule:
         name:
-            group_rule(f"circuit_{i}", g)
+            group_rule(chunk_rule("circuit", i, chunk, 0), g)
         wildcard_constraints:
             model=group_models(g),
         input:
             scores=lambda w, chunk=chunk: validated(expand(f"results/scores/{w.model}/{w.task}/step{{step}}.parquet",
-                                                           step=chunk)),
+                                                           step=chunk_steps(chunk, w))),
             # the validity rule's reference
             final=lambda w: validated([f"results/behavior/{w.model}/{w.task}/step{STEPS_OF[w.model][-1]}.json"]),
             dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
@@ -18,7 +18,7 @@ for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in
             expand("results/circuits/{{model}}/{{task}}/step{step}.json", step=chunk),
         params:
             model=model_args,
-            steps=",".join(map(str, chunk)),
+            steps=steps_param(chunk),
             threshold=CIRCUITS["threshold"],
             max_fraction=CIRCUITS["max_fraction"],
             min_edges=CIRCUITS["min_search_edges"],
@@ -29,9 +29,10 @@ for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in
         threads: THREADS
         priority: model_priority
         resources:
-            gpu=1,
+            **model_resources("circuit", len(chunk)),
+        retries: RETRIES
         message:
-            "Minimal circuits: model {wildcards.model}, task {wildcards.task}, steps {params.steps}"
+            "Minimal circuits: model {wildcards.model}, task {wildcards.task}, steps {params.steps}" + RESOURCES_MESSAGE
         log:
             f"logs/circuits/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.log",
         benchmark:

@@ -9,8 +9,9 @@ from circuit_stability.checkpoints import checkpoint_schedule, pythia_schedule
 from snakemake.logging import logger
 
 from circuit_stability.kernels import env_prefix
-from circuit_stability.models import hub_steps
+from circuit_stability.models import hub_steps, parse_hub_name
 from circuit_stability.records import check_artefact
+from circuit_stability.scale import Shape, job_resources, pythia_shape, thin
 from circuit_stability.suite.seeds import corpus_name, corpus_seed, member_seeds
 
 THREADS = config["threads"]
@@ -47,6 +48,7 @@ else:
 CONFIGFILES = " ".join(map(str, workflow.configfiles)) or DEFAULT_CONFIG
 
 SCORED = STEPS if ANALYSIS["steps"] == "all" else sorted(ANALYSIS["steps"])  # checked by validate_config
+SCORED = thin(SCORED, ANALYSIS["every"])  # every k-th (analysis.every), the first and last kept
 
 # Each model's checkpoints: the study's, but a hub model's checkpoints known to be missing upstream (a few
 # PolyPythias steps), which are skipped with a warning naming them (circuit_stability.models.hub_steps).
@@ -55,6 +57,20 @@ if config["source"] == "suite":
 else:
     STEPS_OF = {m: hub_steps(MODEL_NAMES[m], STEPS, warn=logger.warning) for m in MODELS}
 SCORED_OF = {m: [s for s in SCORED if s in STEPS_OF[m]] for m in MODELS}
+
+# Each model's size, batch size and dtype (hub.settings overrides analysis.batch_size and analysis.dtype per model),
+# and the checkpoints its path patching reads (hub.settings.<model>.stability_every thins them).
+if config["source"] == "suite":
+    SHAPE_OF = {m: Shape(SUITE["models"][m]["n_layers"], SUITE["models"][m]["d_model"], SUITE["models"][m]["n_heads"],
+                         4096) for m in MODELS}
+    SETTINGS_OF = {m: {} for m in MODELS}
+else:
+    SHAPE_OF = {m: pythia_shape(parse_hub_name(MODEL_NAMES[m]).size) for m in MODELS}
+    SETTINGS_OF = {m: config["hub"]["settings"].get(MODEL_NAMES[m], {}) for m in MODELS}
+# (a model's own setting, else the study's; stability_every has no study-wide setting: every scored checkpoint)
+BATCH_OF = {m: {"batch_size": ANALYSIS["batch_size"], **SETTINGS_OF[m]}["batch_size"] for m in MODELS}
+DTYPE_OF = {m: {"dtype": ANALYSIS["dtype"], **SETTINGS_OF[m]}["dtype"] for m in MODELS}
+STABILITY_STEPS_OF = {m: thin(SCORED_OF[m], {"stability_every": 1, **SETTINGS_OF[m]}["stability_every"]) for m in MODELS}
 # Models with the same checkpoints share one set of per-chunk rules; one group (every suite study, and hub studies
 # without missing checkpoints) keeps the plain rule names (behavior, scores_0, circuit_0, ...).
 STEP_GROUPS = []
@@ -106,9 +122,59 @@ def per_model(pattern, scored=False):
 PER_JOB = ANALYSIS["steps_per_job"]
 
 
-def chunked(steps):
-    size = len(steps) if PER_JOB == "all" else PER_JOB
+# One checkpoint per job: one rule with a {step} wildcard instead of a rule per checkpoint (at the paper's scale
+# Snakemake's DAG building grows with jobs x rules: 10,800 jobs and ~1,000 rules took minutes to plan).
+STEP = "{step}"
+
+
+def chunked(steps, per_job=PER_JOB):
+    """`steps` in consecutive chunks of `per_job` (an int, or "all": one chunk); per_job 1 gives the one chunk
+    [STEP], a wildcard rule for every checkpoint."""
+    if per_job == 1:
+        return [[STEP]] if steps else []
+    size = len(steps) if per_job == "all" else per_job
     return [steps[i : i + size] for i in range(0, len(steps), size)]
+
+
+def chunk_steps(chunk, wildcards):
+    """The checkpoint steps of a job of a rule made for `chunk`."""
+    return [int(wildcards.step)] if chunk == [STEP] else chunk
+
+
+def steps_param(chunk):
+    """The `--steps` value of a rule made for `chunk` (a params function for the wildcard rule)."""
+    return (lambda w: w.step) if chunk == [STEP] else ",".join(map(str, chunk))
+
+
+def chunk_rule(name, i, chunk, n_chunks):
+    """The name of the rule made for chunk `i` of `n_chunks`: plain for one chunk or the wildcard rule."""
+    return name if chunk == [STEP] or n_chunks == 1 else f"{name}_{i}"
+
+
+# Behaviour, components and path patching cover every task of a model per job: `analysis.model_steps_per_job`
+# checkpoints each ("all": one job per model).
+MODEL_PER_JOB = ANALYSIS["model_steps_per_job"]
+
+# (No `group:` here: on a cluster profiles/slurm puts the per-checkpoint rules in one group and batches them into
+# scheduler jobs with --group-components. Declared in the rules, groups cost every run: Snakemake's DAG checks of
+# groups made planning the paper-scale study (10,797 jobs) take 8 min instead of 1.)
+RETRIES = ANALYSIS["retries"]
+
+
+# Each model job's console line ends with what it asked for (and a retry's halved batch size shows there).
+RESOURCES_MESSAGE = " [gpu {resources.gpu}, {resources.mem_mb} MB, {resources.runtime} min, batch {resources.batch_size}]"
+
+
+def model_resources(kind, n_steps):
+    """The `resources:` of a model job of `kind` over `n_steps` checkpoints: `gpu`, `mem_mb`, `runtime` (minutes)
+    and `batch_size`, as functions of the job's model and Snakemake's attempt, so that a retry (analysis.retries)
+    halves the batch size and doubles memory and time (circuit_stability.scale.job_resources)."""
+
+    def get(key):
+        return lambda w, attempt: job_resources(kind, SHAPE_OF[w.model], DTYPE_OF[w.model], BATCH_OF[w.model],
+                                                n_steps, attempt, gpu=1)[key]
+
+    return {key: get(key) for key in ("gpu", "mem_mb", "runtime", "batch_size")}
 
 
 wildcard_constraints:
@@ -118,20 +184,28 @@ wildcard_constraints:
 
 
 def checkpoints_of(steps):
-    """Input function: the local checkpoints of `steps` for the job's model (none for hub models)."""
+    """Input function: the checkpoints of `steps` for the job's model: the suite's local folders, or the hub
+    download markers (rules/download.smk), so that no model job starts before its checkpoints are in HF_HOME."""
 
     def inputs(wildcards):
+        chunk = chunk_steps(steps, wildcards)
         if config["source"] != "suite":
-            return []
-        return expand("models/{model}/step{step}/model.safetensors", model=wildcards.model, step=steps)
+            return expand("data/hub/{model}/step{step}.json", model=wildcards.model, step=chunk)
+        return expand("models/{model}/step{step}/model.safetensors", model=wildcards.model, step=chunk)
 
     return inputs
 
 
-def model_args(wildcards):
-    """The options every per-checkpoint stage (behaviour, scores, circuits) shares."""
+# Model jobs of a hub study read the checkpoints the download rule put in HF_HOME and never the network.
+OFFLINE = "" if config["source"] == "suite" else "HF_HUB_OFFLINE=1 "
+
+
+def model_args(wildcards, resources):
+    """The options every per-checkpoint stage (behaviour, scores, circuits) shares; the batch size is the job's
+    `batch_size` resource (halved on each retry)."""
     return (f"--model {wildcards.model} --model-name {MODEL_NAMES[wildcards.model]} --suite-dir models "
-            f"--tokens-per-step {TOKENS_PER_STEP} --dtype {ANALYSIS['dtype']} --batch-size {ANALYSIS['batch_size']}")
+            f"--tokens-per-step {TOKENS_PER_STEP} --dtype {DTYPE_OF[wildcards.model]} "
+            f"--batch-size {resources.batch_size}")
 
 
 def validated(paths):
@@ -146,3 +220,7 @@ def validated(paths):
         if Path(path).exists():
             check_artefact(path, full=False)
     return paths
+
+
+# Hub studies: model jobs run offline (after the downloads), on top of the CPU-kernel prefix.
+KERNELS = KERNELS + OFFLINE

@@ -8,11 +8,12 @@ IOI_DATASET = f"data/tasks/{FAMILY}/ioi.parquet" if "ioi" in TASKS else None
 COMPONENT_FILES = [f"results/components/{m}/step{s}.parquet" for m in MODELS for s in STEPS_OF[m]]
 
 for g, group in enumerate(STEP_GROUPS):
-    chunk = group["steps"]
+  chunks = chunked(group["steps"], MODEL_PER_JOB)
+  for i, chunk in enumerate(chunks):
 
     rule:
         name:
-            group_rule("components", g)
+            group_rule(chunk_rule("components", i, chunk, len(chunks)), g)
         wildcard_constraints:
             model=group_models(g),
         input:
@@ -22,7 +23,7 @@ for g, group in enumerate(STEP_GROUPS):
             expand("results/components/{{model}}/step{step}.parquet", step=chunk),
         params:
             model=lambda w: f"--model {w.model} --model-name {MODEL_NAMES[w.model]} --suite-dir models",
-            steps=",".join(map(str, chunk)),
+            steps=steps_param(chunk),
             ioi=f"--ioi-dataset {IOI_DATASET}" if IOI_DATASET else "",
             tokens_per_step=TOKENS_PER_STEP,
             test=(f"--length {config['components']['length']} --batch {config['components']['batch']} "
@@ -32,9 +33,10 @@ for g, group in enumerate(STEP_GROUPS):
         threads: THREADS
         priority: model_priority
         resources:
-            gpu=1,
+            **model_resources("components", len(chunk)),
+        retries: RETRIES
         message:
-            "Components: model {wildcards.model}, steps {params.steps}"
+            "Components: model {wildcards.model}, steps {params.steps}" + RESOURCES_MESSAGE
         log:
             f"logs/components/{{model}}/steps{chunk[0]}-{chunk[-1]}.log",
         benchmark:

@@ -1,8 +1,11 @@
-# Task datasets: one parquet per (model family, task), shared by every model of the family (design §4).
+# Task datasets: one parquet per (model family, task), shared by every model of the family (design §4). A hub
+# study reads Pythia's tokenizer (the same for every size) from the first model's last downloaded checkpoint.
+TOKENIZER_INPUT = TOKENIZER if config["source"] == "suite" else f"data/hub/{MODELS[0]}/step{STEPS_OF[MODELS[0]][-1]}.json"
+TOKENIZER_ARGS = TOKENIZER if config["source"] == "suite" else f"{TOKENIZER} --revision step{STEPS_OF[MODELS[0]][-1]}"
 
 rule dataset:
     input:
-        TOKENIZER if config["source"] == "suite" else [],
+        TOKENIZER_INPUT,
     output:
         "data/tasks/{family}/{task}.parquet",
     params:
@@ -14,5 +17,5 @@ rule dataset:
     log:
         "logs/datasets/{family}/{task}.log",
     shell:
-        "circuit-stability --log {log} dataset --task {wildcards.task} --tokenizer " + TOKENIZER +
+        OFFLINE + "circuit-stability --log {log} dataset --task {wildcards.task} --tokenizer " + TOKENIZER_ARGS +
         " --n-examples {params.n} --seed {params.seed} --out {output}"

@@ -1,11 +1,12 @@
 # Edge scores: one parquet per (model, task, step) (design §4 scores parquet), chunks of steps per job; with a
 # bootstrap (similarity.resamples > 0), each example's scores beside it (step{step}.examples.parquet).
 
-for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in enumerate(chunked(group["scored"]))]:
+for g, i, chunk, n in [(g, i, c, len(cs)) for g, group in enumerate(STEP_GROUPS)
+                       for cs in [chunked(group["scored"])] for i, c in enumerate(cs)]:
 
     rule:
         name:
-            group_rule(f"scores_{i}", g)
+            group_rule(chunk_rule("scores", i, chunk, 0), g)
         wildcard_constraints:
             model=group_models(g),
         input:
@@ -17,7 +18,7 @@ for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in
             expand("results/scores/{{model}}/{{task}}/step{step}.examples.parquet", step=chunk) if BOOTSTRAP else [],
         params:
             model=model_args,
-            steps=",".join(map(str, chunk)),
+            steps=steps_param(chunk),
             method=ANALYSIS["method"],
             ig_steps=ANALYSIS["ig_steps"],
             convention=ANALYSIS["ig_convention"],
@@ -25,9 +26,10 @@ for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in
         threads: THREADS
         priority: model_priority
         resources:
-            gpu=1,
+            **model_resources("scores", len(chunk)),
+        retries: RETRIES
         message:
-            "Edge scores ({params.method}): model {wildcards.model}, task {wildcards.task}, steps {params.steps}"
+            "Edge scores ({params.method}): model {wildcards.model}, task {wildcards.task}, steps {params.steps}" + RESOURCES_MESSAGE
         log:
             f"logs/scores/{{model}}/{{task}}/steps{chunk[0]}-{chunk[-1]}.log",
         benchmark:

@@ -24,26 +24,28 @@ for g, group in enumerate(STEP_GROUPS):
                 if BOOTSTRAP else []),
             circuits=lambda w, chunk=chunk: validated(expand("results/circuits/{model}/{task}/step{step}.json",
                                                              model=w.model, task=TASKS, step=chunk)),
-            checkpoints=checkpoints_of(chunk),
+            # (with hub.evict, the checkpoints are gone by now: the job downloads the few it reads, each task's last
+            # valid one, itself)
+            checkpoints=checkpoints_of(chunk) if not EVICT else [],
         output:
             "results/similarity/{model}.parquet",
         params:
             model=lambda w: f"--model {w.model} --model-name {MODEL_NAMES[w.model]} --suite-dir models",
             steps=",".join(map(str, chunk)),
             bootstrap=(f"--resamples {SIMILARITY['resamples']} --seed {SIMILARITY['seed']} "
-                       f"--faithfulness-resamples {SIMILARITY['faithfulness_resamples']} "
-                       f"--batch-size {ANALYSIS['batch_size']}"),
+                       f"--faithfulness-resamples {SIMILARITY['faithfulness_resamples']}"),
         threads: THREADS
         priority: model_priority
         resources:
-            gpu=1,
+            **model_resources("circuit", 1),
+        retries: RETRIES
         message:
-            "Circuit similarity and bootstrap noise floor: model {wildcards.model}, steps {params.steps}"
+            "Circuit similarity and bootstrap noise floor: model {wildcards.model}, steps {params.steps}" + RESOURCES_MESSAGE
         log:
             "logs/similarity/{model}.log",
         benchmark:
             "logs/benchmarks/similarity/{model}.tsv"
         shell:
-            KERNELS + "circuit-stability --log {log} similarity {params.model} --steps {params.steps} "
+            (KERNELS if not EVICT else KERNELS.replace(OFFLINE, "")) + "circuit-stability --log {log} similarity {params.model} --steps {params.steps} "
             "--dataset {input.datasets} --results results "
-            "{params.bootstrap} --threads {threads} --out {output}"
+            "{params.bootstrap} --batch-size {resources.batch_size} --threads {threads} --out {output}"

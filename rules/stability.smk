@@ -5,18 +5,26 @@
 # writes each step's file with that reason, so the algorithm table says so for every model.
 
 STABILITY_MODELS = list(MODELS) if "ioi" in TASKS else []
-STABILITY_FILES = [f"results/stability/{m}/ioi/step{s}.parquet" for m in STABILITY_MODELS for s in SCORED_OF[m]]
+STABILITY_FILES = [f"results/stability/{m}/ioi/step{s}.parquet" for m in STABILITY_MODELS for s in STABILITY_STEPS_OF[m]]
 
-for g, group in enumerate(STEP_GROUPS):
-    chunk = group["scored"]
-    if not chunk or not any(m in STABILITY_MODELS for m in group["models"]):
-        continue
+# Models that share their path-patching checkpoints share a set of rules (as STEP_GROUPS do for the other stages).
+STABILITY_GROUPS = []
+for _m in STABILITY_MODELS:
+    _group = next((sg for sg in STABILITY_GROUPS if sg["steps"] == STABILITY_STEPS_OF[_m]), None)
+    if _group is None:
+        STABILITY_GROUPS.append({"models": [_m], "steps": STABILITY_STEPS_OF[_m]})
+    else:
+        _group["models"].append(_m)
+
+for g, group in enumerate(STABILITY_GROUPS):
+  chunks = chunked(group["steps"], MODEL_PER_JOB)
+  for i, chunk in enumerate(chunks if group["steps"] else []):
 
     rule:
         name:
-            group_rule("stability", g)
+            chunk_rule("stability" if len(STABILITY_GROUPS) == 1 else f"stability_g{g}", i, chunk, len(chunks))
         wildcard_constraints:
-            model="|".join(re.escape(m) for m in group["models"] if m in STABILITY_MODELS),
+            model="|".join(re.escape(m) for m in group["models"]),
         input:
             ioi=f"data/tasks/{FAMILY}/ioi.parquet",
             components=expand("results/components/{{model}}/step{step}.parquet", step=chunk),
@@ -26,7 +34,7 @@ for g, group in enumerate(STEP_GROUPS):
             expand("results/stability/{{model}}/ioi/step{step}.parquet", step=chunk),
         params:
             model=lambda w: f"--model {w.model} --model-name {MODEL_NAMES[w.model]} --suite-dir models",
-            steps=",".join(map(str, chunk)),
+            steps=steps_param(chunk),
             tokens_per_step=TOKENS_PER_STEP,
             thresholds=(f"--copy-threshold {config['components']['thresholds']['copy']} "
                         f"--negative-copy-threshold {config['components']['thresholds']['negative_copy']} "
@@ -36,9 +44,10 @@ for g, group in enumerate(STEP_GROUPS):
         threads: THREADS
         priority: model_priority
         resources:
-            gpu=1,
+            **model_resources("stability", len(chunk)),
+        retries: RETRIES
         message:
-            "Path patching (IOI algorithm): model {wildcards.model}, steps {params.steps}"
+            "Path patching (IOI algorithm): model {wildcards.model}, steps {params.steps}" + RESOURCES_MESSAGE
         log:
             f"logs/stability/{{model}}/steps{chunk[0]}-{chunk[-1]}.log",
         benchmark:

@@ -76,7 +76,30 @@ def cmd_dataset(a: argparse.Namespace) -> None:
 
     n = a.n_examples if a.n_examples is not None else schema_default(f"tasks.{a.task}.n_examples")
     seed = a.seed if a.seed is not None else schema_default(f"tasks.{a.task}.seed")
-    write_dataset(make_dataset(a.task, AutoTokenizer.from_pretrained(a.tokenizer), n, seed), a.out)
+    tokenizer = AutoTokenizer.from_pretrained(a.tokenizer, revision=a.revision)
+    write_dataset(make_dataset(a.task, tokenizer, n, seed), a.out)
+
+
+def cmd_download(a: argparse.Namespace) -> None:
+    """Download one hub checkpoint (model, step) into the Hugging Face cache (HF_HOME) and write its marker."""
+    from circuit_stability.hub import DownloadError, download_checkpoint
+
+    try:
+        marker = download_checkpoint(a.model_name, a.step, a.out)
+    except (DownloadError, ValueError) as e:
+        raise SystemExit(f"circuit-stability download: {e}") from None
+    _log(f"downloaded {a.model_name} step {a.step} ({marker['revision']}, commit {marker['commit'][:10]}): "
+         f"{len(marker['files'])} files, {marker['bytes'] / 1e9:.2f} GB")
+
+
+def cmd_evict(a: argparse.Namespace) -> None:
+    """Delete a downloaded checkpoint from the Hugging Face cache (every job reading it has finished)."""
+    from circuit_stability.hub import evict_checkpoint
+
+    freed = evict_checkpoint(a.marker)
+    info = json.loads(Path(a.marker).read_text())
+    Path(a.out).write_text(json.dumps({**info, "freed_bytes": freed}, indent=1))
+    _log(f"evicted {info['model']} step {info['step']} from the cache: {freed / 1e9:.2f} GB freed")
 
 
 # ---------------------------------------------------------------- per-checkpoint stages
@@ -582,10 +605,22 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("dataset", help="generate a task dataset", description=cmd_dataset.__doc__)
     s.add_argument("--task", required=True, choices=sorted(TASKS), help="registered task")
     s.add_argument("--tokenizer", required=True, help="tokenizer folder or hub name")
+    s.add_argument("--revision", default=None, help="hub revision of --tokenizer (e.g. step143000)")
     s.add_argument("--n-examples", type=int, default=None, help="default: the task's tasks.<task>.n_examples")
     s.add_argument("--seed", type=int, default=None, help="default: the task's tasks.<task>.seed")
     s.add_argument("--out", required=True, help="dataset parquet")
     s.set_defaults(fn=cmd_dataset)
+
+    s = sub.add_parser("download", help="download one hub checkpoint into HF_HOME", description=cmd_download.__doc__)
+    s.add_argument("--model-name", required=True, help="hub name, e.g. EleutherAI/pythia-160m")
+    s.add_argument("--step", required=True, type=int, help="checkpoint step (revision step<STEP>)")
+    s.add_argument("--out", required=True, help="marker JSON, written once every file is in the cache")
+    s.set_defaults(fn=cmd_download)
+
+    s = sub.add_parser("evict", help="delete a downloaded checkpoint from HF_HOME", description=cmd_evict.__doc__)
+    s.add_argument("--marker", required=True, help="the download's marker JSON")
+    s.add_argument("--out", required=True, help="eviction record (JSON)")
+    s.set_defaults(fn=cmd_evict)
 
     s = sub.add_parser("behavior", help="task metric at checkpoints", description=cmd_behavior.__doc__)
     _checkpoint_options(s, many_datasets=True)
@@ -646,11 +681,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The commands that load a model: each claims a GPU slot first (circuit_stability.devices) and exits with
+# EX_TEMPFAIL when the device runs out of memory, for Snakemake to retry with half the batch (analysis.retries).
+MODEL_COMMANDS = {"behavior", "scores", "circuit", "heads", "stability", "similarity"}
+EXIT_OUT_OF_MEMORY = 75
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is a device running out of memory: CUDA's ``torch.OutOfMemoryError`` or the CPU
+    allocator's ``RuntimeError`` ("DefaultCPUAllocator: can't allocate memory")."""
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.log:
         _log_to(args.log)
-    args.fn(args)
+    if args.stage not in MODEL_COMMANDS:
+        args.fn(args)
+        return
+    from circuit_stability.devices import claim_gpu
+
+    slot = claim_gpu(say=_log)
+    if slot is not None:
+        _log(f"GPU slot: device {slot.device} (CUDA_VISIBLE_DEVICES={slot.device}; waited {slot.waited:.1f}s)")
+    try:
+        args.fn(args)
+    except Exception as e:
+        if not out_of_memory(e):
+            raise
+        batch = getattr(args, "batch_size", None)
+        _log(f"out of memory at batch size {batch} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); a retry "
+             f"(analysis.retries) runs with half the batch size, twice the memory and time")
+        raise SystemExit(EXIT_OUT_OF_MEMORY) from None
 
 
 if __name__ == "__main__":
