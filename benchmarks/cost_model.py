@@ -1,15 +1,23 @@
-"""Cost model for the paper's scale: EAP-IG + circuit search for Pythia 70m … 12b, 154 checkpoints × 4 tasks.
+"""Cost model for the paper's scale: Pythia 70m … 12b, 154 checkpoints × 4 tasks, every stage.
 
-Counts, per (checkpoint, task), the floating-point work of the engine as implemented here and divides by an
-assumed sustained GPU throughput (a model, not a measurement: no GPU was lent to the session that wrote it):
+Counts, per checkpoint, the floating-point work of the engine as implemented here and divides by a sustained GPU
+throughput (``--tflops``: an assumption, not a measurement, where no GPU has measured it; README "Running on a
+cluster" says which):
 
-- EAP-IG: 2 forward + m forward/backward passes ≈ (2 + 3m) · 2 · N · T FLOPs (N parameters, T prompt tokens),
-  plus the score contraction m · 2 · T · d_model · E (every edge's Δa · ∂M/∂in, summed over positions);
-- circuit search: 1 corrupted forward + ≈ 24 patched forwards (8 grid sizes + ≤ 6 binary steps + MIB's 10
-  fractions) ≈ 25 · 2 · N · T, plus the patching contractions ≈ 24 · 2 · T · d_model · E;
-- memory: bf16 weights (2N bytes) + the float32 activation-difference buffer writers · T · d_model · 4 bytes
-  (:func:`circuit_stability.attribution.activation_bytes`; the engine lowers the batch to fit its budget);
-- I/O: every (checkpoint, task) job loads the checkpoint twice (scores, then circuit) at ``--read-gbps``.
+- EAP-IG (per task): 2 forward + m forward/backward passes ≈ (2 + 3m) · 2 · N · T FLOPs (N parameters, T prompt
+  tokens), plus the score contraction m · 2 · T · d_model · E (every edge's Δa · ∂M/∂in, summed over positions);
+- circuit search (per task): 1 corrupted forward + ≈ 24 patched forwards (8 grid sizes + ≤ 6 binary steps + MIB's
+  10 fractions) ≈ 25 · 2 · N · T, plus the patching contractions ≈ 24 · 2 · T · d_model · E;
+- path patching (IOI, at every k-th checkpoint, config/pythia.yaml's ``stability_every``): each of the L·H senders
+  in 2 forms into 3 receiver sets, replaying on average half the layers ≈ 6 · L·H · ½ · 2 · N · T_ioi;
+- components: ≈ 10 forwards of 8 × 40 tokens; behaviour: 2 forwards per task;
+- memory: weights (2N bytes in bfloat16 from 1b up, 4N below) + the float32 activation-difference buffer
+  writers · batch · T · d_model · 4 bytes at config/pythia.yaml's batch sizes, + autograd activations ≈ 2×
+  the buffer;
+- disk: Pythia's checkpoints are float16 safetensors, 2N bytes each, 154 per model (or a few at a time with
+  ``hub.evict``);
+- I/O: every job loads its checkpoint (behaviour, components and path patching once, scores and circuits once per
+  task) at ``--read-gbps``.
 
 Usage: ``python benchmarks/cost_model.py [--tflops 300] [--ig-steps 5]``.
 """
@@ -20,41 +28,57 @@ import argparse
 
 from circuit_stability.checkpoints import pythia_schedule
 from circuit_stability.graph import Graph
+from circuit_stability.scale import PYTHIA_SHAPES, PYTHIA_VOCAB, Shape, thin
 
-# Published Pythia shapes (Biderman et al. 2023, Table 1): layers, d_model, heads.
-PYTHIA = {"70m": (6, 512, 8), "160m": (12, 768, 12), "410m": (24, 1024, 16), "1b": (16, 2048, 8),
-          "1.4b": (24, 2048, 16), "2.8b": (32, 2560, 32), "6.9b": (32, 4096, 32), "12b": (36, 5120, 40)}
-VOCAB = 50_304
 # Prompt tokens per task dataset (examples × mean prompt length in Pythia's tokenizer, as in the paper's data).
 TASK_TOKENS = {"ioi": 70 * 17, "gp": 70 * 10, "greater_than": 200 * 12, "sva": 200 * 7}
+SIZES = ("70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
+# config/pythia.yaml: batch size, bytes per weight, path patching at every k-th checkpoint
+SETTINGS = {"70m": (70, 4, 1), "160m": (70, 4, 1), "410m": (70, 4, 1), "1b": (35, 2, 3), "1.4b": (35, 2, 3),
+            "2.8b": (20, 2, 3), "6.9b": (10, 2, 3), "12b": (5, 2, 3)}
+
+
+def costs(size: str, tflops: float, m: int, read_gbps: float) -> dict:
+    """GPU-hours, GPU memory and disk of pythia-``size`` over 154 checkpoints × 4 tasks (module docstring)."""
+    L, d, H = PYTHIA_SHAPES[size]
+    n = Shape(L, d, H, PYTHIA_VOCAB).n_parameters
+    batch, weight_bytes, every = SETTINGS[size]
+    g = Graph(L, H)
+    steps = pythia_schedule()
+    patched = len(thin(steps, every))
+    flops = 0.0
+    for tokens in TASK_TOKENS.values():  # per checkpoint, every task: behaviour, EAP-IG, circuit search
+        flops += 2 * 2 * n * tokens
+        flops += ((2 + 3 * m) + 25) * 2 * n * tokens + (m + 24) * 2 * tokens * d * g.n_edges
+    flops += 10 * 2 * n * 8 * 40  # components
+    compute = flops * len(steps) + 6 * L * H * 0.5 * 2 * n * TASK_TOKENS["ioi"] * patched
+    loads = (2 + 2 * len(TASK_TOKENS)) * len(steps) + patched
+    load_s = loads * weight_bytes * n / 1e9 / read_gbps
+    hours = (compute / (tflops * 1e12) + load_s) / 3600
+    buffer = g.n_writers * batch * 17 * d * 4
+    return {"params": n, "edges": g.n_edges, "gpu_hours": hours, "compute_share": compute / (tflops * 1e12) / 3600 / hours,
+            "gpu_gb": (weight_bytes * n + 3 * buffer) / 1e9, "disk_tb": len(steps) * 2 * n / 1e12,
+            "checkpoint_gb": 2 * n / 1e9}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tflops", type=float, default=300.0,
-                    help="sustained bf16 TFLOP/s assumed (H100 dense peak ≈ 990; 30%% MFU ≈ 300)")
+                    help="sustained bf16 TFLOP/s (an H100's dense peak ≈ 990; 30%% of it ≈ 300)")
     ap.add_argument("--ig-steps", type=int, default=5)
     ap.add_argument("--read-gbps", type=float, default=2.0, help="checkpoint load speed, GB/s (cached on disk)")
     a = ap.parse_args()
-    n_ckpt, m = len(pythia_schedule()), a.ig_steps
-    print(f"{n_ckpt} checkpoints x {len(TASK_TOKENS)} tasks, EAP-IG m = {m}, {a.tflops:.0f} TFLOP/s sustained")
-    print(f"{'model':6} {'params':>8} {'edges':>10} {'Δa buffer GB (IOI)':>18} {'weights GB':>10} "
-          f"{'compute s':>9} {'load s':>6} {'GPU-hours':>10}")
+    print(f"{len(pythia_schedule())} checkpoints x {len(TASK_TOKENS)} tasks, EAP-IG m = {a.ig_steps}, "
+          f"{a.tflops:.0f} TFLOP/s sustained, loads at {a.read_gbps} GB/s")
+    print(f"{'model':6} {'params':>7} {'edges':>9} {'GPU-hours':>9} {'compute':>7} {'GPU GB':>7} {'ckpt GB':>7} "
+          f"{'disk TB':>7}")
     total = 0.0
-    for name, (L, d, H) in PYTHIA.items():
-        n = 12 * L * d * d + 2 * VOCAB * d
-        g = Graph(L, H)
-        seconds = 0.0
-        for tokens in TASK_TOKENS.values():
-            flops = ((2 + 3 * m) + 25) * 2 * n * tokens + (m + 24) * 2 * tokens * d * g.n_edges
-            seconds += flops / (a.tflops * 1e12)
-        per = seconds / len(TASK_TOKENS)
-        load = 2 * (2 * n / 1e9) / a.read_gbps
-        hours = (seconds + len(TASK_TOKENS) * load) * n_ckpt / 3600
-        total += hours
-        buf = g.n_writers * TASK_TOKENS["ioi"] * d * 4 / 1e9
-        print(f"{name:6} {n / 1e9:7.2f}B {g.n_edges:10,d} {buf:18.2f} {2 * n / 1e9:10.1f} {per:9.2f} {load:6.1f} {hours:10.2f}")
-    print(f"total: {total:.1f} GPU-hours for the whole study (per (checkpoint, task): compute + load seconds)")
+    for size in SIZES:
+        c = costs(size, a.tflops, a.ig_steps, a.read_gbps)
+        total += c["gpu_hours"]
+        print(f"{size:6} {c['params'] / 1e9:6.2f}B {c['edges']:9,d} {c['gpu_hours']:9.2f} {c['compute_share']:7.0%} "
+              f"{c['gpu_gb']:7.1f} {c['checkpoint_gb']:7.2f} {c['disk_tb']:7.2f}")
+    print(f"total: {total:.1f} GPU-hours for all eight sizes")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -209,6 +210,45 @@ def _quick_study_build(request, tmp_path_factory):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
     log.close()
+
+
+# The build's command: the profile's usage (profiles/slurm/config.yaml), with one change for speed: the plugin's
+# first status check 1 s after a job finished (the profile says 10; each further check waits 10 s longer).
+SLURM_COMMAND = ["snakemake", "--profile", "profiles/slurm", "--configfile", "config/quick.yaml",
+           "--slurm-init-seconds-before-status-checks", "1"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _slurm_build(request, tmp_path_factory):
+    """When tests/test_slurm.py is selected: start the single-node SLURM cluster (scripts/slurm-cluster) and the
+    quick study's build through profiles/slurm as the session starts, in the background. The build spends most of
+    its wall time waiting (SLURM's queue and the plugin's status checks, which back off by 10 s each), so it
+    overlaps the other tests instead of adding its six minutes after them. Yields a dict with the cluster's
+    start result, and (when it started) the repository, process, log, start time and whether the cluster was up
+    before; or None. The cluster is stopped at the end unless it was up before."""
+    import subprocess
+
+    if not any(item.fspath.basename == "test_slurm.py" for item in request.session.items):
+        yield None
+        return
+    cluster = ROOT / "scripts/slurm-cluster"
+    was_up = subprocess.run([str(cluster), "status"], capture_output=True, text=True).returncode == 0
+    start = subprocess.run([str(cluster), "start"], capture_output=True, text=True, timeout=600)
+    state = {"start": start, "was_up": was_up}
+    if start.returncode == 0:
+        repo = quick_checkout(tmp_path_factory.mktemp("slurm") / "repo")
+        log = open(repo.parent / "slurm-build.log", "w")
+        state.update(repo=repo, log=repo.parent / "slurm-build.log", started=time.time(),
+                     proc=subprocess.Popen(SLURM_COMMAND, cwd=repo, env=study_env(), stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True))
+    yield state
+    if "proc" in state and state["proc"].poll() is None:
+        import signal
+
+        os.killpg(state["proc"].pid, signal.SIGTERM)
+        state["proc"].wait()
+    if not was_up:
+        subprocess.run([str(cluster), "stop"], capture_output=True, timeout=300)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,34 @@
+"""The rehearsal at Pythia's real sizes (benchmarks/rehearsal.py): random pythia-70m and pythia-160m, two
+checkpoints each, every stage but the download, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_rehearsal_at_pythia_sizes(tmp_path):
+    """4 IOI examples instead of the paper's 70 (the README's figures are from a run with 70): the graphs, and so
+    every buffer and loop over edges, are the real ones."""
+    out = tmp_path / "rehearsal.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks/rehearsal.py"), "--models", "70m,160m",
+                          "--examples", "4", "--out", str(out), "--workdir", str(tmp_path / "work")],
+                         capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = {r["model"]: r for r in json.loads(out.read_text())}
+    assert {m: r["n_edges"] for m, r in results.items()} == {"pythia-70m": 3_580, "pythia-160m": 32_347}
+    for r in results.values():
+        assert r["scored_edges"] == r["n_edges"]  # the scores stage scored every edge of the real graph
+        assert set(r["stages"]) == {"behavior", "scores", "circuit", "heads", "stability"}
+        assert all(v == True for v in r["circuit_valid"])  # noqa: E712  the searches ran (not stopped as invalid)
+        assert all(n > 2 for n in r["search_sizes"])  # grid and refinement sizes evaluated
+        # path patching: every head into the logits, both forms, at both checkpoints
+        layers, heads = {"pythia-70m": (6, 8), "pythia-160m": (12, 12)}[r["model"]]
+        assert r["path_patching_rows"] == [2 * layers * heads] * 2
