@@ -218,37 +218,87 @@ SLURM_COMMAND = ["snakemake", "--profile", "profiles/slurm", "--configfile", "co
            "--slurm-init-seconds-before-status-checks", "1"]
 
 
+class Background:
+    """A command started in the background once another process has ended (or at once), so that the session's
+    long builds fill the core the serial tests leave idle instead of crowding its first minutes, when the
+    trained-model fixture and the local quick study's build already use both cores."""
+
+    def __init__(self, cmd: list, cwd: Path, log: Path, after=None):
+        import subprocess
+        import threading
+
+        self.log, self.proc, self.started = log, None, None
+
+        def start():
+            if after is not None:
+                after.wait()
+            self.started = time.time()
+            with open(log, "w") as out:
+                self.proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=study_env(), stdout=out,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+
+        self.thread = threading.Thread(target=start, daemon=True)
+        self.thread.start()
+
+    def wait(self, timeout: float) -> int:
+        """The command's exit status, once it has run."""
+        self.thread.join(timeout)
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        import signal
+
+        self.thread.join(60)
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait()
+
+
+def _selected(request, filename: str) -> bool:
+    return any(item.fspath.basename == filename for item in request.session.items)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _slurm_build(request, tmp_path_factory):
-    """When tests/test_slurm.py is selected: start the single-node SLURM cluster (scripts/slurm-cluster) and the
-    quick study's build through profiles/slurm as the session starts, in the background. The build spends most of
-    its wall time waiting (SLURM's queue and the plugin's status checks, which back off by 10 s each), so it
-    overlaps the other tests instead of adding its six minutes after them. Yields a dict with the cluster's
-    start result, and (when it started) the repository, process, log, start time and whether the cluster was up
-    before; or None. The cluster is stopped at the end unless it was up before."""
+def _slurm_build(request, tmp_path_factory, _quick_study_build):
+    """When tests/test_slurm.py is selected: start the single-node SLURM cluster (scripts/slurm-cluster) as the
+    session starts, and the quick study's build through profiles/slurm in the background once the local quick
+    build has finished (:class:`Background`). The SLURM build spends much of its wall time waiting (the queue and
+    the plugin's status checks, which back off by 10 s each), so beside the serial tests it costs little. Yields a
+    dict with the cluster's start result and (when it started) the repository and the :class:`Background` build;
+    or None. The cluster is stopped at the end unless it was up before."""
     import subprocess
 
-    if not any(item.fspath.basename == "test_slurm.py" for item in request.session.items):
+    if not _selected(request, "test_slurm.py"):
         yield None
         return
     cluster = ROOT / "scripts/slurm-cluster"
     was_up = subprocess.run([str(cluster), "status"], capture_output=True, text=True).returncode == 0
     start = subprocess.run([str(cluster), "start"], capture_output=True, text=True, timeout=600)
-    state = {"start": start, "was_up": was_up}
+    state = {"start": start}
     if start.returncode == 0:
         repo = quick_checkout(tmp_path_factory.mktemp("slurm") / "repo")
-        log = open(repo.parent / "slurm-build.log", "w")
-        state.update(repo=repo, log=repo.parent / "slurm-build.log", started=time.time(),
-                     proc=subprocess.Popen(SLURM_COMMAND, cwd=repo, env=study_env(), stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True))
+        state.update(repo=repo, build=Background(SLURM_COMMAND, repo, repo.parent / "slurm-build.log",
+                                                 after=_quick_study_build[1] if _quick_study_build else None))
     yield state
-    if "proc" in state and state["proc"].poll() is None:
-        import signal
-
-        os.killpg(state["proc"].pid, signal.SIGTERM)
-        state["proc"].wait()
+    if "build" in state:
+        state["build"].stop()
     if not was_up:
         subprocess.run([str(cluster), "stop"], capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _rehearsal(request, tmp_path_factory, _quick_study_build):
+    """When tests/test_rehearsal.py is selected: benchmarks/rehearsal.py with 4 IOI examples, in the background
+    once the local quick build has finished (:class:`Background`). Yields ``(Background, results JSON path)``."""
+    if not _selected(request, "test_rehearsal.py"):
+        yield None
+        return
+    tmp = tmp_path_factory.mktemp("rehearsal")
+    run = Background([sys.executable, ROOT / "benchmarks/rehearsal.py", "--models", "70m,160m", "--examples", "4",
+                      "--out", tmp / "rehearsal.json", "--workdir", tmp / "work"], ROOT, tmp / "rehearsal.log",
+                     after=_quick_study_build[1] if _quick_study_build else None)
+    yield run, tmp / "rehearsal.json"
+    run.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,24 +4,18 @@ checkpoints each, every stage but the download, on the CPU."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.mark.slow
-def test_rehearsal_at_pythia_sizes(tmp_path):
-    """4 IOI examples instead of the paper's 70 (the README's figures are from a run with 70): the graphs, and so
-    every buffer and loop over edges, are the real ones."""
-    out = tmp_path / "rehearsal.json"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks/rehearsal.py"), "--models", "70m,160m",
-                          "--examples", "4", "--out", str(out), "--workdir", str(tmp_path / "work")],
-                         capture_output=True, text=True, timeout=1200)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+def test_rehearsal_at_pythia_sizes(_rehearsal):
+    """4 IOI examples instead of the paper's 70 (the README's figures are from a run with more): the graphs, and
+    so every buffer and loop over edges, are the real ones. The run starts in the background (conftest's
+    `_rehearsal`) once the quick study's local build has finished."""
+    run, out = _rehearsal
+    code = run.wait(timeout=2400)
+    assert code == 0, run.log.read_text()[-4000:]
     results = {r["model"]: r for r in json.loads(out.read_text())}
     assert {m: r["n_edges"] for m, r in results.items()} == {"pythia-70m": 3_580, "pythia-160m": 32_347}
     for r in results.values():

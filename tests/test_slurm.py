@@ -6,8 +6,8 @@ equal those of the local build of the same study (conftest's `versioned_study`).
 
 Needs root (the cluster's daemons) and the Debian packages (`.ci/run` installs them); a cluster that cannot start is
 a failure with the script's output, not a skip. The cluster is stopped afterwards unless it was already up. The
-cluster and the SLURM build start in the background as the session begins (conftest's `_slurm_build`), beside the
-local build and the other tests: the SLURM build mostly waits on the queue and the plugin's status checks. (The comparison reads
+cluster starts with the session and the SLURM build in the background once the local build has finished (conftest's
+`_slurm_build`), beside the other tests: it mostly waits on the queue and the plugin's status checks. (The comparison reads
 the local build before tests/test_tracking.py edits one of its circuit records: test files run in name order.)"""
 
 from __future__ import annotations
@@ -70,21 +70,21 @@ def _require(start: subprocess.CompletedProcess) -> None:
 
 @pytest.fixture(scope="module")
 def slurm_study(_slurm_build) -> dict | None:
-    """The quick study built through profiles/slurm in a fresh copy of this checkout (started in the background at
-    the beginning of the session by conftest's `_slurm_build`): the repository, the console output, the plugin's
+    """The quick study built through profiles/slurm in a fresh copy of this checkout (started in the background by
+    conftest's `_slurm_build` once the local build had finished): the repository, the console output, the plugin's
     run id (every SLURM job's name) and the build's wall time; None when the cluster did not start."""
     if _slurm_build["start"].returncode != 0:
         return None
-    proc = _slurm_build["proc"]
-    code = proc.wait(timeout=2400)
-    seconds = time.time() - _slurm_build["started"]
-    log = _slurm_build["log"].read_text()
+    build = _slurm_build["build"]
+    code = build.wait(timeout=2400)
+    seconds = time.time() - build.started
+    log = build.log.read_text()
     assert code == 0, f"{' '.join(COMMAND)} failed after {seconds:.0f} s:\n{log[-6000:]}"
     run_id = re.search(r"SLURM run ID: (\S+)", log)
     assert run_id, f"no 'SLURM run ID' in the build's output:\n{log[-3000:]}"
     print(f"\nquick study through SLURM: {seconds:.0f} s (beside the other tests)")
     return {"repo": _slurm_build["repo"], "log": log, "run_id": run_id.group(1), "seconds": seconds,
-            "since": datetime.fromtimestamp(_slurm_build["started"]) - timedelta(minutes=5)}
+            "since": datetime.fromtimestamp(build.started) - timedelta(minutes=5)}
 
 
 def _sacct(*args: str) -> list[dict[str, str]]:
