@@ -21,22 +21,10 @@ import time
 from pathlib import Path
 
 import torch
-from common import SHAPES, PeakRSS, build, prompts, timed
+from common import SHAPES, PeakRSS, bare_passes, build, prompts, timed
 
 from circuit_stability.attribution import Prompts, activation_bytes, edge_attribution, interpolation_points
 from circuit_stability.graph import Graph
-
-def bare_passes(bridge, p: Prompts, m: int) -> float:
-    """2 forward + m forward/backward (gradient w.r.t. the embeddings only), no hooks."""
-    t = time.perf_counter()
-    with torch.no_grad():
-        bridge(p.clean)
-        bridge(p.corrupted)
-    for _ in range(m):
-        emb = bridge.embed(p.clean).detach().requires_grad_(True)
-        with bridge.hooks(fwd_hooks=[("hook_embed", lambda x, hook: emb)]):
-            p.metric_values(bridge(p.clean)).sum().backward()
-    return time.perf_counter() - t
 
 
 def tl_eap(bridge, p: Prompts) -> None:

@@ -92,3 +92,25 @@ def suite_study(description: str):
     if cfg["source"] != "suite":
         raise SystemExit("this benchmark reads a suite study's local checkpoints")
     return a, cfg
+
+
+def sync() -> None:
+    """Wait for queued CUDA work (timings on a GPU); nothing on the CPU."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def bare_passes(bridge, p: Prompts, m: int) -> float:
+    """Seconds of 2 forward + m forward/backward passes (gradient w.r.t. the embeddings only), no hooks: what
+    EAP-IG needs at least, on the same batch."""
+    sync()
+    t = time.perf_counter()
+    with torch.no_grad():
+        bridge(p.clean)
+        bridge(p.corrupted)
+    for _ in range(m):
+        emb = bridge.embed(p.clean).detach().requires_grad_(True)
+        with bridge.hooks(fwd_hooks=[("hook_embed", lambda x, hook: emb)]):
+            p.metric_values(bridge(p.clean)).sum().backward()
+    sync()
+    return time.perf_counter() - t

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import SHAPES, PeakRSS, prompts, timed
+from common import SHAPES, PeakRSS, bare_passes, prompts, sync, timed
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from circuit_stability.attribution import Prompts, edge_attribution, interpolation_points
@@ -45,26 +45,6 @@ def build(tmp: Path, name: str, layers: int, d: int, heads: int, vocab: int | No
     GPTNeoXForCausalLM(cfg).save_pretrained(tmp / name / "step0")
     tok.save_pretrained(tmp / name / "step0")
     return load_model(name, 0, tmp, device=device, dtype=dtype)
-
-
-def bare_passes(bridge, p: Prompts, m: int) -> float:
-    """Seconds of 2 forward + m forward/backward (gradient w.r.t. the embeddings only), no hooks."""
-    sync()
-    t = time.perf_counter()
-    with torch.no_grad():
-        bridge(p.clean)
-        bridge(p.corrupted)
-    for _ in range(m):
-        emb = bridge.embed(p.clean).detach().requires_grad_(True)
-        with bridge.hooks(fwd_hooks=[("hook_embed", lambda x, hook: emb)]):
-            p.metric_values(bridge(p.clean)).sum().backward()
-    sync()
-    return time.perf_counter() - t
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def tl_eap(bridge, p: Prompts) -> None:
