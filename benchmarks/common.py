@@ -41,8 +41,10 @@ class PeakRSS:
         self.thread.join()
 
 
-def build(tmp: Path, name: str):
-    layers, d, heads, vocab = SHAPES[name]
+def build(tmp: Path, name: str, shape: tuple | None = None, device: str = "cpu", dtype: str = "float32"):
+    """A random GPT-NeoX of shape ``shape`` (layers, d_model, heads, vocab; default ``SHAPES[name]``) with Pythia's
+    parallel attention and rotary_pct 0.25, saved as ``<tmp>/<name>/step0`` and loaded as a bridge."""
+    layers, d, heads, vocab = shape or SHAPES[name]
     tok = build_tokenizer(lexicon_sample())
     cfg = GPTNeoXConfig(vocab_size=vocab or len(tok), hidden_size=d, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=4 * d, rotary_pct=0.25,
@@ -50,7 +52,7 @@ def build(tmp: Path, name: str):
     torch.manual_seed(0)
     GPTNeoXForCausalLM(cfg).save_pretrained(tmp / name / "step0")
     tok.save_pretrained(tmp / name / "step0")
-    return load_model(name, 0, tmp, device="cpu")
+    return load_model(name, 0, tmp, device=device, dtype=dtype)
 
 
 def prompts(vocab: int, batch: int, positions: int) -> Prompts:

@@ -22,29 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-from common import SHAPES, PeakRSS, bare_passes, prompts, sync, timed
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from common import SHAPES, PeakRSS, bare_passes, build, prompts, sync, timed
 
 from circuit_stability.attribution import Prompts, edge_attribution, interpolation_points
 from circuit_stability.graph import Graph
-from circuit_stability.models import load_model
 from circuit_stability.scale import PYTHIA_SHAPES, PYTHIA_VOCAB
-from circuit_stability.suite.corpus import lexicon_sample
-from circuit_stability.suite.tokenizer import build_tokenizer
 
 POSITIONS = 17  # tokens of an IOI prompt in Pythia's tokenizer (benchmarks/cost_model.py)
-
-
-def build(tmp: Path, name: str, layers: int, d: int, heads: int, vocab: int | None, device: str, dtype: str):
-    """A random GPT-NeoX of this shape (Pythia's: parallel attention, rotary_pct 0.25) as a loaded bridge."""
-    tok = build_tokenizer(lexicon_sample())
-    cfg = GPTNeoXConfig(vocab_size=vocab or len(tok), hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=4 * d, rotary_pct=0.25, use_parallel_residual=True,
-                        tie_word_embeddings=False, max_position_embeddings=2048)
-    torch.manual_seed(0)
-    GPTNeoXForCausalLM(cfg).save_pretrained(tmp / name / "step0")
-    tok.save_pretrained(tmp / name / "step0")
-    return load_model(name, 0, tmp, device=device, dtype=dtype)
 
 
 def tl_eap(bridge, p: Prompts) -> None:
@@ -72,7 +56,7 @@ def throughput(tmp: Path, a: argparse.Namespace, device: str) -> None:
     print(f"\n1. EAP-IG throughput, {a.batch} examples x {POSITIONS} tokens, m = {a.ig_steps}, {device}, {dtype}")
     print(f"{'shape':12} {'edges':>9} {'bare ex/s':>9} {'EAP-IG ex/s':>11} {'overhead':>8} {'peak MB':>8}")
     for name, (layers, d, heads, vocab) in shapes.items():
-        bridge = build(tmp, name, layers, d, heads, vocab, device, dtype)
+        bridge = build(tmp, name, (layers, d, heads, vocab), device, dtype)
         graph = Graph.from_config(bridge.cfg)
         p = prompts(bridge.cfg.d_vocab, a.batch, POSITIONS)
         p = Prompts(p.clean.to(device), p.corrupted.to(device), p.position.to(device), p.answer_ids.to(device),
@@ -101,8 +85,7 @@ def speedup(tmp: Path, a: argparse.Namespace) -> None:
     print(f"\n2. Speed-up over TransformerLens 4 edge attribution patching (EAP), {POSITIONS} tokens, cpu, float32")
     print(f"{'shape':8} {'edges':>6} " + " ".join(f"{'TL s':>7} {'ours s':>7} {'x' + str(b):>6}" for b in batches))
     for name in ("mini-s", "mini-m", "mini-l"):
-        layers, d, heads, vocab = SHAPES[name]
-        bridge = build(tmp, name, layers, d, heads, vocab, "cpu", "float32")
+        bridge = build(tmp, name)
         graph = Graph.from_config(bridge.cfg)
         cells = []
         for b in batches:

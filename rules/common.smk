@@ -60,7 +60,7 @@ SCORED_OF = {m: [s for s in SCORED if s in STEPS_OF[m]] for m in MODELS}
 
 # Each model's size, batch size and dtype (hub.settings overrides analysis.batch_size and analysis.dtype per model),
 # and the checkpoints its path patching reads (hub.settings.<model>.stability_every thins them).
-if config["source"] == "suite":
+if config["source"] == "suite":  # (4096: above the suite tokenizer's vocabulary, for the memory estimate)
     SHAPE_OF = {m: Shape(SUITE["models"][m]["n_layers"], SUITE["models"][m]["d_model"], SUITE["models"][m]["n_heads"],
                          4096) for m in MODELS}
     SETTINGS_OF = {m: {} for m in MODELS}

@@ -69,8 +69,7 @@ def test_paper_scale_dag_resources(paper_dag):
                       paper_dag, re.M)
     assert len(jobs) == 10_797 - 924 - 4 - 5
     for what, size, gpu, mem, runtime, batch in jobs:
-        steps = 1 if what != "Circuit similarity" else 1
-        want = job_resources(KIND[what], pythia_shape(size), DTYPE[size], BATCH[size], steps, 1, 1)
+        want = job_resources(KIND[what], pythia_shape(size), DTYPE[size], BATCH[size], 1, 1, 1)
         assert (int(gpu), int(mem), int(runtime), int(batch)) == (
             want["gpu"], want["mem_mb"], want["runtime"], want["batch_size"]), (what, size)
     downloads = re.findall(r"^Job \d+: Download: EleutherAI/pythia-\S+ step \d+ into HF_HOME \[hf_io 1\]$", paper_dag, re.M)
