@@ -230,3 +230,17 @@ def test_yaml_error_names_the_file_and_line(tmp_path):
         load_config(config)
     out = subprocess.run(["snakemake", "-n"], cwd=repo, capture_output=True, text=True)
     assert out.returncode != 0 and "config/config.yaml, line 3, column" in out.stdout + out.stderr
+
+
+def test_planning_the_workflow_imports_no_torch():
+    """Every module the Snakefile and rules import at parse time (each `snakemake` command; each SLURM job parses
+    twice) loads without torch or TransformerLens, which only the jobs need (~1 s and ~4 s of CPU to import)."""
+    import re
+    import sys
+
+    sources = [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
+    modules = sorted({m for f in sources for m in re.findall(r"^from (circuit_stability[\w.]*) import", f.read_text(), re.M)})
+    assert "circuit_stability.models" in modules and "circuit_stability.records" in modules, modules
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint(sorted(m for m in ('torch', 'transformer_lens') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"planning imports {out.stdout.strip()} (from one of {modules})"

@@ -19,11 +19,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from circuit_stability.checkpoints import pythia_schedule
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+# Model dtypes by name (each the name of a torch dtype). torch is imported where a model is loaded, not here: the
+# workflow imports this module to plan, and every Snakefile parse (each `snakemake` command, two per SLURM job)
+# would otherwise pay for importing torch (~1 s of CPU).
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 HUB_PREFIX = "EleutherAI/pythia-"
 PYTHIA_SIZES = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
 # PolyPythias (van der Wal et al. 2025, §2; the models' cards on the hub): pythia-{size}-seed{1..9} for five sizes,
@@ -183,13 +184,14 @@ def load_model(model: str, step: int, suite_dir: str | Path | None = None, devic
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {list(DTYPES)}")
     ckpt = resolve_checkpoint(model, step, suite_dir)
+    import torch
     from transformer_lens.model_bridge import TransformerBridge  # slow import (~4 s): only when loading
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if ckpt.is_local:
-        bridge = TransformerBridge.boot_transformers(str(ckpt.path), device=device, dtype=DTYPES[dtype])
+        bridge = TransformerBridge.boot_transformers(str(ckpt.path), device=device, dtype=getattr(torch, dtype))
     else:
-        bridge = TransformerBridge.boot_transformers(ckpt.model, device=device, dtype=DTYPES[dtype],
+        bridge = TransformerBridge.boot_transformers(ckpt.model, device=device, dtype=getattr(torch, dtype),
                                                      revision=hub_revision(ckpt.model, ckpt.step))
     bridge.eval()
     for p in bridge.parameters():
@@ -214,6 +216,8 @@ def check_reader_inputs(bridge, n_positions: int = 6) -> None:
     Raises:
         RuntimeError: naming the hook and the largest difference, if an input is not the embedding.
     """
+    import torch
+
     seen: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
