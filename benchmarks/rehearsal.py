@@ -12,8 +12,10 @@ model does not (circuit validity, design §5). So each "checkpoint" is the next 
 logit difference is positive and above the corrupted run's, and the circuit stage runs with validity margin 0 and
 a vanishing emergence fraction: the searches and path patching then run in full, on noise.
 
-Usage: ``python benchmarks/rehearsal.py [--models 70m,160m] [--examples 70] [--out rehearsal.json]``; prints per
-model and stage the wall time and the peak resident memory of the stage's process.
+Usage: ``python benchmarks/rehearsal.py [--models 70m,160m] [--examples 70] [--out rehearsal.json] [--in-process]``;
+prints per model and stage the wall time and the peak resident memory of the stage's process. ``--in-process`` runs
+the stages' commands in this process instead (the same code, through ``circuit_stability.cli.main``; no peak memory
+per stage): tests/test_rehearsal.py uses it to spare nine imports of torch and TransformerLens (~5 s of CPU each).
 """
 
 from __future__ import annotations
@@ -63,6 +65,20 @@ def _run(cmd: list[str], log: Path) -> tuple[float, float]:
     return seconds, peak / 1024
 
 
+def _run_in_process(cmd: list[str], log: Path) -> tuple[float, float]:
+    """Run one stage's command (``python -m circuit_stability.cli ...``) in this process: return (seconds, nan).
+    Raises RuntimeError naming the command and the error."""
+    from circuit_stability.cli import main as cli
+
+    t0 = time.perf_counter()
+    try:
+        cli(cmd[3:])  # cmd is [python, -m, circuit_stability.cli, stage, ...]
+    except (Exception, SystemExit) as e:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {type(e).__name__}: {e}") from e
+    log.write_text("(run in process)\n")
+    return time.perf_counter() - t0, float("nan")
+
+
 def build_checkpoints(size: str, folder: Path, dataset: Path, n_checkpoints: int = 2) -> list[int]:
     """Write ``n_checkpoints`` random pythia-``size`` models to ``folder/step{k}``, each the next weight seed whose
     IOI logit difference m(M) is positive and above the corrupted run's. Returns the seeds."""
@@ -101,8 +117,9 @@ def build_checkpoints(size: str, folder: Path, dataset: Path, n_checkpoints: int
     return seeds
 
 
-def rehearse(size: str, root: Path, examples: int) -> dict:
-    """Build pythia-``size``'s two random checkpoints under ``root`` and run every stage on them."""
+def rehearse(size: str, root: Path, examples: int, in_process: bool = False) -> dict:
+    """Build pythia-``size``'s two random checkpoints under ``root`` and run every stage on them (each in its own
+    process, or all in this one with ``in_process``)."""
     from circuit_stability.graph import Graph
     from circuit_stability.records import CircuitRecord, ScoresRecord, write_dataset
     from circuit_stability.scale import PYTHIA_SHAPES
@@ -136,9 +153,9 @@ def rehearse(size: str, root: Path, examples: int) -> dict:
     }
     stages = {}
     for stage in STAGES:
-        seconds, peak = _run(commands[stage], logs / f"{stage}.log")
-        stages[stage] = {"seconds": round(seconds, 2), "peak_mb": round(peak)}
-        print(f"  {name} {stage:9}: {seconds:7.1f} s, peak {peak:7.0f} MB", flush=True)
+        seconds, peak = (_run_in_process if in_process else _run)(commands[stage], logs / f"{stage}.log")
+        stages[stage] = {"seconds": round(seconds, 2), "peak_mb": None if peak != peak else round(peak)}
+        print(f"  {name} {stage:9}: {seconds:7.1f} s" + ("" if in_process else f", peak {peak:7.0f} MB"), flush=True)
     graph = Graph(*PYTHIA_SHAPES[size][::2])
     scores = ScoresRecord.read(res / "scores" / "step1.parquet")
     circuits = [CircuitRecord.read(res / "circuits" / f"step{s}.json") for s in (0, 1)]
@@ -157,6 +174,8 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=70, help="IOI examples (the paper: 70)")
     ap.add_argument("--out", default=None, help="write the results as JSON")
     ap.add_argument("--workdir", default=None, help="folder for the models and results (default: a temporary one)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the stages in this process (no peak memory per stage)")
     a = ap.parse_args()
     import torch
 
@@ -164,11 +183,12 @@ def main() -> None:
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(a.workdir or tmp)
-        results = [rehearse(size, root, a.examples) for size in a.models.split(",")]
+        results = [rehearse(size, root, a.examples, a.in_process) for size in a.models.split(",")]
     for r in results:
         total = sum(s["seconds"] for s in r["stages"].values())
+        peaks = [s["peak_mb"] for s in r["stages"].values() if s["peak_mb"] is not None]
         print(f"{r['model']}: {r['n_edges']:,} edges, stages {total:.0f} s, peak "
-              f"{max(s['peak_mb'] for s in r['stages'].values()):.0f} MB; circuits {r['circuit_edges']} edges "
+              f"{max(peaks) if peaks else 'not measured'} MB; circuits {r['circuit_edges']} edges "
               f"(valid {r['circuit_valid']}), path-patching rows {r['path_patching_rows']}")
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=1))

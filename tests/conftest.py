@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -27,6 +28,16 @@ TRAINED_SHAPE = ModelShape(n_layers=3, d_model=96, n_heads=6, d_mlp=None, rotary
 TRAINED_WEIGHTS = {**schema_default("suite.corpus.weights"), "repeat": 0.0}
 TRAINED_CFG = TrainConfig(batch_size=32, context=64, max_steps=1200, lr=3e-3, warmup_steps=100, min_lr_ratio=0.1,
                           weight_decay=0.01, seed=0)
+
+
+# Test files whose tests wait on a build the session runs in the background (conftest's `_slurm_build` and
+# `_rehearsal`): they run last, so that the builds have the whole session to finish beside the other tests.
+BACKGROUND_FILES = ("test_rehearsal.py", "test_slurm.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Move the tests of :data:`BACKGROUND_FILES` to the end of the session (in their usual order)."""
+    items.sort(key=lambda item: item.fspath.basename in BACKGROUND_FILES)  # stable: keeps the order otherwise
 
 
 def pytest_configure(config):
@@ -295,7 +306,8 @@ def _rehearsal(request, tmp_path_factory, _quick_study_build):
         return
     tmp = tmp_path_factory.mktemp("rehearsal")
     run = Background([sys.executable, ROOT / "benchmarks/rehearsal.py", "--models", "70m,160m", "--examples", "4",
-                      "--out", tmp / "rehearsal.json", "--workdir", tmp / "work"], ROOT, tmp / "rehearsal.log",
+                      "--in-process", "--out", tmp / "rehearsal.json", "--workdir", tmp / "work"], ROOT,
+                     tmp / "rehearsal.log",
                      after=_quick_study_build[1] if _quick_study_build else None)
     yield run, tmp / "rehearsal.json"
     run.stop()
@@ -310,4 +322,16 @@ def versioned_study(_quick_study_build) -> Path:
     ``<tmp>/dvc-storage``; the MLflow database is ``<repo>/mlflow.db``."""
     repo, proc, log = _quick_study_build
     assert proc.wait(timeout=1800) == 0, f"the quick study's build failed:\n{log.read_text()[-4000:]}"
+    snapshot = repo.parent / "as-built"
+    if not snapshot.exists():  # the artefacts as the build left them, before any test changes one
+        for folder in ("data", "models", "results"):
+            shutil.copytree(repo / folder, snapshot / folder, symlinks=True)
     return repo
+
+
+@pytest.fixture(scope="session")
+def versioned_study_as_built(versioned_study) -> Path:
+    """A copy of :func:`versioned_study`'s ``data/``, ``models/`` and ``results/`` made as soon as its build had
+    finished: tests that compare another build with it run at the end of the session, after others have changed
+    the study (tests/test_tracking.py edits a circuit record)."""
+    return versioned_study.parent / "as-built"

@@ -160,22 +160,33 @@ def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study, tmp_p
 
 
 def test_killed_run_resumes_and_reproduces_the_first_run(study, tmp_path):
-    """kill -9 mid-run, then re-run: only unfinished jobs run again, no partial file counts as complete, and
-    the finished study is identical (scores, circuits, checkpoints) to an uninterrupted run from scratch."""
-    cwd = quick_checkout(tmp_path / "second")
-    proc = subprocess.Popen(["snakemake", "--cores", "2"], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while not list((cwd / "results").glob("behavior/*/ioi/step0.json")) and time.time() < deadline:
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    """kill -9 mid-run, then re-run: only unfinished jobs run again, no partial file counts as complete, and the
+    finished study is identical to the uninterrupted run. The run starts from a copy of the built study without
+    quick-m's results, the tables and the reports (16 jobs to run; the corpus, datasets, checkpoints and quick-s's
+    results are kept: tests/test_slurm.py rebuilds the whole study from scratch and compares every file with
+    this one)."""
+    cwd = Path(shutil.copytree(study, tmp_path / "second", symlinks=True))
+    gone = [*(cwd / "results").glob("*/quick-m"), *(cwd / "results").glob("*/quick-m.*"), cwd / "results/tables",
+            cwd / "reports"]
+    for path in gone:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    everything = _planned_jobs(cwd)
+    log = tmp_path / "killed.log"
+    with open(log, "w") as out:  # killed once Snakemake reports its first finished job
+        proc = subprocess.Popen(["snakemake", "--cores", "2"], cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.time() + 300
+        while "Finished jobid" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     done_before = {p for p in _artefacts() if (cwd / p).exists()}
-    assert "data/corpus/quick/tokens.npy" in done_before and len(done_before) < len(_artefacts())
+    assert any("/quick-m/" in p for p in done_before) and len(done_before) < len(_artefacts())
     subprocess.run(["snakemake", "--unlock"], cwd=cwd, check=True,
                    capture_output=True)
     planned = _planned_jobs(cwd)
-    assert "corpus" not in planned and "scores" in planned
+    assert "corpus" not in planned and "train" not in planned and "scores" in planned
+    assert sum(planned.values()) < sum(everything.values()), (planned, everything)  # the finished jobs stay done
     _snakemake(cwd)
     assert all((cwd / p).exists() for p in _artefacts())
     for p in _artefacts():  # atomic writes: every file under its final name is complete and readable
