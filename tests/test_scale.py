@@ -212,3 +212,39 @@ def test_evict_deletes_the_revision_from_the_cache(tmp_path):
     assert evict_checkpoint(marker, tmp_path / "hub") == 1000
     assert not (repo / "blobs" / blob).exists() and not (repo / "snapshots" / commit).exists()
     assert evict_checkpoint(marker, tmp_path / "hub") == 0
+
+
+def test_evict_jobs_wait_for_every_reader_of_their_checkpoint(tmp_path):
+    """With hub.evict, one evict job per (model, checkpoint); the jobs an eviction waits for include every job that
+    loads that checkpoint: behaviour, components, scores and circuits for each task, and path patching where the
+    model patches that step (pythia-1b: every third checkpoint, the last kept; pythia-70m: every one)."""
+    import yaml
+
+    for name in ("Snakefile", "rules", "config", "report", "profiles"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, tmp_path / name)
+    cfg = yaml.safe_load((ROOT / "config/pythia.yaml").read_text())
+    steps = [0, 1000, 2000, 3000, 143000]
+    cfg["hub"].update(models=["EleutherAI/pythia-70m", "EleutherAI/pythia-1b"], steps=steps, evict=True)
+    (tmp_path / "config/evict.yaml").write_text(yaml.safe_dump(cfg))
+
+    def dry_run(*targets: str) -> str:
+        out = subprocess.run(_offline(["snakemake", "-n", *targets, "--configfile", "config/evict.yaml"]),
+                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return out.stdout
+
+    evicts = re.findall(r"^Job \d+: Evict: EleutherAI/pythia-(\S+) step (\d+) from HF_HOME", dry_run(), re.M)
+    assert sorted((m, int(s)) for m, s in evicts) == sorted((m, s) for m in ("70m", "1b") for s in steps)
+    tasks = ("gp", "greater_than", "ioi", "sva")
+    for size, step, patched in (("70m", 1000, True), ("1b", 1000, False), ("1b", 3000, True)):
+        plan = dry_run(f"data/hub/pythia-{size}/step{step}.evicted")
+        jobs = set()  # (stage, task or None) of the model jobs at this step
+        for kind, rest, at in re.findall(rf"^Job \d+: ([A-Z][\w ]+?)(?: \([^)]*\))?: model pythia-{re.escape(size)}"
+                                         r"(.*?), steps (\d+) \[", plan, re.M):
+            if int(at) == step:
+                task = re.search(r", task (\w+)", rest)
+                jobs.add((kind, task.group(1) if task else None))
+        want = {("Behaviour", None), ("Components", None), *(("Edge scores", t) for t in tasks),
+                *(("Minimal circuits", t) for t in tasks)} | ({("Path patching", None)} if patched else set())
+        assert jobs == want, (size, step)
+        assert size == "70m" or (step in thin(steps, 3)) == patched  # the test's own premise
