@@ -200,6 +200,13 @@ def checkpoints_of(steps):
 OFFLINE = "" if config["source"] == "suite" else "HF_HUB_OFFLINE=1 "
 
 
+def model_options(wildcards):
+    """The model options of the stages that take no batch-size resource (components, path patching, similarity):
+    which model, where, and in which dtype (hub.settings)."""
+    return (f"--model {wildcards.model} --model-name {MODEL_NAMES[wildcards.model]} --suite-dir models "
+            f"--dtype {DTYPE_OF[wildcards.model]}")
+
+
 def model_args(wildcards, resources):
     """The options every per-checkpoint stage (behaviour, scores, circuits) shares; the batch size is the job's
     `batch_size` resource (halved on each retry)."""

@@ -22,7 +22,7 @@ for g, group in enumerate(STEP_GROUPS):
         output:
             expand("results/components/{{model}}/step{step}.parquet", step=chunk),
         params:
-            model=lambda w: f"--model {w.model} --model-name {MODEL_NAMES[w.model]} --suite-dir models",
+            model=model_options,
             steps=steps_param(chunk),
             ioi=f"--ioi-dataset {IOI_DATASET}" if IOI_DATASET else "",
             tokens_per_step=TOKENS_PER_STEP,

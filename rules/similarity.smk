@@ -30,7 +30,7 @@ for g, group in enumerate(STEP_GROUPS):
         output:
             "results/similarity/{model}.parquet",
         params:
-            model=lambda w: f"--model {w.model} --model-name {MODEL_NAMES[w.model]} --suite-dir models",
+            model=model_options,
             steps=",".join(map(str, chunk)),
             bootstrap=(f"--resamples {SIMILARITY['resamples']} --seed {SIMILARITY['seed']} "
                        f"--faithfulness-resamples {SIMILARITY['faithfulness_resamples']}"),

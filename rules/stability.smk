@@ -33,7 +33,7 @@ for g, group in enumerate(STABILITY_GROUPS):
         output:
             expand("results/stability/{{model}}/ioi/step{step}.parquet", step=chunk),
         params:
-            model=lambda w: f"--model {w.model} --model-name {MODEL_NAMES[w.model]} --suite-dir models",
+            model=model_options,
             steps=steps_param(chunk),
             tokens_per_step=TOKENS_PER_STEP,
             thresholds=(f"--copy-threshold {config['components']['thresholds']['copy']} "

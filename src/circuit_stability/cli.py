@@ -244,7 +244,7 @@ def cmd_similarity(a: argparse.Namespace) -> None:
         from circuit_stability.models import load_model
 
         _threads(a.threads)
-        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device)
+        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device, dtype=a.dtype)
         prompts = Prompts.from_dataset(datasets[task][1], bridge.tokenizer.pad_token_id, next(bridge.parameters()).device)
         g = Graph.from_config(bridge.cfg)
         m = patched_metric(bridge, g, prompts, torch.as_tensor(masks), a.batch_size).cpu().numpy()
@@ -318,7 +318,7 @@ def cmd_heads(a: argparse.Namespace) -> None:
         raise SystemExit(f"--ioi-dataset {a.ioi_dataset} holds the {ioi.task!r} task; the copy scores need 'ioi'")
     rows = []
     for step in (int(x) for x in a.steps.split(",")):
-        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device)
+        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device, dtype=a.dtype)
         tokens = repeated_random_tokens(content_token_ids(bridge.tokenizer), a.length, a.batch, a.seed)
         scores = head_scores(bridge, tokens)
         movers, record = [], None
@@ -403,7 +403,7 @@ def cmd_stability(a: argparse.Namespace) -> None:
             StabilityRecord(pd.DataFrame(columns=STABILITY_COLUMNS), meta).write(Path(a.out_dir) / f"step{step}.parquet")
             _log(f"stability {a.model} step {step}: {meta['reason']}; no path patching")
             continue
-        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device)
+        bridge = load_model(a.model_name or a.model, step, a.suite_dir, device=a.device, dtype=a.dtype)
         prompts = Prompts.from_dataset(ioi, bridge.tokenizer.pad_token_id, device=next(bridge.parameters()).device)
         heads = {n for n in c.nodes if n.startswith("a")}
         frame, found = checkpoint_effects(bridge, prompts, components[step].scores, heads, forms=forms,
@@ -471,6 +471,8 @@ def _checkpoint_options(p: argparse.ArgumentParser, many_datasets: bool = False)
 
 
 def _versioning_commands(sub) -> None:
+    from circuit_stability.models import DTYPES
+
     s = sub.add_parser("track", help="log a study's per-checkpoint results to MLflow (idempotent)",
                        description=cmd_track.__doc__)
     s.add_argument("--study", required=True, help="MLflow experiment name")
@@ -513,6 +515,7 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--out-dir", default=None, help="write <out-dir>/step<step>.parquet (every head, every score)")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     s.add_argument("--json", action="store_true", help="print every head's scores as JSON")
+    _option(s, "--dtype", "analysis.dtype", "model dtype; scores and effects are computed in float32", choices=list(DTYPES))
     s.set_defaults(fn=cmd_heads)
 
     s = sub.add_parser("similarity", help="circuit similarity over checkpoints and its bootstrap noise floor, one "
@@ -529,6 +532,7 @@ def _versioning_commands(sub) -> None:
             "resampled circuits evaluated for faithfulness at each task's last valid checkpoint", type=int)
     _option(s, "--batch-size", "analysis.batch_size", "examples per forward pass", type=int)
     _option(s, "--threads", "threads", "torch threads", type=int)
+    _option(s, "--dtype", "analysis.dtype", "model dtype; scores and effects are computed in float32", choices=list(DTYPES))
     s.set_defaults(fn=cmd_similarity)
 
     s = sub.add_parser("stability", help="path patching of every head into the IOI receiver sets, both forms "
@@ -547,6 +551,7 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--tokens-per-step", type=int, required=True, help="batch size x context of training")
     s.add_argument("--out-dir", required=True, help="write <out-dir>/step<step>.parquet")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    _option(s, "--dtype", "analysis.dtype", "model dtype; scores and effects are computed in float32", choices=list(DTYPES))
     s.set_defaults(fn=cmd_stability)
 
     s = sub.add_parser("check", help="list every missing, corrupt or stale artefact of a study (changes nothing)",

@@ -231,9 +231,9 @@ def head_inputs(bridge, resid: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[n_layers, n, d_model]`` float32 on the CPU.
     """
-    device = next(bridge.parameters()).device
+    param = next(bridge.parameters())  # the model's device and dtype (bfloat16 for large models)
     with torch.no_grad():
-        return torch.stack([block.ln1(resid.to(device)).float().cpu() for block in bridge.blocks])
+        return torch.stack([block.ln1(resid.to(param.device, param.dtype)).float().cpu() for block in bridge.blocks])
 
 
 def effective_embedding(bridge, token_ids: torch.Tensor) -> torch.Tensor:
@@ -516,7 +516,8 @@ def head_path_patch(bridge, prompts, alternative: torch.Tensor | IOIRecord, send
     delta = torch.stack([alt.heads[:, l, h] - clean_record.heads[:, l, h] for l, h in senders])  # [S, N, d]
     if not receivers:
         with torch.no_grad():
-            logits = bridge.unembed(bridge.ln_final((final + delta).to(final.dtype)))  # [S, N, d_vocab]
+            model_dtype = next(bridge.parameters()).dtype  # the recorded float32 -> the model's (bfloat16)
+            logits = bridge.unembed(bridge.ln_final((final + delta).to(model_dtype))).float()  # [S, N, d_vocab]
         rep = lambda t: t.repeat(len(senders), *([1] * (t.ndim - 1)))  # noqa: E731
         zero = torch.zeros(len(senders) * N, dtype=torch.long, device=device)
         metric = example_metric(logits.reshape(-1, 1, logits.shape[-1]), zero, rep(prompts.answer_ids),

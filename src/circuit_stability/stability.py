@@ -207,6 +207,7 @@ def _receiver_inputs(bridge, graph: Graph, runs: _Runs, senders: list[tuple[int,
     up = lambda reach: (writers < reach).float().to(delta.device)[:, None, None, None]  # noqa: E731
     head_reach = lambda l: 1 + l * (H + 1)  # noqa: E731
     out: dict[int, torch.Tensor] = {}
+    model_dtype = next(bridge.parameters()).dtype
     changed = torch.zeros_like(delta)  # Σ of the MLP changes so far (form (a))
     for l in range(max(layers) + 1 if layers else 0):
         if l in layers:
@@ -215,8 +216,8 @@ def _receiver_inputs(bridge, graph: Graph, runs: _Runs, senders: list[tuple[int,
         if form == "paper" and l < L:
             x = pick(runs.mlp_in[l]) + delta * up(int(graph.n_upstream[graph.reader_index(l)])) + changed
             block = bridge.blocks[l]
-            with torch.no_grad():
-                changed = changed + block.mlp(block.ln2(x)).float() - pick(runs.mlp_out[l])
+            with torch.no_grad():  # float32 -> the model's dtype for the MLP, its change back in float32
+                changed = changed + block.mlp(block.ln2(x.to(model_dtype))).float() - pick(runs.mlp_out[l])
     return out
 
 
@@ -272,7 +273,7 @@ def path_patch(bridge, graph: Graph, prompts: Prompts, senders: list[tuple[int, 
         if not heads_in:  # the logits: the final residual at the read position
             final = _receiver_inputs(bridge, graph, runs, group, [L], form, at=prompts.position)[L]
             with torch.no_grad():
-                logits = bridge.unembed(bridge.ln_final(final.reshape(S * N, 1, -1)))
+                logits = bridge.unembed(bridge.ln_final(final.reshape(S * N, 1, -1).to(next(bridge.parameters()).dtype)))
             pos = torch.zeros(S * N, dtype=torch.long, device=logits.device)
         else:
             inputs = _receiver_inputs(bridge, graph, runs, group, sorted({l for l, _ in heads_in}), form)
