@@ -12,13 +12,15 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from circuit_stability.attribution import Prompts
 from circuit_stability.models import load_model
+from circuit_stability.scale import PYTHIA_SHAPES, PYTHIA_VOCAB
 from circuit_stability.suite.corpus import lexicon_sample
 from circuit_stability.suite.tokenizer import build_tokenizer
 
-# (layers, d_model, heads, vocab): embedded sizes from config/config.yaml; Pythia from its published configs.
+# (layers, d_model, heads, vocab): embedded sizes from config/config.yaml (vocab None: the suite tokenizer's);
+# Pythia's from circuit_stability.scale (its published configs).
 SHAPES = {
     "mini-s": (2, 64, 4, None), "mini-m": (3, 96, 6, None), "mini-l": (4, 128, 8, None),
-    "pythia-70m": (6, 512, 8, 50_304), "pythia-160m": (12, 768, 12, 50_304),
+    **{f"pythia-{size}": (*PYTHIA_SHAPES[size], PYTHIA_VOCAB) for size in ("70m", "160m")},
 }
 
 
