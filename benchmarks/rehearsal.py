@@ -65,8 +65,8 @@ def _run(cmd: list[str], log: Path) -> tuple[float, float]:
     return seconds, peak / 1024
 
 
-def _run_in_process(cmd: list[str], log: Path) -> tuple[float, float]:
-    """Run one stage's command (``python -m circuit_stability.cli ...``) in this process: return (seconds, nan).
+def _run_in_process(cmd: list[str], log: Path) -> tuple[float, None]:
+    """Run one stage's command (``python -m circuit_stability.cli ...``) in this process: return (seconds, None).
     Raises RuntimeError naming the command and the error."""
     from circuit_stability.cli import main as cli
 
@@ -76,7 +76,7 @@ def _run_in_process(cmd: list[str], log: Path) -> tuple[float, float]:
     except (Exception, SystemExit) as e:
         raise RuntimeError(f"{' '.join(cmd)} failed: {type(e).__name__}: {e}") from e
     log.write_text("(run in process)\n")
-    return time.perf_counter() - t0, float("nan")
+    return time.perf_counter() - t0, None
 
 
 def build_checkpoints(size: str, folder: Path, dataset: Path, n_checkpoints: int = 2) -> list[int]:
@@ -154,8 +154,8 @@ def rehearse(size: str, root: Path, examples: int, in_process: bool = False) -> 
     stages = {}
     for stage in STAGES:
         seconds, peak = (_run_in_process if in_process else _run)(commands[stage], logs / f"{stage}.log")
-        stages[stage] = {"seconds": round(seconds, 2), "peak_mb": None if peak != peak else round(peak)}
-        print(f"  {name} {stage:9}: {seconds:7.1f} s" + ("" if in_process else f", peak {peak:7.0f} MB"), flush=True)
+        stages[stage] = {"seconds": round(seconds, 2), "peak_mb": None if peak is None else round(peak)}
+        print(f"  {name} {stage:9}: {seconds:7.1f} s" + ("" if peak is None else f", peak {peak:7.0f} MB"), flush=True)
     graph = Graph(*PYTHIA_SHAPES[size][::2])
     scores = ScoresRecord.read(res / "scores" / "step1.parquet")
     circuits = [CircuitRecord.read(res / "circuits" / f"step{s}.json") for s in (0, 1)]

@@ -322,10 +322,8 @@ def versioned_study(_quick_study_build) -> Path:
     ``<tmp>/dvc-storage``; the MLflow database is ``<repo>/mlflow.db``."""
     repo, proc, log = _quick_study_build
     assert proc.wait(timeout=1800) == 0, f"the quick study's build failed:\n{log.read_text()[-4000:]}"
-    snapshot = repo.parent / "as-built"
-    if not snapshot.exists():  # the artefacts as the build left them, before any test changes one
-        for folder in ("data", "models", "results"):
-            shutil.copytree(repo / folder, snapshot / folder, symlinks=True)
+    for folder in ("data", "models", "results"):  # the artefacts as the build left them, before a test changes one
+        shutil.copytree(repo / folder, repo.parent / "as-built" / folder, symlinks=True)
     return repo
 
 

@@ -239,8 +239,10 @@ def test_planning_the_workflow_imports_no_torch():
     import sys
 
     sources = [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
-    modules = sorted({m for f in sources for m in re.findall(r"^from (circuit_stability[\w.]*) import", f.read_text(), re.M)})
+    imported = r"^from (circuit_stability[\w.]*) import"
+    modules = sorted({m for f in sources for m in re.findall(imported, f.read_text(), re.M)})
     assert "circuit_stability.models" in modules and "circuit_stability.records" in modules, modules
-    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint(sorted(m for m in ('torch', 'transformer_lens') if m in sys.modules))"
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "print(sorted(m for m in ('torch', 'transformer_lens') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", f"planning imports {out.stdout.strip()} (from one of {modules})"

@@ -161,8 +161,7 @@ def _parquet_content(path: Path) -> tuple[pd.DataFrame, dict]:
 def test_results_equal_the_local_build(slurm_cluster, slurm_study, versioned_study_as_built):
     _require(slurm_cluster)
     slurm, local = slurm_study["repo"], versioned_study_as_built
-    # (DVC's .gitignore files: none in the copy, which predates tests/test_dvc.py's `dvc commit`, nor in the SLURM
-    # build; left out should either ever have one)
+    # (DVC's .gitignore files are left out: the copy predates tests/test_dvc.py's `dvc commit`, which adds them)
     rel = lambda root: {str(p.relative_to(root)) for d in ("data", "models", "results") for p in (root / d).rglob("*")
                         if p.is_file() and p.name != ".gitignore"}
     assert rel(slurm) == rel(local)

@@ -452,9 +452,14 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
 
 
-def _checkpoint_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> None:
+def _dtype_option(p: argparse.ArgumentParser) -> None:
     from circuit_stability.models import DTYPES
 
+    _option(p, "--dtype", "analysis.dtype", "model dtype; scores, effects and metrics are computed in float32",
+            choices=list(DTYPES))
+
+
+def _checkpoint_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> None:
     _model_options(p)
     if many_datasets:
         p.add_argument("--dataset", nargs="+", required=True, help="task dataset parquet(s), each checkpoint loaded "
@@ -465,14 +470,12 @@ def _checkpoint_options(p: argparse.ArgumentParser, many_datasets: bool = False)
     p.add_argument("--steps", required=True, help="comma-separated checkpoint steps (one process, loaded in turn)")
     p.add_argument("--out-dir", required=True, help="writes <out-dir>/step<step>.<ext> for each step")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    _option(p, "--dtype", "analysis.dtype", "model dtype; scores accumulate in float32", choices=list(DTYPES))
+    _dtype_option(p)
     _option(p, "--batch-size", "analysis.batch_size", "examples per forward pass", type=int)
     _option(p, "--threads", "threads", "torch threads", type=int)
 
 
 def _versioning_commands(sub) -> None:
-    from circuit_stability.models import DTYPES
-
     s = sub.add_parser("track", help="log a study's per-checkpoint results to MLflow (idempotent)",
                        description=cmd_track.__doc__)
     s.add_argument("--study", required=True, help="MLflow experiment name")
@@ -515,7 +518,7 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--out-dir", default=None, help="write <out-dir>/step<step>.parquet (every head, every score)")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     s.add_argument("--json", action="store_true", help="print every head's scores as JSON")
-    _option(s, "--dtype", "analysis.dtype", "model dtype; scores and effects are computed in float32", choices=list(DTYPES))
+    _dtype_option(s)
     s.set_defaults(fn=cmd_heads)
 
     s = sub.add_parser("similarity", help="circuit similarity over checkpoints and its bootstrap noise floor, one "
@@ -532,7 +535,7 @@ def _versioning_commands(sub) -> None:
             "resampled circuits evaluated for faithfulness at each task's last valid checkpoint", type=int)
     _option(s, "--batch-size", "analysis.batch_size", "examples per forward pass", type=int)
     _option(s, "--threads", "threads", "torch threads", type=int)
-    _option(s, "--dtype", "analysis.dtype", "model dtype; scores and effects are computed in float32", choices=list(DTYPES))
+    _dtype_option(s)
     s.set_defaults(fn=cmd_similarity)
 
     s = sub.add_parser("stability", help="path patching of every head into the IOI receiver sets, both forms "
@@ -551,7 +554,7 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--tokens-per-step", type=int, required=True, help="batch size x context of training")
     s.add_argument("--out-dir", required=True, help="write <out-dir>/step<step>.parquet")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    _option(s, "--dtype", "analysis.dtype", "model dtype; scores and effects are computed in float32", choices=list(DTYPES))
+    _dtype_option(s)
     s.set_defaults(fn=cmd_stability)
 
     s = sub.add_parser("check", help="list every missing, corrupt or stale artefact of a study (changes nothing)",

@@ -263,6 +263,7 @@ def path_patch(bridge, graph: Graph, prompts: Prompts, senders: list[tuple[int, 
         raise ValueError("path patching into the logits and head inputs at once is not supported; one receiver set "
                          "is either the logits or head inputs")
     runs = runs or _runs(bridge, prompts)
+    model_dtype = next(bridge.parameters()).dtype  # the float32 residuals go back into the model in its dtype
     N = len(prompts)
     out = torch.empty(len(senders), dtype=torch.float32)
     per_pass = max(1, max_rows // N)
@@ -273,7 +274,7 @@ def path_patch(bridge, graph: Graph, prompts: Prompts, senders: list[tuple[int, 
         if not heads_in:  # the logits: the final residual at the read position
             final = _receiver_inputs(bridge, graph, runs, group, [L], form, at=prompts.position)[L]
             with torch.no_grad():
-                logits = bridge.unembed(bridge.ln_final(final.reshape(S * N, 1, -1).to(next(bridge.parameters()).dtype)))
+                logits = bridge.unembed(bridge.ln_final(final.reshape(S * N, 1, -1).to(model_dtype)))
             pos = torch.zeros(S * N, dtype=torch.long, device=logits.device)
         else:
             inputs = _receiver_inputs(bridge, graph, runs, group, sorted({l for l, _ in heads_in}), form)
