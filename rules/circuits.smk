@@ -12,6 +12,9 @@ for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in
                                                            step=chunk_steps(chunk, w))),
             # the validity rule's reference
             final=lambda w: validated([f"results/behavior/{w.model}/{w.task}/step{STEPS_OF[w.model][-1]}.json"]),
+            # is the task learnt at each of these checkpoints (analysis.learnt)
+            behavior=lambda w, chunk=chunk: validated(expand(f"results/behavior/{w.model}/{w.task}/step{{step}}.json",
+                                                             step=chunk_steps(chunk, w))),
             dataset=f"data/tasks/{FAMILY}/{{task}}.parquet",
             checkpoints=checkpoints_of(chunk),
         output:
@@ -26,6 +29,7 @@ for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in
             selection=CIRCUITS["selection"],
             margin=CIRCUITS["validity_margin"],
             emergence=ANALYSIS["emergence_fraction"],
+            learnt=json.dumps(ANALYSIS["learnt"], sort_keys=True, separators=(",", ":")),
         threads: THREADS
         priority: model_priority
         resources:
@@ -43,4 +47,5 @@ for g, i, chunk in [(g, i, c) for g, group in enumerate(STEP_GROUPS) for i, c in
             "--max-fraction {params.max_fraction} --min-search-edges {params.min_edges} "
             "--grid-points {params.grid} --selection {params.selection} --validity-margin {params.margin} "
             "--emergence-fraction {params.emergence} --final-behavior {input.final} "
+            "--behavior-dir results/behavior/{wildcards.model}/{wildcards.task} --learnt '{params.learnt}' "
             "--threads {threads} --out-dir results/circuits/{wildcards.model}/{wildcards.task}"

@@ -24,6 +24,7 @@ rule tables:
         findings="results/tables/findings.parquet",
     params:
         emergence=ANALYSIS["emergence_fraction"],
+        learnt=json.dumps(ANALYSIS["learnt"], sort_keys=True, separators=(",", ":")),
         thresholds=json.dumps(config["components"]["thresholds"], sort_keys=True, separators=(",", ":")),
     message:
         "Tables: behaviour, circuits, faithfulness, emergence, components and roles of the whole study (results/tables/)"
@@ -33,7 +34,7 @@ rule tables:
         "circuit-stability --log {log} tables --behavior {input.behavior} --circuits {input.circuits} "
         "--components {input.components} --stability {input.stability} --similarity {input.similarity} "
         "--component-thresholds '{params.thresholds}' "
-        "--emergence-fraction {params.emergence} --out results/tables"
+        "--emergence-fraction {params.emergence} --learnt '{params.learnt}' --out results/tables"
 
 
 rule figures:

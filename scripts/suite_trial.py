@@ -7,8 +7,11 @@ held-out, seen) and the best induction and previous-token scores on the standard
 metric) and held-out / seen ratio. Everything goes under ``--out`` (default ``trials/NAME``, ignored by git).
 
 Usage: ``python scripts/suite_trial.py H --weights '{"ioi": 8, "repeat": 8, "narrative": 1}'`` (weights given are
-merged into the schema's default mixture; ``--steps``, ``--every``, ``--lr``, ``--batch``, ``--shape L,D,H``,
-``--rotary``). About 10 minutes for mini-l's shape and 2,000 steps on one core.
+merged into the schema's default mixture; ``--steps``, ``--every``, ``--lr``, ``--min-lr``, ``--batch``,
+``--shape L,D,H``, ``--rotary``, ``--context``), or ``python scripts/suite_trial.py S3 --config config/config.yaml
+--model mini-l-seed3``: one member of a study config (a listed one, or one with ``-seed{k}`` added to a listed name),
+trained exactly as the workflow's corpus and train rules train it, then measured. The summary applies the study's
+learnt criterion (``analysis.learnt``) and onset rule. About 10 minutes for mini-l's shape and 2,000 steps on one core.
 """
 
 from __future__ import annotations
@@ -23,12 +26,21 @@ import torch
 from circuit_stability.attribution import Prompts
 from circuit_stability.behavior import example_metrics, summarize_behavior
 from circuit_stability.components import content_token_ids, head_scores, repeated_random_tokens
-from circuit_stability.config import schema_default
+from circuit_stability.config import load_config, schema_default, validate_config
+from circuit_stability.learnt import LearntCriterion
 from circuit_stability.models import load_model
 from circuit_stability.suite.build import build_corpus, build_model
+from circuit_stability.suite.seeds import NAME, member_seeds
 from circuit_stability.tasks import make_dataset
 
 TASKS = {"ioi": 70, "gp": 70, "greater_than": 200, "sva": 200}
+LEARNT = LearntCriterion.from_config(schema_default("analysis.learnt"))
+
+
+def seeds_from_name_base(name: str | None) -> str | None:
+    """``mini-l`` for ``mini-l-seed3`` (the member whose shape a seeded name takes), else None."""
+    m = NAME.match(name or "")
+    return m["base"] if m else None
 
 
 def main() -> None:
@@ -41,20 +53,44 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=100, help="checkpoint spacing after the log-spaced steps")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--min-lr", type=float, default=None, help="cosine decay to this x peak (default: the schema's)")
     ap.add_argument("--shape", default="4,128,8", help="n_layers,d_model,n_heads (default mini-l's)")
     ap.add_argument("--rotary", type=float, default=1.0)
+    ap.add_argument("--context", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0, help="corpus and weight seed")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="take the corpus, training settings and shape from this study config instead (with --model)")
+    ap.add_argument("--model", default=None,
+                    help="with --config: a suite member, or a member's name with -seed{k} (its shape, seeds k)")
     a = ap.parse_args()
     out = a.out or Path("trials") / a.name
-    weights = {**schema_default("suite.corpus.weights"), **json.loads(a.weights)}
     torch.set_num_threads(1)
-    build_corpus(out / "corpus", a.seed, weights, a.batch, 64, a.steps)
-    n_layers, d_model, n_heads = map(int, a.shape.split(","))
-    training = dict(batch_size=a.batch, context=64, max_steps=a.steps, lr=a.lr, warmup_steps=a.warmup,
-                    checkpoint_every=a.every, **{k: schema_default(f"suite.training.{k}")
-                                                 for k in ("min_lr_ratio", "weight_decay", "log_until")})
-    shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=None, rotary_pct=a.rotary)
-    steps = build_model(out / "corpus", out / "models" / "m", shape, training, seed=a.seed, threads=1)["checkpoints"]
+    if a.config:  # exactly what the workflow's corpus and train rules do for this member
+        config = validate_config(load_config(a.config))
+        suite = config["suite"]
+        base = a.model if a.model in suite["models"] else seeds_from_name_base(a.model)
+        if base not in suite["models"]:
+            raise SystemExit(f"--model {a.model}: not a member of {a.config} ({sorted(suite['models'])}) nor one "
+                             "with -seed{k} added")
+        entry = suite["models"][base]
+        seeds = member_seeds(a.model, entry, config["seed"], suite["corpus"]["seed"])
+        weights, training = suite["corpus"]["weights"], dict(suite["training"])
+        shape = {k: v for k, v in entry.items() if not k.endswith("_seed")}
+        data_seed, weight_seed = seeds.data, seeds.weight
+    else:
+        weights = {**schema_default("suite.corpus.weights"), **json.loads(a.weights)}
+        n_layers, d_model, n_heads = map(int, a.shape.split(","))
+        training = dict(batch_size=a.batch, context=a.context, max_steps=a.steps, lr=a.lr, warmup_steps=a.warmup,
+                        checkpoint_every=a.every, **{k: schema_default(f"suite.training.{k}")
+                                                     for k in ("min_lr_ratio", "weight_decay", "log_until")})
+        if a.min_lr is not None:
+            training["min_lr_ratio"] = a.min_lr
+        shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=None, rotary_pct=a.rotary)
+        data_seed = weight_seed = a.seed
+    build_corpus(out / "corpus", data_seed, weights, training["batch_size"], training["context"],
+                 training["max_steps"])
+    steps = build_model(out / "corpus", out / "models" / "m", shape, training, seed=weight_seed,
+                        threads=1)["checkpoints"]
     rows, datasets = [], None
     for step in steps:
         bridge = load_model("m", step, out / "models", device="cpu")
@@ -67,6 +103,9 @@ def main() -> None:
             clean, corrupted = example_metrics(bridge, Prompts.from_dataset(ds, tok.pad_token_id, "cpu"), 100)
             summary = summarize_behavior(clean, corrupted, ds.frame["split"].to_numpy())
             row[task] = summary["metric"]
+            row[f"{task}_accuracy"] = summary["accuracy"]
+            row[f"{task}_learnt"] = LEARNT.reason(summary["metric"], summary["accuracy"], len(ds.frame),
+                                                  ds.metric) is None
             row[f"{task}_held_out"] = summary["splits"]["held_out"]["metric"]
             row[f"{task}_seen"] = summary["splits"]["seen"]["metric"]
         scores = head_scores(bridge, test)
@@ -76,12 +115,13 @@ def main() -> None:
     df = pd.DataFrame(rows)
     df.to_csv(out / "trial.csv", index=False)
     pd.set_option("display.width", 200)
-    print(df.round(3).to_string(index=False))
+    print(df[[c for c in df.columns if not c.endswith(("_learnt", "_held_out", "_seen"))]].round(3).to_string(index=False))
     final = df.iloc[-1]
-    for task in TASKS:
-        onset = df.loc[df[task] >= 0.5 * final[task], "step"].min() if final[task] > 0 else "none (final <= 0)"
-        print(f"{task}: final {final[task]:.3f}, onset step {onset}, held-out / seen "
-              f"{final[f'{task}_held_out'] / final[f'{task}_seen']:.2f}")
+    for task in TASKS:  # the emergence table's onset: learnt, and at half the final metric
+        hit = df.loc[df[f"{task}_learnt"] & (df[task] >= 0.5 * final[task]), "step"]
+        onset = int(hit.min()) if final[f"{task}_learnt"] else "none (not learnt at the last step)"
+        print(f"{task}: final {final[task]:.3f} (accuracy {final[f'{task}_accuracy']:.2f}), onset step {onset}, "
+              f"held-out / seen {final[f'{task}_held_out'] / final[f'{task}_seen']:.2f}")
     for name in ("induction", "previous_token"):
         first = df.loc[df[name] >= 0.3, "step"]
         print(f"{name}: {final[name]:.3f} at the last step; first >= 0.3 at step "

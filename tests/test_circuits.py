@@ -196,6 +196,11 @@ def test_circuit_validity():
     valid, reason = circuit_validity(0.2, -0.2, -1.0, 0.5, 0.5)
     assert not valid and "never learnt" in reason
     assert not circuit_validity(float("nan"), 0.0, 1.0, 0.5, 0.5)[0]
+    # issue 27: a task not learnt here, or at the last checkpoint, gives no valid circuit whatever the other rules say
+    valid, reason = circuit_validity(10.0, -2.0, 12.0, 0.5, 0.5, not_learnt="not learnt: (why)")
+    assert not valid and reason == "the task is not learnt: (why)"
+    valid, reason = circuit_validity(10.0, -2.0, 12.0, 0.5, 0.5, final_not_learnt="not learnt: (why)")
+    assert not valid and reason.startswith("the task is never learnt: at the last checkpoint it is not learnt")
     for bad in ((-0.1, 0.5), (0.5, 0.0), (0.5, 1.5)):
         with pytest.raises(ValueError, match="margin|fraction"):
             circuit_validity(1.0, 0.0, 1.0, *bad)

@@ -14,13 +14,50 @@ def test_emergence_is_first_step_at_half_the_final_metric():
     for (model, task), values in curves.items():
         for step, v in zip([0, 10, 20, 30, 40], values):
             rows.append({"model": model, "task": task, "metric_name": "logit_diff", "split": "all", "step": step,
-                         "tokens_seen": step * 100, "metric": v})
-    rows.append({**rows[-1], "split": "seen", "metric": 99.0})  # other splits are ignored
+                         "tokens_seen": step * 100, "metric": v, "learnt": v >= 1.0})
+    rows.append({**rows[-1], "split": "seen", "metric": 99.0, "learnt": True})  # other splits are ignored
     e = emergence_table(pd.DataFrame(rows), 0.5).set_index(["model", "task"])
     assert e.loc[("s", "ioi"), "emergence_step"] == 30  # 6.0 >= 0.5 * 8.0, 2.0 < 4.0
     assert e.loc[("l", "ioi"), "emergence_step"] == 10 and e.loc[("l", "ioi"), "emergence_tokens"] == 1000
     assert np.isnan(e.loc[("s", "sva"), "emergence_step"])  # never learnt
     assert e.loc[("s", "ioi"), "spread_ratio"] == 3.0  # 3000 / 1000 tokens across sizes
+    with pytest.raises(ValueError, match="no 'learnt' column"):
+        emergence_table(pd.DataFrame(rows).drop(columns="learnt"), 0.5)
+
+
+def _behavior_rows(model, task, curve, n=70):
+    """Behaviour-table rows (split 'all') of ``curve``: (step, metric, accuracy) triples."""
+    return [{"model": model, "task": task, "metric_name": "logit_diff", "split": "all", "step": step,
+             "tokens_seen": step * 100, "metric": m, "accuracy": acc, "n": n} for step, m, acc in curve]
+
+
+def test_onset_needs_a_learnt_task():
+    """Issue 27's case: a task whose last checkpoint has a logit difference of 0.135 at 55% accuracy (70 examples:
+    38 right, binomial p = 0.28) is not learnt, so it has no onset, although 0.068 at step 512 is half of 0.135. A
+    learnt task's onset is the first checkpoint that is learnt *and* at half the final metric: at step 20 the
+    metric 2.5 is half of 4.0 but 52% accuracy is chance, so the onset is step 30."""
+    from circuit_stability.learnt import LearntCriterion
+
+    criterion = LearntCriterion({"logit_diff": 1.0, "prob_diff": 0.2}, 0.01)
+    frame = pd.DataFrame(_behavior_rows("l", "ioi", [(0, 0.0, 0.5), (512, 0.068, 0.5), (2000, 0.135, 0.55)])
+                         + _behavior_rows("l", "gp", [(0, 0.0, 0.5), (10, 0.8, 0.9), (20, 2.5, 0.52),
+                                                      (30, 2.2, 0.8), (40, 4.0, 0.95)]))
+    frame["learnt"] = criterion.learnt(frame)
+    e = emergence_table(frame, 0.5).set_index(["model", "task"])
+    assert not e.loc[("l", "ioi"), "learnt"] and np.isnan(e.loc[("l", "ioi"), "emergence_step"])
+    assert e.loc[("l", "gp"), "learnt"] and e.loc[("l", "gp"), "emergence_step"] == 30
+
+
+def test_a_last_checkpoint_that_is_not_learnt_gives_no_onset():
+    """A task learnt mid-training and lost by the last checkpoint (final 0.9 < the floor of 1.0, though 80% accurate)
+    has no onset, whatever its earlier metric."""
+    from circuit_stability.learnt import LearntCriterion
+
+    frame = pd.DataFrame(_behavior_rows("l", "ioi", [(0, 0.0, 0.5), (10, 5.0, 0.95), (20, 0.9, 0.8)]))
+    frame["learnt"] = LearntCriterion({"logit_diff": 1.0, "prob_diff": 0.2}, 0.01).learnt(frame)
+    assert frame["learnt"].tolist() == [False, True, False]
+    e = emergence_table(frame, 0.5)
+    assert not e["learnt"].iloc[0] and np.isnan(e["emergence_step"].iloc[0])
 
 
 def test_component_emergence_is_the_first_step_some_head_reaches_its_threshold():
@@ -97,7 +134,8 @@ def test_handovers_and_component_lag_by_hand():
     comp = _components({(s, h): {"copy": 50.0 if h == holders[s] else 0.0, "direct_effect": -0.2, "induction": 0.0}
                         for s in holders for h in ("a2.h0", "a2.h1", "a2.h2")})
     behavior = pd.DataFrame([{"model": "m", "task": "ioi", "split": "all", "step": s, "tokens_seen": s * 64,
-                              "metric_name": "logit_diff", "metric": v} for s, v in zip(holders, [0.0, 3.0, 4.0, 4.0])])
+                              "metric_name": "logit_diff", "metric": v, "learnt": v > 1}
+                             for s, v in zip(holders, [0.0, 3.0, 4.0, 4.0])])
     emergence = emergence_table(behavior, 0.5)
     hand = handovers(role_flags(comp, THRESHOLDS), behavior, emergence, 0.5)
     assert hand[["role", "step_from", "step_to", "left", "joined"]].values.tolist() == [

@@ -165,17 +165,21 @@ def faithfulness(metric_circuit: float, metric_model: float, metric_empty: float
 
 
 def circuit_validity(metric_model: float, metric_empty: float, metric_final: float, margin: float,
-                     emergence_fraction: float) -> tuple[bool, str | None]:
+                     emergence_fraction: float, not_learnt: str | None = None,
+                     final_not_learnt: str | None = None) -> tuple[bool, str | None]:
     """Whether a circuit found at this checkpoint can mean anything: the model must perform the task.
 
     f_paper = m(C)/m(M) rewards a circuit for keeping m(M). When m(M) ≤ 0 a *worse* circuit scores higher;
     before a task is learnt m(M) is noise-sized (an untrained model's Gendered-Pronoun logit difference is
     0.005 with m(∅) = −0.006), and a single edge already gives f ≈ 1. So a circuit is valid only if
 
-    1. m(M) > 0;
-    2. the task has emerged: m(M) ≥ ``emergence_fraction`` × m_final, the metric at the study's last
+    1. the task is learnt at the study's last checkpoint and at this one (:class:`learnt.LearntCriterion`:
+       accuracy above chance by a binomial test, metric above its floor; the callers pass its reasons, None when
+       learnt), so that the reference of rule 3 is itself a learnt task;
+    2. m(M) > 0;
+    3. the task has emerged: m(M) ≥ ``emergence_fraction`` × m_final, the metric at the study's last
        checkpoint (the onset rule of the emergence table, Tigges et al. 2024 §3.1 compare such onsets);
-    3. corrupting every edge removes more than ``margin`` of it: m(M) − m(∅) > ε·|m(M)| (design §4).
+    4. corrupting every edge removes more than ``margin`` of it: m(M) − m(∅) > ε·|m(M)| (design §4).
 
     Args:
         metric_model: m(M), the model's task metric at this checkpoint (logit or probability difference).
@@ -183,6 +187,8 @@ def circuit_validity(metric_model: float, metric_empty: float, metric_final: flo
         metric_final: m(M) at the last checkpoint of the study (from its behaviour record).
         margin: ε ≥ 0.
         emergence_fraction: in (0, 1].
+        not_learnt: :meth:`learnt.LearntCriterion.reason` at this checkpoint (None: learnt).
+        final_not_learnt: the same at the study's last checkpoint.
 
     Returns:
         ``(valid, reason)``: ``reason`` is None when valid, else a sentence with the numbers.
@@ -197,8 +203,12 @@ def circuit_validity(metric_model: float, metric_empty: float, metric_final: flo
     if not all(math.isfinite(v) for v in (metric_model, metric_empty, metric_final)):
         return False, (f"m(M) = {metric_model}, m(empty) = {metric_empty} or the final metric {metric_final} "
                        "is not finite")
+    if final_not_learnt is not None:
+        return False, f"the task is never learnt: at the last checkpoint it is {final_not_learnt}"
     if metric_final <= 0:
         return False, f"the task is never learnt: the last checkpoint's metric is {metric_final:.4g} <= 0"
+    if not_learnt is not None:
+        return False, f"the task is {not_learnt}"
     if metric_model <= 0:
         return False, f"m(M) = {metric_model:.4g} <= 0: the model does not perform the task"
     if metric_model < emergence_fraction * metric_final:
@@ -328,7 +338,8 @@ def search_limit(n_edges: int, max_fraction: float, min_search_edges: int) -> in
 
 
 def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, search: SearchSettings,
-                    batch_size: int, metric_final: float | None = None, max_bytes: int = 2 << 30) -> CircuitSearch:
+                    batch_size: int, metric_final: float | None = None, max_bytes: int = 2 << 30,
+                    not_learnt: str | None = None, final_not_learnt: str | None = None) -> CircuitSearch:
     """Smallest greedy circuit with f_paper ≥ ``search.threshold`` among sizes 1 … :func:`search_limit`
     (design §5), and whether it is valid (:func:`circuit_validity`).
 
@@ -343,6 +354,8 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
         scores: ``[n_writers, n_readers]`` edge scores (NaN off the edge mask).
         batch_size: examples per forward pass.
         metric_final: the task metric at the study's last checkpoint (None: this is the last checkpoint).
+        not_learnt, final_not_learnt: why the task is not learnt here and at the last checkpoint
+            (:meth:`learnt.LearntCriterion.reason`; None: learnt), for :func:`circuit_validity`.
 
     Raises:
         ValueError: for scores of the wrong shape, or with a NaN or infinite edge score.
@@ -359,7 +372,7 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
     trivial = torch.from_numpy(np.stack([graph.edge_mask, np.zeros_like(graph.edge_mask)]))
     m_model, m_empty = patched_metric(bridge, graph, prompts, trivial, batch_size, max_bytes).tolist()
     valid, reason = circuit_validity(m_model, m_empty, m_model if metric_final is None else metric_final,
-                                     search.validity_margin, search.emergence_fraction)
+                                     search.validity_margin, search.emergence_fraction, not_learnt, final_not_learnt)
     if not valid:
         empty = {**faithfulness(m_empty, m_model, m_empty), "n_edges": 0, "metric": m_empty}
         return CircuitSearch(0, np.zeros_like(graph.edge_mask), False, False, reason, m_model, m_empty, m_empty,
@@ -383,7 +396,7 @@ def minimal_circuit(bridge, graph: Graph, scores: np.ndarray, prompts: Prompts, 
     progress.close()
     final = base["model"] if metric_final is None else metric_final
     valid, reason = circuit_validity(base["model"], base["empty"], final, search.validity_margin,
-                                     search.emergence_fraction)
+                                     search.emergence_fraction, not_learnt, final_not_learnt)
     curve = {n: {**faithfulness(metric_of[n], base["model"], base["empty"]), "n_edges": int(circuit(n).sum()),
                  "metric": metric_of[n]} for n in sorted(evaluated)}
     return CircuitSearch(size, circuit(size), reached and valid, valid, reason, base["model"], base["empty"],
@@ -422,12 +435,15 @@ def faithfulness_summaries(bridge, graph: Graph, scores: np.ndarray, prompts: Pr
 
 
 def circuit_record(bridge, graph: Graph, scores: ScoresRecord, prompts: Prompts, search: SearchSettings,
-                   batch_size: int, metric_final: float, tokens_seen: int, version: str) -> CircuitRecord:
+                   batch_size: int, metric_final: float, tokens_seen: int, version: str, not_learnt: str | None,
+                   final_not_learnt: str | None) -> CircuitRecord:
     """The circuit stage of one checkpoint: :func:`minimal_circuit` and :func:`faithfulness_summaries` on a
     scores file's scores, as a :class:`~circuit_stability.records.CircuitRecord`.
 
     Args:
         metric_final: the task metric at the study's last checkpoint (its behaviour record), for the validity.
+        not_learnt, final_not_learnt: :meth:`learnt.LearntCriterion.reason` of this checkpoint's and the last
+            checkpoint's behaviour records (None: learnt), for the validity.
 
     Raises:
         ValueError: if the scores were computed on a different graph than the model's.
@@ -435,7 +451,8 @@ def circuit_record(bridge, graph: Graph, scores: ScoresRecord, prompts: Prompts,
     if graph != scores.graph:
         raise ValueError(f"scores of {scores.meta.get('model')} {scores.meta.get('task')} step "
                          f"{scores.meta.get('step')} were computed on {scores.graph}, but the model has {graph}")
-    res = minimal_circuit(bridge, graph, scores.scores, prompts, search, batch_size, metric_final)
+    res = minimal_circuit(bridge, graph, scores.scores, prompts, search, batch_size, metric_final,
+                          not_learnt=not_learnt, final_not_learnt=final_not_learnt)
     mib = faithfulness_summaries(bridge, graph, scores.scores, prompts, batch_size, search.selection) if res.valid else {}
     edges = [name for name, keep in zip(graph.edge_names, res.edges[graph.edge_mask]) if keep]
     m = scores.meta

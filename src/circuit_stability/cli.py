@@ -186,13 +186,21 @@ def cmd_circuit(a: argparse.Namespace) -> None:
 
     search = SearchSettings(a.threshold, a.max_fraction, a.min_search_edges, a.grid_points, a.selection,
                             a.validity_margin, a.emergence_fraction)  # checks the values before any model is loaded
+    criterion = _learnt_criterion(a.learnt)
     steps = [int(x) for x in a.steps.split(",")]
     loaded = {s: ScoresRecord.read(Path(a.scores_dir) / f"step{s}.parquet") for s in steps}  # fail fast
-    final = BehaviorRecord.read(a.final_behavior).metric
+
+    def not_learnt(b: BehaviorRecord) -> str | None:
+        return criterion.reason(b.metric, b.accuracy, b.n_examples, b.metric_name)
+
+    here = {s: not_learnt(BehaviorRecord.read(Path(a.behavior_dir) / f"step{s}.json")) for s in steps}
+    final_record = BehaviorRecord.read(a.final_behavior)
+    final, final_reason = final_record.metric, not_learnt(final_record)
     for step, bridge, graph, ds, prompts in _checkpoints(a):
         t0 = time.time()
         rec = circuit_record(bridge, graph, loaded[step], prompts, search, a.batch_size, final,
-                             tokens_seen=step * a.tokens_per_step, version=__version__)
+                             tokens_seen=step * a.tokens_per_step, version=__version__, not_learnt=here[step],
+                             final_not_learnt=final_reason)
         rec.write(Path(a.out_dir) / f"step{step}.json")
         _log(f"circuit {a.model} {ds.task} step {step}: {rec.n_edges} edges, f_paper={rec.f_paper:.3f}, "
              f"reached={rec.reached}, valid={rec.valid} in {time.time() - t0:.1f}s"
@@ -272,7 +280,7 @@ def cmd_tables(a: argparse.Namespace) -> None:
 
     write_tables(a.behavior, a.circuits, Path(a.out), a.emergence_fraction, a.components,
                  json.loads(a.component_thresholds) if isinstance(a.component_thresholds, str) else a.component_thresholds,
-                 a.stability or [], a.similarity or [])
+                 a.stability or [], a.similarity or [], learnt=_learnt_criterion(a.learnt))
 
 
 def cmd_plot(a: argparse.Namespace) -> None:
@@ -450,6 +458,23 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model key (suite member, or short name of a hub model)")
     p.add_argument("--model-name", default=None, help="hub name, e.g. EleutherAI/pythia-160m (default: --model)")
     p.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
+
+
+def _learnt_criterion(value):
+    """The ``--learnt`` option (a JSON string, or the schema's default mapping) as a
+    :class:`~circuit_stability.learnt.LearntCriterion`; exits naming the bad value."""
+    from circuit_stability.learnt import LearntCriterion
+
+    try:
+        return LearntCriterion.from_config(json.loads(value) if isinstance(value, str) else value)
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"--learnt {value}: {e} (expected JSON like "
+                         '\'{"p_value": 0.01, "floors": {"logit_diff": 1.0, "prob_diff": 0.2}}\')')
+
+
+def _learnt_option(p: argparse.ArgumentParser) -> None:
+    _option(p, "--learnt", "analysis.learnt", "JSON: when a task counts as learnt at a checkpoint (binomial test "
+            "of the accuracy against chance at p < p_value, and the metric >= its floor)")
 
 
 def _dtype_option(p: argparse.ArgumentParser) -> None:
@@ -656,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     _option(s, "--selection", "circuits.selection", "how edges are chosen", choices=sorted(SELECTIONS))
     s.add_argument("--final-behavior", required=True,
                    help="behaviour JSON of the study's last checkpoint (the validity rule's reference metric)")
+    s.add_argument("--behavior-dir", required=True,
+                   help="folder of the model's step<step>.json behaviour records of this task (is it learnt there)")
+    _learnt_option(s)
     _option(s, "--validity-margin", "circuits.validity_margin",
             "valid only if m(M) - m(empty) > margin x |m(M)| (and m(M) > 0, the task emerged)", type=float)
     _option(s, "--emergence-fraction", "analysis.emergence_fraction",
@@ -677,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
             "onset: first checkpoint with metric >= this x the last checkpoint's", type=float)
     _option(s, "--component-thresholds", "components.thresholds",
             "JSON: each head-function score's threshold for the component emergence table")
+    _learnt_option(s)
     s.set_defaults(fn=cmd_tables)
 
     s = sub.add_parser("plot", help="figures from the tables", description=cmd_plot.__doc__)

@@ -53,13 +53,27 @@ def _tokens_axis(ax, frame: pd.DataFrame) -> None:
     ax.grid(alpha=0.3)
 
 
-def _save(fig, path: Path, dpi: int = 120) -> None:
+def _save(fig, path: Path, dpi: int = 120):
+    """Write ``fig`` as a PNG atomically, close it, and return it (its axes stay readable, for tests)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+    return fig
 
 
-def behavior_figure(behavior: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120) -> None:
+def no_data(ax, reason: str) -> None:
+    """A panel with nothing to draw: no axes, no data range, one line saying why (issue 27: never an empty axis
+    with a meaningless range). The panel's title, if any, stays."""
+    for artist in list(ax.lines) + list(ax.collections) + list(ax.patches):
+        artist.remove()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, reason, transform=ax.transAxes, ha="center", va="center", fontsize=8, wrap=True,
+            color="0.3")
+
+
+def behavior_figure(behavior: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120):
     """Figure 1: task metric (split 'all') against tokens seen, one panel per task, one line per model."""
     tasks = _tasks(behavior)
     ncols = min(2, len(tasks))
@@ -79,28 +93,37 @@ def behavior_figure(behavior: pd.DataFrame, model_order: list[str], path: Path, 
         ax.set_visible(False)
     fig.suptitle("Task behaviour over training (Tigges et al. 2024, Figure 1)")
     fig.tight_layout()
-    _save(fig, path, dpi)
+    return _save(fig, path, dpi)
 
 
-def emergence_figure(emergence: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120) -> None:
+def emergence_figure(emergence: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120):
     """Tokens seen at each task's onset (metric ≥ half its final value), grouped by task, one bar per model."""
     tasks = _tasks(emergence)
     models = [m for m in model_order if m in set(emergence["model"])]
     fig, ax = plt.subplots(figsize=(1.8 * len(tasks) + 3, 3.8))
     width = 0.8 / max(1, len(models))
+    ax.set_title("Onset: first checkpoint where the task is learnt with metric ≥ half its final value")
+    if not emergence["emergence_tokens"].notna().any():
+        no_data(ax, "no model learnt any task by its last checkpoint, so no task has an onset")
+        return _save(fig, path, dpi)
+    low = float(emergence["emergence_tokens"].dropna().clip(lower=1).min())
     for k, model in enumerate(models):
         f = emergence[emergence["model"] == model].set_index("task").reindex(tasks)
-        ax.bar([i + k * width for i in range(len(tasks))], f["emergence_tokens"], width, label=model)
+        xs = [i + k * width for i in range(len(tasks))]
+        bars = ax.bar(xs, f["emergence_tokens"], width, label=model)
+        for x, v in zip(xs, f["emergence_tokens"]):
+            if pd.isna(v):  # a task not learnt at the last checkpoint has no onset: say so where its bar would be
+                ax.text(x, low, "not learnt", rotation=90, ha="center", va="bottom", fontsize=7,
+                        color=bars.patches[0].get_facecolor())
     ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(tasks))],
                   [TASK_TITLES.get(t, t) for t in tasks])
     ax.set_yscale("log")
     ax.set_ylabel("tokens seen at onset")
-    ax.set_title("Onset: first checkpoint with metric ≥ half its final value")
     ax.legend(title="model", fontsize=8)
-    _save(fig, path, dpi)
+    return _save(fig, path, dpi)
 
 
-def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120) -> None:
+def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120):
     """Minimal-circuit size (edges) against tokens seen; hollow markers where the threshold was not reached."""
     tasks = _tasks(circuits)
     ncols = min(2, len(tasks))
@@ -124,11 +147,13 @@ def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Pa
         ax.set_ylabel("circuit size (edges)")
         ax.set_title(f"{TASK_TITLES.get(task, task)}: minimal circuit\n(hollow: not reached; grey x: not valid)")
         ax.legend(title="model")
+        if not frame["valid"].astype(bool).any():
+            no_data(ax, "no model has a valid circuit for this task at any checkpoint\n(not learnt, or not emerged)")
     fig.tight_layout()
-    _save(fig, path, dpi)
+    return _save(fig, path, dpi)
 
 
-def faithfulness_figure(faith: pd.DataFrame, circuits: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120) -> None:
+def faithfulness_figure(faith: pd.DataFrame, circuits: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120):
     """f_norm against the fraction of edges for the largest model at three checkpoints, one panel per task."""
     model = [m for m in model_order if m in set(circuits["model"])][-1]
     tasks = _tasks(circuits)
@@ -136,8 +161,13 @@ def faithfulness_figure(faith: pd.DataFrame, circuits: pd.DataFrame, model_order
     for ax, task in zip(axes[0], tasks):
         c = circuits[(circuits["model"] == model) & (circuits["task"] == task)].sort_values("step")
         learnt = c[c["valid"].astype(bool)]
+        ax.set_title(f"{model}: {TASK_TITLES.get(task, task)}")
+        if learnt.empty:
+            no_data(ax, f"{model} has no valid {TASK_TITLES.get(task, task)} circuit\n(the task is not learnt or "
+                        "has not emerged), so no faithfulness curve")
+            continue
         steps = sorted({int(learnt["step"].iloc[0]), int(learnt["step"].iloc[len(learnt) // 2]),
-                        int(c["step"].iloc[-1])}) if len(learnt) else [int(c["step"].iloc[-1])]
+                        int(learnt["step"].iloc[-1])})
         for step in steps:
             f = faith[(faith["model"] == model) & (faith["task"] == task) & (faith["step"] == step)
                       & (faith["source"] == "mib")].sort_values("fraction")
@@ -147,10 +177,9 @@ def faithfulness_figure(faith: pd.DataFrame, circuits: pd.DataFrame, model_order
         ax.axhline(1, color="grey", lw=0.8)
         ax.set_xlabel("fraction of edges kept")
         ax.set_ylabel("f_norm = (m(C) − m(∅)) / (m(M) − m(∅))")
-        ax.set_title(f"{model}: {TASK_TITLES.get(task, task)}")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path, dpi)
+    return _save(fig, path, dpi)
 
 
 # Figure 2 / 3 panels: (score, the role it defines, the task whose circuit the role serves (tables.ROLE_TASKS; the
@@ -223,7 +252,7 @@ def _component_panel(ax, frame: pd.DataFrame, component_emergence: pd.DataFrame,
 
 
 def components_figure(components: pd.DataFrame, roles: pd.DataFrame, component_emergence: pd.DataFrame,
-                      model_order: list[str], path: Path, dpi: int = 120) -> None:
+                      model_order: list[str], path: Path, dpi: int = 120):
     """Figure 2: per component type, the strongest in-circuit head of each model (:func:`strongest_heads`)
     against tokens seen; dashed: the head never sits in the task's circuit with the role; dotted: no head ever
     holds the role. Grey line: the role's threshold."""
@@ -245,11 +274,11 @@ def components_figure(components: pd.DataFrame, roles: pd.DataFrame, component_e
                          f"{role.replace('_', '-')} ({TASK_TITLES.get(task, task)} circuit)")
     fig.suptitle("Strongest in-circuit head of each component type (Tigges et al. 2024, Figure 2)")
     fig.tight_layout()
-    _save(fig, path, dpi)
+    return _save(fig, path, dpi)
 
 
 def top_heads_figure(components: pd.DataFrame, component_emergence: pd.DataFrame, model_order: list[str],
-                     path: Path, dpi: int = 120, k: int = 5) -> None:
+                     path: Path, dpi: int = 120, k: int = 5):
     """Figure 3: the largest model's top ``k`` heads of each component score (by maximum over training) against
     tokens seen, so hand-overs between heads show as crossing lines. Grey line: the score's threshold."""
     model = [m for m in model_order if m in set(components["model"])][-1]
@@ -266,7 +295,7 @@ def top_heads_figure(components: pd.DataFrame, component_emergence: pd.DataFrame
                          f"{model}: top {k} {role.replace('_', '-')} heads")
     fig.suptitle(f"Component heads of {model} over training (Tigges et al. 2024, Figure 3)")
     fig.tight_layout()
-    _save(fig, path, dpi)
+    return _save(fig, path, dpi)
 
 
 def component_lag_page(lag: pd.DataFrame, hand: pd.DataFrame, component_emergence: pd.DataFrame,
@@ -358,7 +387,7 @@ def circuit_graph_panel(ax, edges: pd.DataFrame, roles: pd.DataFrame, title: str
 
 
 def algorithm_figure(algorithm: pd.DataFrame, edges: pd.DataFrame, roles: pd.DataFrame, model_order: list[str],
-                     path: Path, dpi: int = 120) -> None:
+                     path: Path, dpi: int = 120):
     """Figure 4 (Tigges et al. 2024 §4.2): A, the largest model's last valid IOI circuit as a graph of heads coloured
     by role (:func:`circuit_graph_panel`); B–D, each algorithm metric (denominator: every head) against tokens seen,
     one colour per model, solid for the paper's path patching (form (a)), dashed for direct edges only (form (b));
@@ -375,8 +404,8 @@ def algorithm_figure(algorithm: pd.DataFrame, edges: pd.DataFrame, roles: pd.Dat
         r = roles[(roles["model"] == model) & (roles["task"] == "ioi") & (roles["step"] == step)]
         circuit_graph_panel(ax_a, e[e["step"] == step], r, f"A: {model} IOI circuit, step {step:,}")
     else:
-        ax_a.set_axis_off()
-        ax_a.set_title("A: no valid IOI circuit")
+        ax_a.set_title("A: IOI circuit")
+        no_data(ax_a, "no model has a valid IOI circuit at any checkpoint\n(IOI not learnt, or not emerged)")
     colours = {m: f"C{i}" for i, m in enumerate(model_order)}
     data = algorithm[algorithm["denominator"] == "all"]
     shown = data[data["value"].notna()]
@@ -402,13 +431,20 @@ def algorithm_figure(algorithm: pd.DataFrame, edges: pd.DataFrame, roles: pd.Dat
         ax.set_title(panel)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+        rows = data[data["receivers"] == receivers]
+        if not rows["value"].notna().any():
+            reasons = rows["reason"].dropna().value_counts() if "reason" in rows else pd.Series(dtype=int)
+            no_data(ax, "no path-patching result: path patching runs at the valid IOI checkpoints of models with\n"
+                        "at least 3 layers, and no model has one" if rows.empty else
+                        f"undefined at every checkpoint: {reasons.index[0]}" if len(reasons) else
+                        "undefined at every checkpoint")
     fig.suptitle("IOI algorithm over training (Tigges et al. 2024, Figure 4): the share of each stage's effect "
                  "carried by its class of heads", fontsize=10)
     fig.tight_layout()
-    _save(fig, path, dpi)
+    return _save(fig, path, dpi)
 
 
-def similarity_figure(similarity: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120) -> None:
+def similarity_figure(similarity: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120):
     """``similarity.png``: per task (columns), against tokens seen (linear: valid circuits come late, where the
     checkpoints are evenly spaced), one line per model: top, the edge Jaccard of
     each valid circuit with the previous checkpoint's, over the band of its within-checkpoint noise floor (2.5–97.5th
@@ -441,8 +477,15 @@ def similarity_figure(similarity: pd.DataFrame, model_order: list[str], path: Pa
                          fontsize=9)
         bottom.set_ylabel("weighted Jaccard")
         top.legend(title="model", fontsize=7)
+        if not frame["valid"].astype(bool).any():
+            for ax in (top, bottom):
+                no_data(ax, "no model has a valid circuit for this task,\nso there is nothing to compare")
+    if not tasks:
+        axes[0, 0].set_title("circuit similarity")
+        no_data(axes[0, 0], "no similarity rows: the study has no similarity stage results")
+        axes[1, 0].set_axis_off()
     fig.tight_layout()
-    _save(fig, path, dpi)
+    return _save(fig, path, dpi)
 
 
 def findings_page(findings: pd.DataFrame, path: Path) -> None:

@@ -23,12 +23,14 @@ import numpy as np
 import pandas as pd
 
 from circuit_stability.artifacts import write_parquet
+from circuit_stability.learnt import LearntCriterion
 from circuit_stability.records import EFFECT_SCORES, BehaviorRecord, CircuitRecord, ComponentsRecord
 
 
-def behavior_table(paths: list[str | Path]) -> pd.DataFrame:
+def behavior_table(paths: list[str | Path], learnt: LearntCriterion) -> pd.DataFrame:
     """Rows ``model, step, tokens_seen, task, metric_name, split ('all'|'seen'|'held_out'), metric, accuracy,
-    metric_corrupted, n`` from behaviour JSONs."""
+    metric_corrupted, n, learnt`` from behaviour JSONs; ``learnt``: whether the task is learnt on that split at that
+    checkpoint by ``learnt`` (:class:`~circuit_stability.learnt.LearntCriterion`)."""
     rows = []
     for p in paths:
         b = BehaviorRecord.read(p)
@@ -38,7 +40,9 @@ def behavior_table(paths: list[str | Path]) -> pd.DataFrame:
                      "metric_corrupted": b.metric_corrupted, "n": b.n_examples})
         rows += [{**base, "split": s, "metric": v["metric"], "accuracy": v["accuracy"], "metric_corrupted": np.nan,
                   "n": v["n"]} for s, v in b.splits.items()]
-    return pd.DataFrame(rows).sort_values(["model", "task", "split", "step"], kind="stable", ignore_index=True)
+    frame = pd.DataFrame(rows).sort_values(["model", "task", "split", "step"], kind="stable", ignore_index=True)
+    frame["learnt"] = learnt.learnt(frame)
+    return frame
 
 
 def circuit_table(paths: list[str | Path]) -> pd.DataFrame:
@@ -88,24 +92,32 @@ def faithfulness_table(paths: list[str | Path]) -> pd.DataFrame:
 
 
 def emergence_table(behavior: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    """Onset of each task in each model: the first step whose metric (split 'all') is ≥ ``fraction`` × the final
-    checkpoint's metric.
+    """Onset of each task in each model: the first step (split 'all') at which the task is learnt (the behaviour
+    table's ``learnt``: :class:`~circuit_stability.learnt.LearntCriterion`) and its metric is ≥ ``fraction`` × the
+    final checkpoint's metric. A task not learnt at the final checkpoint has no onset (NaN: "not learnt"), however
+    its metric moved.
 
     Returns:
-        Rows ``model, task, metric_name, final_metric, emergence_step, emergence_tokens`` (NaN when the final
-        metric is ≤ 0: the task was never learnt), plus per task ``spread_ratio`` = max/min emergence tokens
-        across the models that learnt it, and ``spread_log10_std`` = standard deviation of log10 tokens.
+        Rows ``model, task, metric_name, final_metric, learnt (at the final checkpoint), emergence_step,
+        emergence_tokens`` (NaN when the task is not learnt at the final checkpoint), plus per task
+        ``spread_ratio`` = max/min emergence tokens across the models that learnt it, and ``spread_log10_std`` =
+        standard deviation of log10 tokens.
+
+    Raises:
+        ValueError: if ``behavior`` has no ``learnt`` column (:func:`behavior_table` adds it).
     """
+    if "learnt" not in behavior:
+        raise ValueError("the behaviour table has no 'learnt' column: build it with behavior_table(paths, learnt)")
     rows = []
     frame = behavior[behavior["split"] == "all"]
     for (model, task), f in frame.groupby(["model", "task"], sort=True):
         f = f.sort_values("step")
-        final = float(f["metric"].iloc[-1])
-        hit = f[f["metric"] >= fraction * final] if final > 0 else f.iloc[:0]
+        final, learnt = float(f["metric"].iloc[-1]), bool(f["learnt"].iloc[-1])
+        hit = f[f["learnt"].astype(bool) & (f["metric"] >= fraction * final)] if learnt else f.iloc[:0]
         step = int(hit["step"].iloc[0]) if len(hit) else np.nan
         tokens = int(hit["tokens_seen"].iloc[0]) if len(hit) else np.nan
         rows.append({"model": model, "task": task, "metric_name": f["metric_name"].iloc[0], "final_metric": final,
-                     "emergence_step": step, "emergence_tokens": tokens})
+                     "learnt": learnt, "emergence_step": step, "emergence_tokens": tokens})
     out = pd.DataFrame(rows)
     spread = {}
     for task, f in out.groupby("task"):
@@ -279,8 +291,8 @@ def handovers(flags: pd.DataFrame, behavior: pd.DataFrame, emergence: pd.DataFra
 
     A hand-over of role ``r`` from step ``t`` to the next analysed step ``t'`` is a head that holds ``r`` at ``t``
     and not at ``t'`` while another head that did not hold it at ``t`` holds it at ``t'``; it counts only when the
-    role's task (:data:`ROLE_TASKS`) is performed at both steps (metric >= ``fraction`` x the final metric, the
-    onset rule of :func:`emergence_table`: "performance held").
+    role's task (:data:`ROLE_TASKS`) is performed at both steps (learnt there, and metric >= ``fraction`` x the
+    final metric: the onset rule of :func:`emergence_table`, "performance held").
 
     Args:
         flags: :func:`role_flags`' rows; behavior: :func:`behavior_table`'s; emergence: :func:`emergence_table`'s
@@ -294,10 +306,11 @@ def handovers(flags: pd.DataFrame, behavior: pd.DataFrame, emergence: pd.DataFra
     for task, task_roles in ROLE_TASKS.items():
         for model in sorted(set(flags["model"])):
             e = emergence[(emergence["model"] == model) & (emergence["task"] == task)]
-            b = frame[(frame["model"] == model) & (frame["task"] == task)].set_index("step")["metric"]
-            if e.empty or b.empty or np.isnan(e["emergence_step"].iloc[0]):
+            rows_b = frame[(frame["model"] == model) & (frame["task"] == task)].set_index("step")
+            if e.empty or rows_b.empty or np.isnan(e["emergence_step"].iloc[0]):
                 continue
             bar = fraction * float(e["final_metric"].iloc[0])
+            b = rows_b["metric"].where(rows_b["learnt"].astype(bool), -np.inf)  # not learnt: not performed
             f = flags[flags["model"] == model]
             steps = sorted(set(f["step"]))
             for role in (r for r in task_roles if r in f):
@@ -570,18 +583,20 @@ def findings_table(emergence: pd.DataFrame, lag: pd.DataFrame, hand: pd.DataFram
 
 def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Path, emergence_fraction: float,
                  components: list[str | Path], component_thresholds: dict[str, float],
-                 stability: list[str | Path] = (), similarity: list[str | Path] = ()) -> None:
+                 stability: list[str | Path] = (), similarity: list[str | Path] = (), *,
+                 learnt: LearntCriterion) -> None:
     """Write ``behavior``, ``circuits``, ``circuit_edges``, ``faithfulness``, ``emergence``, ``components``, ``component_emergence``,
     ``roles``, ``handovers``, ``component_lag`` and ``algorithm`` ``.parquet`` into ``out`` (``emergence_fraction``:
     the onset rule of :func:`emergence_table`; ``components``: the components parquets; ``component_thresholds``:
     ``components.thresholds``, for :func:`component_emergence_table` and :func:`role_flags`; ``stability``: the
     stability parquets, for :func:`algorithm_table`; ``similarity``: the per-model similarity parquets, for
-    ``similarity``, ``composition``, ``cross_model`` and ``findings``)."""
+    ``similarity``, ``composition``, ``cross_model`` and ``findings``; ``learnt``: when a task is learnt, for
+    :func:`behavior_table`)."""
     c = components_table(list(components))
     component_emergence = component_emergence_table(c, component_thresholds)
     write_parquet(c, out / "components.parquet")
     write_parquet(component_emergence, out / "component_emergence.parquet")
-    b = behavior_table(behavior)
+    b = behavior_table(behavior, learnt)
     e = emergence_table(b, emergence_fraction)
     write_parquet(b, out / "behavior.parquet")
     write_parquet(circuit_table(circuits), out / "circuits.parquet")
