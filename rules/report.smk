@@ -52,7 +52,7 @@ rule figures:
                        "shows": "edges of the minimal circuit against tokens seen; grey x: not valid"}),
         report("reports/figures/emergence.png", caption="../report/emergence.rst",
                category="Figure 1: behaviour over training",
-               labels={"figure": "emergence", "shows": "tokens seen when each task reaches half its final metric"}),
+               labels={"figure": "emergence", "shows": "tokens seen when each task is first learnt at half its final metric"}),
         report("reports/figures/faithfulness_curves.png", caption="../report/faithfulness.rst",
                category="Circuit faithfulness",
                labels={"figure": "faithfulness curves",

@@ -17,7 +17,9 @@ learnt criterion (``analysis.learnt``) and onset rule. About 10 minutes for mini
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -126,6 +128,10 @@ def main() -> None:
         first = df.loc[df[name] >= 0.3, "step"]
         print(f"{name}: {final[name]:.3f} at the last step; first >= 0.3 at step "
               f"{int(first.min()) if len(first) else None}")
+    weights = out / "models" / "m" / f"step{steps[-1]}" / "model.safetensors"
+    print(f"last checkpoint: SHA-256 {hashlib.sha256(weights.read_bytes()).hexdigest()[:16]} (another kernel path "
+          f"that rounds differently gives other weights); ATEN_CPU_CAPABILITY="
+          f"{os.environ.get('ATEN_CPU_CAPABILITY', '(unset)')}, torch kernels {torch.backends.cpu.get_cpu_capability()}")
 
 
 if __name__ == "__main__":
