@@ -61,7 +61,7 @@ def main() -> None:
     reasons = c.loc[~c["valid"].astype(bool), "invalid_reason"].str.extract(r"^(the task is never learnt|the task is "
                                                                              r"not learnt|the task has not emerged|"
                                                                              r"m\(M\) - m\(empty\)|m\(M\) = )")[0]
-    print(reasons.value_counts().to_string())
+    print(reasons.value_counts().rename_axis(None).to_string())
     findings = tables / "findings.parquet"
     if findings.exists():
         f = pd.read_parquet(findings)

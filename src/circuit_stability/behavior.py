@@ -3,7 +3,8 @@
 Metric per example: logit difference or probability difference (design §4; :func:`tasks.base.example_metric`);
 the task metric is its mean over examples (Tigges et al. 2024 §2.4), and accuracy is the fraction of examples
 whose metric is > 0 (the correct answer beats the incorrect ones; reference.md §2.5). Whether a task is *learnt*
-at a checkpoint (accuracy significantly above chance and the metric above a floor) is :class:`circuit_stability.learnt.LearntCriterion`.
+at a checkpoint (accuracy significantly above chance and the metric above a floor) is
+:class:`circuit_stability.learnt.LearntCriterion`.
 """
 
 from __future__ import annotations
@@ -55,4 +56,3 @@ def summarize_behavior(clean: np.ndarray, corrupted: np.ndarray, split: np.ndarr
                      "n": int((split == name).sum())} for name in sorted(set(split.tolist()))}
     return {"metric": float(clean.mean()), "accuracy": float((clean > 0).mean()),
             "metric_corrupted": float(corrupted.mean()), "n_examples": len(clean), "splits": splits}
-

@@ -433,11 +433,13 @@ def algorithm_figure(algorithm: pd.DataFrame, edges: pd.DataFrame, roles: pd.Dat
             ax.legend(fontsize=7)
         rows = data[data["receivers"] == receivers]
         if not rows["value"].notna().any():
-            reasons = rows["reason"].dropna().value_counts() if "reason" in rows else pd.Series(dtype=int)
-            no_data(ax, "no path-patching result: path patching runs at the valid IOI checkpoints of models with\n"
-                        "at least 3 layers, and no model has one" if rows.empty else
-                        f"undefined at every checkpoint: {reasons.index[0]}" if len(reasons) else
-                        "undefined at every checkpoint")
+            reasons = rows["reason"].dropna().value_counts()
+            if rows.empty:
+                why = ("no path-patching result: path patching runs at the valid IOI checkpoints of models with\n"
+                       "at least 3 layers, and no model has one")
+            else:  # the reason recorded with most of the undefined values
+                why = "undefined at every checkpoint" + (f": {reasons.index[0]}" if len(reasons) else "")
+            no_data(ax, why)
     fig.suptitle("IOI algorithm over training (Tigges et al. 2024, Figure 4): the share of each stage's effect "
                  "carried by its class of heads", fontsize=10)
     fig.tight_layout()
