@@ -138,12 +138,12 @@ def test_plot_option_changed_before_the_first_build_redraws_only_figures(pushed)
 
 # ---------------------------------------------------------------- sync never loses work (issue: sync safety)
 def _fingerprint(root: Path) -> dict[str, str]:
-    """MD5 of every file under ``root``'s results/, models/ and data/ folders, but Snakemake's
-    ``.snakemake_timestamp`` markers (bookkeeping that DVC ignores, see .dvcignore)."""
+    """MD5 of every file under ``root``'s results/, models/, data/ and reports/ folders (every DVC output), but
+    Snakemake's ``.snakemake_timestamp`` markers (bookkeeping that DVC ignores, see .dvcignore)."""
     import hashlib
 
     return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-            for folder in ("results", "models", "data") for p in sorted((root / folder).rglob("*"))
+            for folder in ("results", "models", "data", "reports") for p in sorted((root / folder).rglob("*"))
             if p.is_file() and p.name != ".snakemake_timestamp"}
 
 
