@@ -60,7 +60,7 @@ def _worker(tokens_path: str, shape: str, steps: int) -> None:
     tokens = np.load(tokens_path)[:steps]
     tok = PreTrainedTokenizerFast.from_pretrained(Path(tokens_path).with_name("tokenizer"))
     cfg = TrainConfig(batch_size=tokens.shape[1], context=tokens.shape[2], max_steps=steps, lr=3e-3, warmup_steps=10,
-                      min_lr_ratio=0.1, weight_decay=0.01, seed=0)
+                      min_lr_ratio=0.1, decay_steps=None, weight_decay=0.01, seed=0)
     out = Path(tempfile.mkdtemp())
     t0 = time.perf_counter()
     train_model(ModelShape(layers, d, heads, None, 1.0), cfg, tokens, tok, out, [steps], threads=1)

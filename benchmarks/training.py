@@ -56,7 +56,7 @@ def measure(shape: ModelShape, vocab: int, option: str, steps: int, repeats: int
     threads, autocast, compile_, batch, context = OPTIONS[option]
     torch.set_num_threads(threads)
     cfg = TrainConfig(batch_size=batch, context=context, max_steps=steps, lr=3e-3, warmup_steps=1,
-                      min_lr_ratio=0.1, weight_decay=0.01, seed=0)
+                      min_lr_ratio=0.1, decay_steps=None, weight_decay=0.01, seed=0)
     model = init_model(shape, vocab, cfg)
     model.train()
     opt = make_optimizer(model, cfg)

@@ -7,9 +7,9 @@ held-out, seen) and the best induction and previous-token scores on the standard
 metric) and held-out / seen ratio. Everything goes under ``--out`` (default ``trials/NAME``, ignored by git).
 
 Usage: ``python scripts/suite_trial.py H --weights '{"ioi": 8, "repeat": 8, "narrative": 1}'`` (weights given are
-merged into the schema's default mixture; ``--steps``, ``--every``, ``--lr``, ``--min-lr``, ``--batch``,
-``--shape L,D,H``, ``--rotary``, ``--context``), or ``python scripts/suite_trial.py S3 --config config/config.yaml
---model mini-l-seed3``: one member of a study config (a listed one, or one with ``-seed{k}`` added to a listed name),
+merged into the schema's default mixture; ``--steps``, ``--every``, ``--lr``, ``--batch``, ``--shape L,D,H``,
+``--rotary``, ``--context``; ``--min-lr`` and ``--decay-steps`` also with ``--config``), or
+``python scripts/suite_trial.py S3 --config config/config.yaml --model mini-l-seed3``: one member of a study config (a listed one, or one with ``-seed{k}`` added to a listed name),
 trained exactly as the workflow's corpus and train rules train it, then measured. The summary applies the study's
 learnt criterion (``analysis.learnt``) and onset rule. About 10 minutes for mini-l's shape and 2,000 steps on one core.
 """
@@ -56,6 +56,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--min-lr", type=float, default=None, help="cosine decay to this x peak (default: the schema's)")
+    ap.add_argument("--decay-steps", type=int, default=None,
+                    help="warm-up-stable-decay: hold the peak, then the cosine over the last N steps (default: the "
+                         "config's, or the cosine over every step)")
     ap.add_argument("--shape", default="4,128,8", help="n_layers,d_model,n_heads (default mini-l's)")
     ap.add_argument("--rotary", type=float, default=1.0)
     ap.add_argument("--context", type=int, default=64)
@@ -85,10 +88,12 @@ def main() -> None:
         training = dict(batch_size=a.batch, context=a.context, max_steps=a.steps, lr=a.lr, warmup_steps=a.warmup,
                         checkpoint_every=a.every, **{k: schema_default(f"suite.training.{k}")
                                                      for k in ("min_lr_ratio", "weight_decay", "log_until")})
-        if a.min_lr is not None:
-            training["min_lr_ratio"] = a.min_lr
         shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=None, rotary_pct=a.rotary)
         data_seed = weight_seed = a.seed
+    if a.min_lr is not None:
+        training["min_lr_ratio"] = a.min_lr
+    if a.decay_steps is not None:
+        training["decay_steps"] = a.decay_steps
     build_corpus(out / "corpus", data_seed, weights, training["batch_size"], training["context"],
                  training["max_steps"])
     steps = build_model(out / "corpus", out / "models" / "m", shape, training, seed=weight_seed,

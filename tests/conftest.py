@@ -28,7 +28,7 @@ TRAINED_SHAPE = ModelShape(n_layers=3, d_model=96, n_heads=6, d_mlp=None, rotary
 TRAINED_WEIGHTS = {"ioi": 8.0, "narrative": 1.0, "repeat": 0.0, "ordinal": 0.5, "filler": 1.0, "gp": 5.0, "gt": 3.0,
                    "sva": 3.0}
 TRAINED_CFG = TrainConfig(batch_size=32, context=64, max_steps=1200, lr=3e-3, warmup_steps=100, min_lr_ratio=0.1,
-                          weight_decay=0.01, seed=0)
+                          decay_steps=None, weight_decay=0.01, seed=0)
 
 
 # Test files whose tests wait on a build the session runs in the background (conftest's `_slurm_build` and

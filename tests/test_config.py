@@ -47,6 +47,8 @@ def test_shipped_configs_are_valid():
      r"similarity.resamples: 50 bootstrap resamples need per-example scores, which analysis.method 'exact' does not"),
     (lambda c: c.update({"similarity": {"resamples": 1}}), r"similarity.resamples: 1 resample gives no interval"),
     (lambda c: c.update({"similarity": {"stored_fraction": 0}}), r"similarity.stored_fraction: 0 violates"),
+    (lambda c: c["suite"]["training"].update({"decay_steps": 10 ** 6}),
+     r"suite.training.decay_steps: 1000000 is more than the \d+ steps after warm-up"),
 ])
 def test_invalid_config_messages(quick, mutate, expected):
     bad = copy.deepcopy(quick)

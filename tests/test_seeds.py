@@ -139,3 +139,23 @@ def test_hub_configs_with_impossible_seeds_or_only_missing_steps_are_refused():
         validate_config(config)
     config["hub"]["steps"] = [40000, 41000]
     assert validate_config(config)["hub"]["steps"] == [40000, 41000]
+
+
+def test_learning_rate_schedules_by_hand():
+    """Warm-up, then the cosine over every remaining step (Pythia) or, with decay_steps, a held peak and the cosine
+    over the last steps only (warm-up–stable–decay). Values computed by hand: peak 1, floor 0.1, warm-up 10 of 110
+    steps; the cosine's midpoint is (1 + 0.1) / 2 = 0.55."""
+    import math
+
+    from circuit_stability.suite.train import TrainConfig, learning_rate
+
+    cosine = TrainConfig(batch_size=1, context=8, max_steps=110, lr=1.0, warmup_steps=10, min_lr_ratio=0.1,
+                         decay_steps=None, weight_decay=0.0, seed=0)
+    wsd = TrainConfig(**{**cosine.__dict__, "decay_steps": 20})
+    for cfg in (cosine, wsd):
+        assert learning_rate(0, cfg) == 0.1 and learning_rate(9, cfg) == 1.0  # (step + 1) / 10
+        assert math.isclose(learning_rate(110, cfg), 0.1)  # the floor
+    assert math.isclose(learning_rate(60, cosine), 0.55)  # halfway through the 100 steps after warm-up
+    assert learning_rate(10, cosine) == 1.0 and learning_rate(11, cosine) < 1.0
+    assert all(learning_rate(s, wsd) == 1.0 for s in range(10, 91))  # held until the last 20 steps
+    assert math.isclose(learning_rate(100, wsd), 0.55) and learning_rate(91, wsd) < 1.0  # halfway through them

@@ -629,8 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="models/<name>")
     s.add_argument("--shape", required=True, help="JSON: n_layers, d_model, n_heads, d_mlp, rotary_pct")
     s.add_argument("--training", required=True,
-                   help="JSON: batch_size, context, max_steps, lr, warmup_steps, min_lr_ratio, weight_decay, "
-                        "checkpoint_every, log_until")
+                   help="JSON: batch_size, context, max_steps, lr, warmup_steps, min_lr_ratio, decay_steps, "
+                        "weight_decay, checkpoint_every, log_until")
     s.add_argument("--seed", type=int, required=True, help="initialisation seed (config key seed)")
     _option(s, "--threads", "threads", "torch threads", type=int)
     s.set_defaults(fn=cmd_train)

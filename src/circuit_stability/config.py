@@ -175,6 +175,11 @@ def semantic_problems(config: dict) -> list[str]:
             except ValueError as e:
                 problems.append(str(e))
         t = config["suite"]["training"]
+        if t["decay_steps"] is not None and t["decay_steps"] > t["max_steps"] - t["warmup_steps"]:
+            problems.append(f"suite.training.decay_steps: {t['decay_steps']} is more than the "
+                            f"{t['max_steps'] - t['warmup_steps']} steps after warm-up (max_steps {t['max_steps']} - "
+                            f"warmup_steps {t['warmup_steps']}); valid: 1 to that, or null for a cosine over all of "
+                            "them")
         steps = checkpoint_schedule(t["max_steps"], t["checkpoint_every"], t["log_until"])
     else:
         from circuit_stability.models import parse_hub_name

@@ -110,8 +110,8 @@ def build_model(corpus_dir: str | Path, out: str | Path, shape: dict, training: 
         corpus_dir: the corpus folder of :func:`build_corpus`.
         out: ``models/{model}``.
         shape: :class:`~circuit_stability.suite.train.ModelShape` fields.
-        training: :class:`~circuit_stability.suite.train.TrainConfig` fields (without ``seed``) plus
-            ``checkpoint_every`` and ``log_until`` of the checkpoint schedule.
+        training: :class:`~circuit_stability.suite.train.TrainConfig` fields (without ``seed``; ``decay_steps``
+            may be left out, meaning None) plus ``checkpoint_every`` and ``log_until`` of the checkpoint schedule.
         seed: initialisation seed (the member's weight seed; its data seed is the corpus's, recorded in the
             manifest's ``seeds`` with the weight seed).
         threads: torch intra-op threads.
@@ -125,7 +125,7 @@ def build_model(corpus_dir: str | Path, out: str | Path, shape: dict, training: 
     from circuit_stability.suite.train import ModelShape, TrainConfig, shape_summary, train_model
 
     model_shape = ModelShape(**shape)
-    opt = {k: v for k, v in training.items() if k not in ("checkpoint_every", "log_until")}
+    opt = {"decay_steps": None, **{k: v for k, v in training.items() if k not in ("checkpoint_every", "log_until")}}
     cfg = TrainConfig(**opt, seed=seed)
     steps = checkpoint_schedule(cfg.max_steps, training["checkpoint_every"], training["log_until"])
     tokens = np.load(Path(corpus_dir) / "tokens.npy")

@@ -52,7 +52,8 @@ class ModelShape:
 class TrainConfig:
     """Optimisation settings shared by every model of a suite (one token stream, one order); the defaults live
     in the study config's schema (``suite.training``: cosine decay to ``min_lr_ratio`` = 10% of peak, as
-    Pythia). ``seed`` fixes the initialisation."""
+    Pythia; ``decay_steps`` None). ``decay_steps`` = N instead holds the peak after warm-up and decays over the last
+    N steps only (warm-up–stable–decay). ``seed`` fixes the initialisation."""
 
     batch_size: int
     context: int
@@ -60,16 +61,24 @@ class TrainConfig:
     lr: float
     warmup_steps: int
     min_lr_ratio: float
+    decay_steps: int | None
     weight_decay: float
     seed: int
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Learning rate at optimizer step ``step`` (0-based): linear warm-up, then cosine to ``min_lr_ratio``."""
+    """Learning rate at optimizer step ``step`` (0-based).
+
+    Linear warm-up over ``warmup_steps`` to ``lr``, then a cosine from ``lr`` to ``min_lr_ratio`` x ``lr``: over
+    every remaining step when ``decay_steps`` is None (Pythia's schedule, Biderman et al. 2023), or, when it is N,
+    over the last N steps only, the rate staying at ``lr`` until then (the warm-up–stable–decay schedule of
+    MiniCPM, Hu et al. 2024). Returns the rate (same unit as ``lr``); the last step reaches the floor in both.
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    start = cfg.warmup_steps if cfg.decay_steps is None else max(cfg.warmup_steps, cfg.max_steps - cfg.decay_steps)
+    progress = min(1.0, max(0.0, (step - start) / max(1, cfg.max_steps - start)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def init_model(shape: ModelShape, vocab_size: int, cfg: TrainConfig) -> GPTNeoXForCausalLM:
