@@ -3,8 +3,8 @@ mixture was chosen").
 
 Trains one model alone (no workflow, no EAP-IG), then prints per checkpoint each task's metric (overall,
 held-out, seen) and the best induction and previous-token scores on the standard test
-(:mod:`circuit_stability.components`), and per task its final metric, onset (first checkpoint at half the final
-metric) and held-out / seen ratio. Everything goes under ``--out`` (default ``trials/NAME``, ignored by git).
+(:mod:`circuit_stability.components`), and per task its final metric, onset (the workflow's emergence table: the
+first learnt checkpoint at ``analysis.emergence_fraction`` of the final metric) and held-out / seen ratio. Everything goes under ``--out`` (default ``trials/NAME``, ignored by git).
 
 Usage: ``python scripts/suite_trial.py H --weights '{"ioi": 8, "repeat": 8, "narrative": 1}'`` (weights given are
 merged into the schema's default mixture; ``--steps``, ``--every``, ``--lr``, ``--batch``, ``--shape L,D,H``,
@@ -33,10 +33,10 @@ from circuit_stability.learnt import LearntCriterion
 from circuit_stability.models import load_model
 from circuit_stability.suite.build import build_corpus, build_model
 from circuit_stability.suite.seeds import NAME, member_seeds
+from circuit_stability.tables import emergence_table
 from circuit_stability.tasks import make_dataset
 
 TASKS = {"ioi": 70, "gp": 70, "greater_than": 200, "sva": 200}
-LEARNT = LearntCriterion.from_config(schema_default("analysis.learnt"))
 
 
 def seeds_from_name_base(name: str | None) -> str | None:
@@ -70,6 +70,8 @@ def main() -> None:
     a = ap.parse_args()
     out = a.out or Path("trials") / a.name
     torch.set_num_threads(1)
+    analysis = {"learnt": schema_default("analysis.learnt"),
+                "emergence_fraction": schema_default("analysis.emergence_fraction")}
     if a.config:  # exactly what the workflow's corpus and train rules do for this member
         config = validate_config(load_config(a.config))
         suite = config["suite"]
@@ -82,6 +84,7 @@ def main() -> None:
         weights, training = suite["corpus"]["weights"], dict(suite["training"])
         shape = {k: v for k, v in entry.items() if not k.endswith("_seed")}
         data_seed, weight_seed = seeds.data, seeds.weight
+        analysis = config["analysis"]
     else:
         weights = {**schema_default("suite.corpus.weights"), **json.loads(a.weights)}
         n_layers, d_model, n_heads = map(int, a.shape.split(","))
@@ -98,7 +101,8 @@ def main() -> None:
                  training["max_steps"])
     steps = build_model(out / "corpus", out / "models" / "m", shape, training, seed=weight_seed,
                         threads=1)["checkpoints"]
-    rows, datasets = [], None
+    learnt = LearntCriterion.from_config(analysis["learnt"])
+    rows, datasets, long = [], None, []
     for step in steps:
         bridge = load_model("m", step, out / "models", device="cpu")
         tok = bridge.tokenizer
@@ -111,8 +115,10 @@ def main() -> None:
             summary = summarize_behavior(clean, corrupted, ds.frame["split"].to_numpy())
             row[task] = summary["metric"]
             row[f"{task}_accuracy"] = summary["accuracy"]
-            row[f"{task}_learnt"] = LEARNT.reason(summary["metric"], summary["accuracy"], len(ds.frame),
+            row[f"{task}_learnt"] = learnt.reason(summary["metric"], summary["accuracy"], len(ds.frame),
                                                   ds.metric) is None
+            long.append({"model": "m", "task": task, "step": step, "tokens_seen": step, "split": "all",
+                         "metric_name": ds.metric, "metric": summary["metric"], "learnt": row[f"{task}_learnt"]})
             row[f"{task}_held_out"] = summary["splits"]["held_out"]["metric"]
             row[f"{task}_seen"] = summary["splits"]["seen"]["metric"]
         scores = head_scores(bridge, test)
@@ -124,9 +130,9 @@ def main() -> None:
     pd.set_option("display.width", 200)
     print(df[[c for c in df.columns if not c.endswith(("_learnt", "_held_out", "_seen"))]].round(3).to_string(index=False))
     final = df.iloc[-1]
-    for task in TASKS:  # the emergence table's onset: learnt, and at half the final metric
-        hit = df.loc[df[f"{task}_learnt"] & (df[task] >= 0.5 * final[task]), "step"]
-        onset = int(hit.min()) if final[f"{task}_learnt"] else "none (not learnt at the last step)"
+    onsets = emergence_table(pd.DataFrame(long), analysis["emergence_fraction"]).set_index("task")["emergence_step"]
+    for task in TASKS:  # the workflow's emergence table: learnt, and at the fraction of the final metric
+        onset = "none (not learnt at the last step)" if pd.isna(onsets[task]) else int(onsets[task])
         print(f"{task}: final {final[task]:.3f} (accuracy {final[f'{task}_accuracy']:.2f}), onset step {onset}, "
               f"held-out / seen {final[f'{task}_held_out'] / final[f'{task}_seen']:.2f}")
     for name in ("induction", "previous_token"):
