@@ -4,13 +4,14 @@ mixture was chosen").
 Trains one model alone (no workflow, no EAP-IG), then prints per checkpoint each task's metric (overall,
 held-out, seen) and the best induction and previous-token scores on the standard test
 (:mod:`circuit_stability.components`), and per task its final metric, onset (the workflow's emergence table: the
-first learnt checkpoint at ``analysis.emergence_fraction`` of the final metric) and held-out / seen ratio. Everything goes under ``--out`` (default ``trials/NAME``, ignored by git).
+first learnt checkpoint at ``analysis.emergence_fraction`` of the final metric) and held-out / seen ratio.
+Everything goes under ``--out`` (default ``trials/NAME``, ignored by git).
 
 Usage: ``python scripts/suite_trial.py H --weights '{"ioi": 8, "repeat": 8, "narrative": 1}'`` (weights given are
 merged into the schema's default mixture; ``--steps``, ``--every``, ``--lr``, ``--batch``, ``--shape L,D,H``,
 ``--rotary``, ``--context``; ``--min-lr`` and ``--decay-steps`` also with ``--config``), or
-``python scripts/suite_trial.py S3 --config config/config.yaml --model mini-l-seed3``: one member of a study config (a listed one, or one with ``-seed{k}`` added to a listed name),
-trained exactly as the workflow's corpus and train rules train it, then measured. The summary applies the study's
+``python scripts/suite_trial.py S3 --config config/config.yaml --model mini-l-seed3``: one member of a study
+config (a listed one, or one with ``-seed{k}`` added to a listed name), trained exactly as the workflow's corpus and train rules train it, then measured. The summary applies the study's
 learnt criterion (``analysis.learnt``) and onset rule. About 10 minutes for mini-l's shape and 2,000 steps on one core.
 """
 
