@@ -11,8 +11,9 @@ Usage: ``python scripts/suite_trial.py H --weights '{"ioi": 8, "repeat": 8, "nar
 merged into the schema's default mixture; ``--steps``, ``--every``, ``--lr``, ``--batch``, ``--shape L,D,H``,
 ``--rotary``, ``--context``; ``--min-lr`` and ``--decay-steps`` also with ``--config``), or
 ``python scripts/suite_trial.py S3 --config config/config.yaml --model mini-l-seed3``: one member of a study
-config (a listed one, or one with ``-seed{k}`` added to a listed name), trained exactly as the workflow's corpus and train rules train it, then measured. The summary applies the study's
-learnt criterion (``analysis.learnt``) and onset rule. About 10 minutes for mini-l's shape and 2,000 steps on one core.
+config (a listed one, or one with ``-seed{k}`` added to a listed name), trained exactly as the workflow's corpus
+and train rules train it, then measured. The summary applies the study's learnt criterion (``analysis.learnt``)
+and onset rule. About 10 minutes for mini-l's shape and 2,000 steps on one core.
 """
 
 from __future__ import annotations
