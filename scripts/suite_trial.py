@@ -29,6 +29,7 @@ import torch
 
 from circuit_stability.attribution import Prompts
 from circuit_stability.behavior import example_metrics, summarize_behavior
+from circuit_stability.checkpoints import tokens_seen
 from circuit_stability.components import content_token_ids, head_scores, repeated_random_tokens
 from circuit_stability.config import load_config, schema_default, validate_config
 from circuit_stability.learnt import LearntCriterion
@@ -119,7 +120,8 @@ def main() -> None:
             row[f"{task}_accuracy"] = summary["accuracy"]
             row[f"{task}_learnt"] = learnt.reason(summary["metric"], summary["accuracy"], len(ds.frame),
                                                   ds.metric) is None
-            long.append({"model": "m", "task": task, "step": step, "tokens_seen": step, "split": "all",
+            long.append({"model": "m", "task": task, "step": step, "split": "all",
+                         "tokens_seen": tokens_seen(step, training["batch_size"], training["context"]),
                          "metric_name": ds.metric, "metric": summary["metric"], "learnt": row[f"{task}_learnt"]})
             row[f"{task}_held_out"] = summary["splits"]["held_out"]["metric"]
             row[f"{task}_seen"] = summary["splits"]["seen"]["metric"]
