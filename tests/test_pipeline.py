@@ -201,6 +201,37 @@ def test_killed_run_resumes_and_reproduces_the_first_run(study, tmp_path):
             assert (study / p).read_bytes() == (cwd / p).read_bytes(), p
 
 
+def test_killed_training_job_resumes_from_its_state_bit_identical(study, tmp_path):
+    """kill -9 a real training job (quick-m, once it has saved its resume state after a checkpoint past step 0),
+    then run Snakemake again: Snakemake reruns the incomplete job without deleting the resume state, the job
+    resumes from that state (not from step 0), its checkpoints and training log are byte-identical to the
+    uninterrupted build's, and the state is gone once the job is complete."""
+    cwd = Path(shutil.copytree(study, tmp_path / "resume", symlinks=True))
+    shutil.rmtree(cwd / "models/quick-m")
+    target = "models/quick-m/suite.json"
+    state = cwd / "models/quick-m/resume/state.json"
+    seen = 0
+    with open(tmp_path / "killed.log", "w") as out:
+        proc = subprocess.Popen(["snakemake", "--cores", "1", target], cwd=cwd, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 300
+        while seen < 4 and proc.poll() is None and time.time() < deadline:
+            if state.exists():
+                seen = json.loads(state.read_text())["step"]
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert 4 <= seen < STEPS[-1], seen
+    assert not (cwd / target).exists()
+    subprocess.run(["snakemake", "--unlock"], cwd=cwd, check=True, capture_output=True)
+    _snakemake(cwd, target)
+    resumed = re.search(r"resumed from step (\d+) of 200", (cwd / "logs/train/quick-m.log").read_text())
+    assert resumed and 4 <= int(resumed.group(1)) < 200
+    assert not (cwd / "models/quick-m/resume").exists()
+    for p in [*(f"models/quick-m/step{s}/model.safetensors" for s in STEPS), "models/quick-m/train_log.parquet"]:
+        assert (study / p).read_bytes() == (cwd / p).read_bytes(), p
+
+
 def _fingerprint(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
             for folder in ("results", "models", "data", "reports") for p in sorted((root / folder).rglob("*"))

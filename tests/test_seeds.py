@@ -159,3 +159,36 @@ def test_learning_rate_schedules_by_hand():
     assert learning_rate(10, cosine) == 1.0 and learning_rate(11, cosine) < 1.0
     assert all(learning_rate(s, wsd) == 1.0 for s in range(10, 91))  # held until the last 20 steps
     assert math.isclose(learning_rate(100, wsd), 0.55) and learning_rate(91, wsd) < 1.0  # halfway through them
+
+
+def test_training_resumes_only_from_a_state_with_its_own_fingerprint(tmp_path, suite_tokenizer, capsys):
+    """A finished job's resume state (left in place here: the workflow's build_model removes it) makes a rerun of
+    the same job resume at its last step and train nothing; a job with another seed or another token stream
+    discards the state and trains from step 0. (Killing a job mid-run: tests/test_pipeline.py.)"""
+    from circuit_stability.suite.train import ModelShape, TrainConfig, train_model, training_fingerprint
+
+    shape = ModelShape(n_layers=1, d_model=16, n_heads=2, d_mlp=None, rotary_pct=1.0)
+    cfg = TrainConfig(batch_size=2, context=16, max_steps=6, lr=3e-3, warmup_steps=1, min_lr_ratio=0.1,
+                      decay_steps=None, weight_decay=0.1, seed=0)
+    tokens = np.random.default_rng(0).integers(0, len(suite_tokenizer), size=(6, 2, 16), dtype=np.int32)
+    out = tmp_path / "m"
+    first = train_model(shape, cfg, tokens, suite_tokenizer, out, [0, 3, 6])
+    assert sorted(p.name for p in (out / "resume").iterdir()) == ["state.json", "state.pt", "step0", "step3", "step6"]
+    assert yaml.safe_load((out / "resume/state.json").read_text())["step"] == 6
+    final = (out / "step6/model.safetensors").read_bytes()
+    capsys.readouterr()
+    again = train_model(shape, cfg, tokens, suite_tokenizer, out, [0, 3, 6])
+    assert "resumed from step 6 of 6" in capsys.readouterr().err
+    assert again.equals(first) and (out / "step6/model.safetensors").read_bytes() == final
+    for other_cfg, other_tokens in ((TrainConfig(**{**cfg.__dict__, "seed": 1}), tokens), (cfg, tokens[::-1].copy())):
+        assert training_fingerprint(shape, other_cfg, other_tokens, len(suite_tokenizer), [0, 3, 6]) != \
+            training_fingerprint(shape, cfg, tokens, len(suite_tokenizer), [0, 3, 6])
+        other = train_model(shape, other_cfg, other_tokens, suite_tokenizer, tmp_path / "o", [0, 3, 6])
+        shutil.rmtree(tmp_path / "o/resume")
+        shutil.copytree(out / "resume", tmp_path / "o/resume")  # plant the first job's state
+        capsys.readouterr()
+        fresh = train_model(shape, other_cfg, other_tokens, suite_tokenizer, tmp_path / "o", [0, 3, 6])
+        err = capsys.readouterr().err
+        assert "from another run" in err and "resumed" not in err
+        assert fresh.equals(other) and not fresh.equals(first)
+        shutil.rmtree(tmp_path / "o")

@@ -122,7 +122,8 @@ def build_model(corpus_dir: str | Path, out: str | Path, shape: dict, training: 
     from transformers import PreTrainedTokenizerFast
 
     from circuit_stability.checkpoints import checkpoint_schedule
-    from circuit_stability.suite.train import ModelShape, TrainConfig, shape_summary, train_model
+    from circuit_stability.suite.train import (ModelShape, TrainConfig, discard_resume_state, shape_summary,
+                                              train_model)
 
     model_shape = ModelShape(**shape)
     opt = {"decay_steps": None, **{k: v for k, v in training.items() if k not in ("checkpoint_every", "log_until")}}
@@ -141,4 +142,5 @@ def build_model(corpus_dir: str | Path, out: str | Path, shape: dict, training: 
                 "final_loss": float(log["loss"].tail(50).mean()),
                 "environment": environment()}
     write_json(manifest, out / "suite.json")
+    discard_resume_state(out)  # the run's outputs are complete
     return manifest

@@ -10,7 +10,11 @@ Pythia checkpoint.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,9 +23,11 @@ import pandas as pd
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
-from circuit_stability.artifacts import atomic_dir
+from circuit_stability.artifacts import atomic_dir, atomic_path, write_json
 from circuit_stability.checkpoints import tokens_seen
-from circuit_stability.progress import Progress
+from circuit_stability.progress import Progress, say
+
+RESUME_DIR = "resume"  # the resume state of a training job, inside its model folder (not a workflow output)
 
 
 @dataclass(frozen=True)
@@ -109,9 +115,41 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: torch.
     return loss.item()
 
 
+def training_fingerprint(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray, vocab_size: int,
+                         checkpoint_steps: list[int]) -> str:
+    """SHA-256 (hex) of everything that decides a training run's weights: shape, optimisation settings and seed,
+    vocabulary size, checkpoint steps, the token stream's bytes and the torch version. A resume state is used only
+    by a job with the same fingerprint."""
+    h = hashlib.sha256(json.dumps({"shape": asdict(shape), "cfg": asdict(cfg), "vocab_size": vocab_size,
+                                   "checkpoints": sorted(checkpoint_steps), "torch": torch.__version__},
+                                  sort_keys=True).encode())
+    h.update(str(tokens.dtype).encode())
+    h.update(np.ascontiguousarray(tokens).tobytes())
+    return h.hexdigest()
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link every file of folder ``src`` into the new folder ``dst`` (copy where links are refused)."""
+    dst.mkdir()
+    for f in src.iterdir():
+        try:
+            os.link(f, dst / f.name)
+        except OSError:
+            shutil.copy2(f, dst / f.name)
+
+
 def train_model(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray, tokenizer: PreTrainedTokenizerFast,
                 out_dir: Path, checkpoint_steps: list[int], threads: int = 1) -> pd.DataFrame:
-    """Train one model on ``tokens`` and save a checkpoint at every step of ``checkpoint_steps``.
+    """Train one model on ``tokens`` and save a checkpoint at every step of ``checkpoint_steps``; resumable.
+
+    At every checkpoint the job also saves its resume state in ``out_dir/resume/``: model and AdamW state, torch's
+    RNG state, the step (the data position: row ``step`` of ``tokens`` is the next batch), the log so far, and hard
+    links to the checkpoints saved so far (so a workflow manager that deletes a failed job's outputs before
+    rerunning it deletes only its own names). A job that finds a resume state with its own
+    :func:`training_fingerprint` continues from it, restores any missing checkpoint folder, and ends with weights
+    bit-identical to an uninterrupted run (every update is deterministic; ``tests/test_pipeline.py`` kills a real
+    job to check). A state with another fingerprint is discarded. The caller removes the state once the run's
+    outputs are complete (:func:`discard_resume_state`).
 
     Args:
         shape: architecture.
@@ -141,28 +179,62 @@ def train_model(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray, tokeniz
     model.train()
     opt = make_optimizer(model, cfg)
     to_save = set(checkpoint_steps)
+    resume = out_dir / RESUME_DIR
+    fingerprint = training_fingerprint(shape, cfg, tokens, len(tokenizer), checkpoint_steps)
+    log: list[tuple] = []
+    start = 0
+    state_file = resume / "state.pt"
+    if state_file.exists():
+        state = torch.load(state_file, weights_only=True)
+        if state["fingerprint"] != fingerprint:
+            say(f"resume state in {resume} is from another run (its fingerprint differs): starting afresh")
+            shutil.rmtree(resume)
+        else:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+            start, log = int(state["step"]), [tuple(row) for row in state["log"]]
+            for step in sorted(s for s in to_save if s <= start):
+                if not (out_dir / f"step{step}" / "model.safetensors").exists():
+                    with atomic_dir(out_dir / f"step{step}") as tmp:
+                        shutil.rmtree(tmp)
+                        _link_tree(resume / f"step{step}", tmp)
+            say(f"resumed from step {start} of {cfg.max_steps} ({resume})")
 
     def save(step: int) -> None:
+        model.eval()
         with atomic_dir(out_dir / f"step{step}") as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+        model.train()
+        resume.mkdir(parents=True, exist_ok=True)
+        if not (resume / f"step{step}").exists():
+            with atomic_dir(resume / f"step{step}") as tmp:
+                shutil.rmtree(tmp)
+                _link_tree(out_dir / f"step{step}", tmp)
+        with atomic_path(state_file) as tmp:
+            torch.save({"fingerprint": fingerprint, "step": step, "model": model.state_dict(),
+                        "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "log": log}, tmp)
+        write_json({"step": step, "max_steps": cfg.max_steps, "fingerprint": fingerprint}, resume / "state.json")
 
-    if 0 in to_save:
+    if start == 0 and 0 in to_save:
         save(0)
     data = torch.from_numpy(tokens.astype(np.int64))
-    log = []
-    progress = Progress(f"train {out_dir.name}", cfg.max_steps, "steps")
-    for step in range(cfg.max_steps):
+    progress = Progress(f"train {out_dir.name}", cfg.max_steps - start, "steps")
+    for step in range(start, cfg.max_steps):
         lr = learning_rate(step, cfg)
         loss = train_step(model, opt, data[step], lr)
         log.append((step + 1, tokens_seen(step + 1, cfg.batch_size, cfg.context), loss, lr))
         progress.note = f"loss {log[-1][2]:.3f}"
         progress.update()
         if step + 1 in to_save:
-            model.eval()
             save(step + 1)
-            model.train()
     return pd.DataFrame(log, columns=["step", "tokens_seen", "loss", "lr"])
+
+
+def discard_resume_state(out_dir: Path) -> None:
+    """Remove a finished training job's resume state (``out_dir/resume``), if any."""
+    shutil.rmtree(Path(out_dir) / RESUME_DIR, ignore_errors=True)
 
 
 def build_token_stream(docs_encoded: list[list[int]], eos_id: int, max_steps: int, batch_size: int,
@@ -186,4 +258,4 @@ def shape_summary(shape: ModelShape, vocab_size: int, context: int) -> dict:
 
 
 __all__ = ["ModelShape", "TrainConfig", "learning_rate", "init_model", "make_optimizer", "train_step", "train_model",
-           "build_token_stream", "shape_summary"]
+           "training_fingerprint", "discard_resume_state", "build_token_stream", "shape_summary"]
