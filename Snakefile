@@ -1,13 +1,24 @@
 # circuit-stability: the study as a DAG (design §3). Rules call the `circuit-stability` CLI.
 #   snakemake --cores all                                  # embedded default (config/config.yaml)
 #   snakemake --cores all --configfile config/quick.yaml   # minutes-long run used by the tests
-from circuit_stability.config import load_config, validate_config
+from pathlib import Path
+
+from circuit_stability.config import ConfigError, load_config, resolve_extends, validate_config
 
 # The embedded default, unless --configfile names another (Snakemake would otherwise deep-merge the two). Read
 # with our loader, so a YAML error names the file, line and column (Snakemake's own names none of them).
 DEFAULT_CONFIG = "config/config.yaml"
 if not config:
     config.update(load_config(DEFAULT_CONFIG))
+elif "extends" in config:  # a study stating only what differs from another (config/seeds.yaml): lay it over that
+    origin = next((f for f in reversed(workflow.overwrite_configfiles)
+                   if "extends" in load_config(f, resolve=False)), DEFAULT_CONFIG)
+    try:
+        resolved = resolve_extends(dict(config), Path(origin).parent)
+    except ConfigError as e:
+        raise ConfigError(f"{origin}: {e}") from None
+    config.clear()
+    config.update(resolved)
 
 
 # Fail before any job starts: every key, value and step is checked against the schema, whose defaults are

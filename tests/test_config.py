@@ -20,8 +20,45 @@ def quick():
 
 
 def test_shipped_configs_are_valid():
+    from circuit_stability.config import load_config
+
     for name in ("config.yaml", "quick.yaml", "pythia.yaml", "seeds.yaml"):
-        validate_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
+        validate_config(load_config(ROOT / "config" / name), SCHEMA)
+
+
+def test_an_overlay_merges_settings_and_replaces_the_model_and_task_lists(tmp_path):
+    """`extends:` by hand: mappings merge key by key, suite.models and tasks are replaced whole, scalars and lists
+    replace; the chain is followed (relative to each file's folder), and a cycle or a missing base is refused."""
+    from circuit_stability.config import load_config
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "study": "base", "suite": {"training": {"lr": 1, "max_steps": 10}, "models": {"a": {"n_layers": 1}}},
+        "tasks": {"ioi": {"seed": 1}, "sva": {}}, "analysis": {"steps": [0, 5], "method": "EAP"}}))
+    (tmp_path / "sub/mid.yaml").write_text(yaml.safe_dump({"extends": "../base.yaml", "analysis": {"steps": [5]}}))
+    (tmp_path / "sub/top.yaml").write_text(yaml.safe_dump({
+        "extends": "mid.yaml", "study": "top", "suite": {"training": {"lr": 2}, "models": {"b": {"n_layers": 2}}},
+        "tasks": {"ioi": {"n_examples": 3}}}))
+    assert load_config(tmp_path / "sub/top.yaml") == {
+        "study": "top", "suite": {"training": {"lr": 2, "max_steps": 10}, "models": {"b": {"n_layers": 2}}},
+        "tasks": {"ioi": {"n_examples": 3}}, "analysis": {"steps": [5], "method": "EAP"}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"extends": "sub/top.yaml"}))
+    with pytest.raises(ConfigError, match=r"top.yaml: extends: .*extends itself"):
+        load_config(tmp_path / "sub/top.yaml")
+    (tmp_path / "sub/mid.yaml").write_text(yaml.safe_dump({"extends": "../nowhere.yaml"}))
+    with pytest.raises(ConfigError, match=r"nowhere.yaml: cannot be read"):
+        load_config(tmp_path / "sub/top.yaml")
+
+
+def test_the_seeds_study_differs_from_the_default_only_in_its_name_and_models():
+    from circuit_stability.config import load_config
+
+    default = validate_config(load_config(ROOT / "config/config.yaml"), SCHEMA)
+    seeds = validate_config(load_config(ROOT / "config/seeds.yaml"), SCHEMA)
+    assert {k for k in default if default[k] != seeds[k]} == {"study", "suite"}
+    assert {k for k in default["suite"] if default["suite"][k] != seeds["suite"][k]} == {"models"}
+    assert list(seeds["suite"]["models"]) == ["mini-l", *(f"mini-l-seed{k}" for k in range(1, 5))]
+    assert seeds["suite"]["models"]["mini-l"] == default["suite"]["models"]["mini-l"]
 
 
 @pytest.mark.parametrize("mutate, expected", [
@@ -72,6 +109,24 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path, quick):
     assert "tasks: unknown key(s) ['greater-than']; allowed keys: ['gp', 'greater_than', 'ioi', 'sva']" in text
     assert "analysis.steps.0: -1 violates minimum 0" in text
     assert not (tmp_path / "data").exists() and not (tmp_path / "models").exists()  # no job ran
+
+
+def test_snakemake_lays_an_extending_study_over_its_base(tmp_path):
+    """The workflow resolves `extends:` (with a --config override on top): a dry run of the seeds study plans its
+    five members and none of the default's other models, with the default's training settings."""
+    for item in ("Snakefile", "rules", "config", "profiles", "report"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+    out = subprocess.run(["snakemake", "-n", "models/mini-l-seed3/suite.json", "models/mini-l/suite.json",
+                          "--configfile", "config/seeds.yaml", "--config", "threads=2"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert "Training suite model mini-l-seed3" in text and "Training suite model mini-l " in text
+    assert ", 4250, 4500)" in text  # the checkpoints of the default's 4,500 training steps
+    out = subprocess.run(["snakemake", "-n", "models/mini-s/suite.json", "--configfile", "config/seeds.yaml"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert "No rule to produce models/mini-s/suite.json" in out.stdout + out.stderr  # not a seeds-study member
 
 
 # ---------------------------------------------------------------- one source of defaults

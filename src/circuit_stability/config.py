@@ -216,12 +216,57 @@ def semantic_problems(config: dict) -> list[str]:
     return problems
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a study config file (YAML or JSON).
+# Named collections an overlay replaces as a whole (a study lists *its* models and tasks); every other mapping
+# is merged key by key, and scalars and lists replace.
+REPLACED_BY_OVERLAY = (("suite", "models"), ("tasks",))
+
+
+def merge_overlay(base: dict, overlay: dict, _at: tuple = ()) -> dict:
+    """``base`` with ``overlay`` laid over it (both left unchanged): mappings merge key by key, except the named
+    collections of :data:`REPLACED_BY_OVERLAY` (``suite.models``, ``tasks``), which the overlay replaces whole, as
+    it replaces scalars and lists."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        at = (*_at, key)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and at not in REPLACED_BY_OVERLAY:
+            out[key] = merge_overlay(out[key], value, at)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_extends(config: dict, origin: str | Path, _chain: tuple = ()) -> dict:
+    """A config with its ``extends:`` resolved: the named base config (a path relative to ``origin``, the folder
+    of the file that says ``extends``; itself possibly extending another) with the rest of ``config`` laid over
+    it by :func:`merge_overlay`. A config without ``extends`` is returned as it is.
+
+    So a study states only what differs from the one it extends (``config/seeds.yaml``: the study name and the
+    models), and cannot drift from the corpus and settings it shares with it.
+
+    Raises:
+        ConfigError: if ``extends`` is not a path, names a file that cannot be read or parsed, or the chain of
+            ``extends`` returns to a file already in it.
+    """
+    if "extends" not in config:
+        return config
+    target = config["extends"]
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"extends: expected the path of the study config this one extends (e.g. config.yaml, "
+                          f"relative to this file's folder); got {target!r}")
+    path = (Path(origin) / target).resolve()
+    if path in _chain:
+        raise ConfigError(f"extends: {target} extends itself (chain: {' -> '.join(map(str, [*_chain, path]))})")
+    base = resolve_extends(load_config(path, resolve=False), path.parent, (*_chain, path))
+    return merge_overlay(base, {k: v for k, v in config.items() if k != "extends"})
+
+
+def load_config(path: str | Path, resolve: bool = True) -> dict:
+    """Read a study config file (YAML or JSON) and, unless ``resolve`` is False, resolve its ``extends:``
+    (:func:`resolve_extends`).
 
     Raises:
         ConfigError: naming the file, the line and column and the parser's message, if it is not valid YAML, or
-            if it does not hold a mapping.
+            if it does not hold a mapping; or as :func:`resolve_extends`.
     """
     try:
         config = yaml.safe_load(Path(path).read_text())
@@ -235,7 +280,12 @@ def load_config(path: str | Path) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: a study config is a mapping of keys to values; this file holds "
                           f"{type(config).__name__}")
-    return config
+    if not resolve:
+        return config
+    try:
+        return resolve_extends(config, Path(path).parent)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def config_hash(config: dict) -> str:
