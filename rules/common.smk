@@ -28,6 +28,9 @@ if config["source"] == "suite":
     FAMILY = SUITE["name"]
     TRAINING = SUITE["training"]
     MODELS = list(SUITE["models"])  # smallest first, as listed
+    # trained members, and members derived from one by a function-preserving head permutation (suite/derive.py)
+    DERIVED = {m: e for m, e in SUITE["models"].items() if "derived_from" in e}
+    TRAINED = [m for m in MODELS if m not in DERIVED]
     MODEL_NAMES = {m: m for m in MODELS}
     # each member's weight and data seeds (names such as mini-m-seed2, mini-m-data-seed3; suite/seeds.py) and the
     # corpus its data seed reads: data/corpus/<FAMILY> for suite.corpus.seed, data/corpus/<FAMILY>-data-seed<d>

@@ -21,6 +21,8 @@ if config["source"] == "suite":
             "--weights '{params.weights}' --training '{params.training}'"
 
     rule train:
+        wildcard_constraints:
+            model="|".join(map(re.escape, TRAINED)),
         input:  # the corpus of the member's data seed
             tokens=lambda w: f"data/corpus/{CORPUS_OF[w.model]}/tokens.npy",
             tokenizer=lambda w: f"data/corpus/{CORPUS_OF[w.model]}/tokenizer",
@@ -49,3 +51,30 @@ if config["source"] == "suite":
             KERNELS + "circuit-stability --log {log} train --corpus {params.corpus} --out models/{wildcards.model} "
             "--shape '{params.shape}' --training '{params.training}' --seed {params.seed} "
             "--threads {threads}"
+
+    if DERIVED:
+
+        rule derive:
+            input:  # the source member's checkpoints and manifests
+                checkpoints=lambda w: expand("models/{source}/step{step}/model.safetensors",
+                                             source=DERIVED[w.model]["derived_from"], step=STEPS),
+                log_table=lambda w: f"models/{DERIVED[w.model]['derived_from']}/train_log.parquet",
+                manifest=lambda w: f"models/{DERIVED[w.model]['derived_from']}/suite.json",
+            output:
+                checkpoints=expand("models/{{model}}/step{step}/model.safetensors", step=STEPS),
+                log_table="models/{model}/train_log.parquet",
+                manifest="models/{model}/suite.json",
+            wildcard_constraints:
+                model="|".join(map(re.escape, DERIVED)),
+            params:
+                source=lambda w: f"models/{DERIVED[w.model]['derived_from']}",
+                permutation=lambda w: json.dumps({"layer": DERIVED[w.model]["permute_heads"]["layer"],
+                                                  "order": DERIVED[w.model]["permute_heads"]["order"],
+                                                  "from_step": DERIVED[w.model]["from_step"]}, sort_keys=True),
+            message:
+                "Deriving {wildcards.model} from {params.source}: heads permuted {params.permutation}"
+            log:
+                "logs/derive/{model}.log",
+            shell:
+                "circuit-stability --log {log} derive --source {params.source} --out models/{wildcards.model} "
+                "--permutation '{params.permutation}'"

@@ -303,3 +303,54 @@ def test_planning_the_workflow_imports_no_torch():
             "print(sorted(m for m in ('torch', 'transformer_lens') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", f"planning imports {out.stdout.strip()} (from one of {modules})"
+
+
+def test_derived_members_take_their_sources_shape_and_bad_ones_are_refused(quick):
+    """A derived member (a planted head permutation) gets its source's shape and seeds; a source that is not a
+    trained member, a shape of its own, a layer, an order or a step the source does not have are each refused
+    with the key and what would be valid."""
+    good = copy.deepcopy(quick)
+    good["suite"]["models"]["quick-m-permuted"] = {"derived_from": "quick-m", "from_step": 100,
+                                                   "permute_heads": {"layer": 1, "order": [1, 0, 3, 2]}}
+    filled = validate_config(good, SCHEMA)["suite"]["models"]
+    src, der = filled["quick-m"], filled["quick-m-permuted"]
+    assert {k: der[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp", "rotary_pct")} == \
+        {k: src[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp", "rotary_pct")}
+    assert (der["weight_seed"], der["data_seed"]) == (0, 0)
+    cases = [
+        ({"derived_from": "quick-x"}, r"quick-m-permuted.derived_from: 'quick-x' is not a trained member of this "
+                                      r"study; valid: \['quick-s', 'quick-m'\]"),
+        ({"n_heads": 4}, r"quick-m-permuted: a derived member takes its shape and seeds from its source 'quick-m'; "
+                         r"remove \['n_heads'\]"),
+        ({"permute_heads": {"layer": 2, "order": [1, 0, 3, 2]}},
+         r"permute_heads.layer: 2 is not a layer of quick-m \(valid: 0 to 1\)"),
+        ({"permute_heads": {"layer": 1, "order": [1, 0, 2]}},
+         r"quick-m-permuted.permute_heads.order \[1, 0, 2\] is not a permutation of the 4 heads 0..3"),
+        ({"from_step": 150}, r"quick-m-permuted.from_step: 150 is not a checkpoint step; valid steps: \[0, 1, 2, 4, "
+                             r"100, 200\]"),
+        ({"from_step": None}, r"quick-m-permuted.from_step: None is not of type 'integer'"),
+    ]
+    for change, expected in cases:
+        bad = copy.deepcopy(good)
+        bad["suite"]["models"]["quick-m-permuted"].update(change)
+        with pytest.raises(ConfigError, match=expected):
+            validate_config(bad, SCHEMA)
+    bad = copy.deepcopy(good)
+    del bad["suite"]["models"]["quick-m-permuted"]["from_step"]
+    with pytest.raises(ConfigError, match=r"'from_step' is a required property"):
+        validate_config(bad, SCHEMA)
+
+
+def test_a_derived_member_is_derived_not_trained(tmp_path, quick):
+    for item in ("Snakefile", "rules", "config", "profiles", "report"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+    quick["suite"]["models"]["quick-m-permuted"] = {"derived_from": "quick-m", "from_step": 100,
+                                                    "permute_heads": {"layer": 1, "order": [1, 0, 3, 2]}}
+    (tmp_path / "planted.yaml").write_text(yaml.safe_dump(quick))
+    out = subprocess.run(["snakemake", "-n", "models/quick-m-permuted/suite.json", "--configfile", "planted.yaml"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert "Deriving quick-m-permuted from models/quick-m" in text and "Training suite model quick-m " in text
+    assert "Training suite model quick-m-permuted" not in text

@@ -66,6 +66,17 @@ def cmd_train(a: argparse.Namespace) -> None:
     _log(f"trained {m['model']} in {time.time() - t0:.0f}s: final loss {m['final_loss']:.3f}")
 
 
+def cmd_derive(a: argparse.Namespace) -> None:
+    """Derive a suite member from a trained one: its checkpoints with one layer's heads permuted from a step on
+    (a function-preserving, planted hand-over: src/circuit_stability/suite/derive.py)."""
+    from circuit_stability.suite.build import derive_member
+
+    p = json.loads(a.permutation)
+    m = derive_member(a.source, a.out, p["layer"], p["order"], p["from_step"])
+    _log(f"derived {m['model']} from {a.source}: layer {p['layer']} heads in order {p['order']} from step "
+         f"{p['from_step']}")
+
+
 # ---------------------------------------------------------------- tasks
 def cmd_dataset(a: argparse.Namespace) -> None:
     """Generate a task's clean/corrupted dataset for a tokenizer (design §4 task parquet)."""
@@ -634,6 +645,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, required=True, help="initialisation seed (config key seed)")
     _option(s, "--threads", "threads", "torch threads", type=int)
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("derive", help="derive a suite member by a head permutation", description=cmd_derive.__doc__)
+    s.add_argument("--source", required=True, help="models/<trained member>")
+    s.add_argument("--out", required=True, help="models/<derived member>")
+    s.add_argument("--permutation", required=True,
+                   help='JSON: {"layer": L, "order": [new head i = source head order[i], ...], "from_step": S}')
+    s.set_defaults(fn=cmd_derive)
 
     s = sub.add_parser("dataset", help="generate a task dataset", description=cmd_dataset.__doc__)
     s.add_argument("--task", required=True, choices=sorted(TASKS), help="registered task")

@@ -141,11 +141,63 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     if config["source"] == "hub" and "hub" not in config:
         raise ConfigError("<top level>: source 'hub' needs a 'hub' section")
     filled = fill_defaults(config, schema)
-    problems = semantic_problems(filled)
+    problems = resolve_derived(config, filled) + semantic_problems(filled)
     if problems:
         lines = "\n  - ".join(problems)
         raise ConfigError(f"invalid config ({len(problems)} problem(s)):\n  - {lines}")
     return filled
+
+
+# What a derived suite member takes from its source (circuit_stability.suite.derive)
+INHERITED = ("n_layers", "d_model", "n_heads", "d_mlp", "rotary_pct", "weight_seed", "data_seed")
+
+
+def resolve_derived(raw: dict, filled: dict) -> list[str]:
+    """Give every derived suite member (``derived_from``) its source's shape and seeds, in ``filled`` (in place),
+    and return what is wrong with the derived members: a source that is not a trained member of the study, a
+    shape or seed of its own, a layer the source lacks, an order that is not a permutation of its heads that
+    moves one, or a ``from_step`` that is not a checkpoint step.
+
+    Args:
+        raw: the config as written (to tell keys it sets from filled-in defaults); filled: after
+            :func:`fill_defaults`.
+    """
+    from circuit_stability.checkpoints import checkpoint_schedule
+    from circuit_stability.suite.derive import check_order
+    from circuit_stability.suite.seeds import member_seeds
+
+    if filled["source"] != "suite":
+        return []
+    models, problems = filled["suite"]["models"], []
+    trained = [k for k, v in models.items() if "derived_from" not in v]
+    t = filled["suite"]["training"]
+    steps = checkpoint_schedule(t["max_steps"], t["checkpoint_every"], t["log_until"])
+    for name, m in models.items():
+        if "derived_from" not in m:
+            continue
+        where, source = f"suite.models.{name}", m["derived_from"]
+        own = sorted(k for k in INHERITED if k in raw["suite"]["models"][name])
+        if own:
+            problems.append(f"{where}: a derived member takes its shape and seeds from its source {source!r}; "
+                            f"remove {own}")
+        if source not in trained:
+            problems.append(f"{where}.derived_from: {source!r} is not a trained member of this study; valid: "
+                            f"{trained}")
+            continue
+        src = models[source]
+        seeds = member_seeds(source, src, filled["seed"], filled["suite"]["corpus"]["seed"])
+        m.update({k: src[k] for k in INHERITED}, weight_seed=seeds.weight, data_seed=seeds.data)
+        layer, order = m["permute_heads"]["layer"], m["permute_heads"]["order"]
+        if layer >= src["n_layers"]:
+            problems.append(f"{where}.permute_heads.layer: {layer} is not a layer of {source} (valid: 0 to "
+                            f"{src['n_layers'] - 1})")
+        try:
+            check_order(order, src["n_heads"])
+        except ValueError as e:
+            problems.append(f"{where}.{e}")
+        if m["from_step"] not in steps:
+            problems.append(f"{where}.from_step: {m['from_step']} is not a checkpoint step; valid steps: {steps}")
+    return problems
 
 
 def semantic_problems(config: dict) -> list[str]:
@@ -160,6 +212,8 @@ def semantic_problems(config: dict) -> list[str]:
     if config["source"] == "suite":
         for name, m in config["suite"]["models"].items():
             where = f"suite.models.{name}"
+            if "derived_from" in m:  # its source's shape (resolve_derived)
+                continue
             if m["d_model"] % m["n_heads"]:
                 problems.append(f"{where}: d_model {m['d_model']} is not divisible by n_heads {m['n_heads']}; "
                                 f"valid n_heads divide it, e.g. {[h for h in range(1, 17) if m['d_model'] % h == 0]}")

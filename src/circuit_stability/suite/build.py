@@ -144,3 +144,31 @@ def build_model(corpus_dir: str | Path, out: str | Path, shape: dict, training: 
     write_json(manifest, out / "suite.json")
     discard_resume_state(out)  # the run's outputs are complete
     return manifest
+
+
+def derive_member(source: str | Path, out: str | Path, layer: int, order: list[int], from_step: int) -> dict:
+    """Write a derived member's folder (:mod:`circuit_stability.suite.derive`): the source's checkpoints, with the
+    heads of ``layer`` permuted by ``order`` from ``from_step`` on, its training log (it was not trained: the
+    source's) and a manifest that is the source's plus ``derived`` (source, layer, order, from_step).
+
+    Returns:
+        The manifest written to ``suite.json``.
+
+    Raises:
+        ValueError: as :func:`~circuit_stability.suite.derive.derive_model`.
+    """
+    import pandas as pd
+
+    from circuit_stability.artifacts import parquet_metadata, read_json
+    from circuit_stability.suite.derive import derive_model
+
+    source, out = Path(source), Path(out)
+    manifest = read_json(source / "suite.json")
+    derive_model(source, out, manifest["checkpoints"], layer, list(order), from_step)
+    meta = parquet_metadata(source / "train_log.parquet")
+    write_parquet(pd.read_parquet(source / "train_log.parquet"), out / "train_log.parquet",
+                  {**meta, "model": out.name})
+    manifest = {**manifest, "model": out.name,
+                "derived": {"source": source.name, "layer": layer, "order": list(order), "from_step": from_step}}
+    write_json(manifest, out / "suite.json")
+    return manifest
