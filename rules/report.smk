@@ -83,13 +83,14 @@ rule figures:
     params:
         models=",".join(MODELS),
         dpi=config["plots"]["dpi"],
+        tokens_axis=config["plots"]["tokens_axis"],
     message:
         "Figures: reports/figures/ from the tables"
     log:
         "logs/figures.log",
     shell:
         "circuit-stability --log {log} plot --tables results/tables --out reports/figures --models {params.models} "
-        "--dpi {params.dpi}"
+        "--dpi {params.dpi} --tokens-axis {params.tokens_axis}"
 
 
 # The self-contained HTML report (every figure with its caption), built by the build itself so that

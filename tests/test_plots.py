@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from circuit_stability import plots
 from circuit_stability.tables import ALGORITHM_COLUMNS
@@ -67,3 +68,20 @@ def test_faithfulness_and_circuit_size_panels_without_valid_circuits_say_why(tmp
     assert _is_reason_panel(fig.axes[0], "l has no valid IOI circuit") and fig.axes[1].lines
     fig = plots.circuit_size_figure(circuits, ["l"], tmp_path / "c.png")
     assert _is_reason_panel(fig.axes[0], "no model has a valid circuit for this task") and fig.axes[1].axison
+
+
+def test_tokens_axis_is_log_by_default_and_linear_on_request(tmp_path):
+    """plots.tokens_axis: the paper's log axis (linear below the first checkpoint, so step 0 shows), or a linear
+    one for evenly spaced checkpoints; anything else is refused naming the valid values."""
+    steps = [0, 1, 2, 4, 250, 500, 750, 1000]
+    behavior = pd.DataFrame({"model": "m", "task": "ioi", "split": "all", "metric_name": "logit_diff",
+                             "step": steps, "tokens_seen": [s * 2048 for s in steps],
+                             "metric": np.linspace(0, 3, len(steps))})
+    log = plots.behavior_figure(behavior, ["m"], tmp_path / "log.png")
+    linear = plots.behavior_figure(behavior, ["m"], tmp_path / "linear.png", tokens_axis="linear")
+    assert log.axes[0].get_xscale() == "symlog" and linear.axes[0].get_xscale() == "linear"
+    # on the linear axis the evenly spaced checkpoints (250 on) fill more than 70% of the width
+    left, right = linear.axes[0].get_xlim()
+    assert (250 * 2048 - left) / (right - left) < 0.3
+    with pytest.raises(ValueError, match=r"tokens axis 'lin'; valid: \['log', 'linear'\]"):
+        plots.make_figures(tmp_path, tmp_path, ["m"], tokens_axis="lin")

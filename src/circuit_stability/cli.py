@@ -298,7 +298,8 @@ def cmd_plot(a: argparse.Namespace) -> None:
     """Draw the figures from the tables (never recomputes anything)."""
     from circuit_stability import plots
 
-    plots.make_figures(Path(a.tables), Path(a.out), model_order=a.models.split(","), dpi=a.dpi)
+    plots.make_figures(Path(a.tables), Path(a.out), model_order=a.models.split(","), dpi=a.dpi,
+                       tokens_axis=a.tokens_axis)
 
 
 # ---------------------------------------------------------------- tracking and data versioning (design §7)
@@ -731,6 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="figures folder")
     s.add_argument("--models", required=True, help="comma-separated model order (smallest first)")
     _option(s, "--dpi", "plots.dpi", "figure resolution (dots per inch)", type=int)
+    _option(s, "--tokens-axis", "plots.tokens_axis", "tokens-seen axis of Figures 1-3 and the circuit sizes: log "
+            "(log-spaced checkpoints) or linear (evenly spaced ones)", choices=["log", "linear"])
     s.set_defaults(fn=cmd_plot)
     _versioning_commands(sub)
     return p

@@ -45,9 +45,22 @@ def _tasks(frame: pd.DataFrame) -> list[str]:
     return [t for t in TASK_ORDER if t in present] + sorted(present - set(TASK_ORDER))
 
 
-def _tokens_axis(ax, frame: pd.DataFrame) -> None:
-    positive = frame.loc[frame["tokens_seen"] > 0, "tokens_seen"]
-    ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
+TOKENS_AXES = ("log", "linear")  # plots.tokens_axis
+
+
+def _tokens_axis(ax, frame: pd.DataFrame, scale: str = "log") -> None:
+    """Label a tokens-seen x axis. ``log``: logarithmic, linear below the first checkpoint after step 0 so the
+    initialisation shows (the paper's axes, for log-spaced checkpoints); ``linear``: for evenly spaced checkpoints
+    over most of training, where a log axis squeezes the span after the onsets into the right edge.
+
+    Raises:
+        ValueError: for another ``scale``, naming the valid ones.
+    """
+    if scale not in TOKENS_AXES:
+        raise ValueError(f"tokens axis {scale!r}; valid: {list(TOKENS_AXES)}")
+    if scale == "log":
+        positive = frame.loc[frame["tokens_seen"] > 0, "tokens_seen"]
+        ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
     ax.set_xlim(left=0)
     ax.set_xlabel("tokens seen")
     ax.grid(alpha=0.3)
@@ -73,7 +86,8 @@ def no_data(ax, reason: str) -> None:
             color="0.3")
 
 
-def behavior_figure(behavior: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120):
+def behavior_figure(behavior: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120,
+                    tokens_axis: str = "log"):
     """Figure 1: task metric (split 'all') against tokens seen, one panel per task, one line per model."""
     tasks = _tasks(behavior)
     ncols = min(2, len(tasks))
@@ -85,7 +99,7 @@ def behavior_figure(behavior: pd.DataFrame, model_order: list[str], path: Path, 
             f = frame[frame["model"] == model].sort_values("tokens_seen")
             ax.plot(f["tokens_seen"], f["metric"], marker="o", ms=3, label=model)
         ax.axhline(0, color="grey", lw=0.8)
-        _tokens_axis(ax, frame)
+        _tokens_axis(ax, frame, tokens_axis)
         ax.set_ylabel(METRIC_LABELS.get(frame["metric_name"].iloc[0], "metric"))
         ax.set_title(TASK_TITLES.get(task, task))
         ax.legend(title="model", fontsize=8)
@@ -123,7 +137,8 @@ def emergence_figure(emergence: pd.DataFrame, model_order: list[str], path: Path
     return _save(fig, path, dpi)
 
 
-def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120):
+def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120,
+                        tokens_axis: str = "log"):
     """Minimal-circuit size (edges) against tokens seen; hollow markers where the threshold was not reached."""
     tasks = _tasks(circuits)
     ncols = min(2, len(tasks))
@@ -143,7 +158,7 @@ def circuit_size_figure(circuits: pd.DataFrame, model_order: list[str], path: Pa
             ax.scatter(f.loc[ok, "tokens_seen"], f.loc[ok, "n_edges"], color=line.get_color(), s=12)
             ax.scatter(f.loc[~ok, "tokens_seen"], f.loc[~ok, "n_edges"], facecolors="none",
                        edgecolors=line.get_color(), s=12)
-        _tokens_axis(ax, frame)
+        _tokens_axis(ax, frame, tokens_axis)
         ax.set_ylabel("circuit size (edges)")
         ax.set_title(f"{TASK_TITLES.get(task, task)}: minimal circuit\n(hollow: not reached; grey x: not valid)")
         ax.legend(title="model")
@@ -240,19 +255,19 @@ def _panel_grid(n: int, width: float = 4.6, height: float = 3.4):
 
 
 def _component_panel(ax, frame: pd.DataFrame, component_emergence: pd.DataFrame, score: str, label: str,
-                     title: str) -> None:
+                     title: str, tokens_axis: str = "log") -> None:
     """Finish a panel of Figure 2 or 3: the score's threshold as a grey dashed line, the tokens axis, labels."""
     t = component_emergence.loc[component_emergence["score"] == score, "threshold"]
     if len(t):
         ax.axhline(float(t.iloc[0]), color="grey", lw=0.8, ls="--")
-    _tokens_axis(ax, frame)
+    _tokens_axis(ax, frame, tokens_axis)
     ax.set_ylabel(label)
     ax.set_title(title)
     ax.legend(fontsize=7)
 
 
 def components_figure(components: pd.DataFrame, roles: pd.DataFrame, component_emergence: pd.DataFrame,
-                      model_order: list[str], path: Path, dpi: int = 120):
+                      model_order: list[str], path: Path, dpi: int = 120, tokens_axis: str = "log"):
     """Figure 2: per component type, the strongest in-circuit head of each model (:func:`strongest_heads`)
     against tokens seen; dashed: the head never sits in the task's circuit with the role; dotted: no head ever
     holds the role. Grey line: the role's threshold."""
@@ -271,14 +286,14 @@ def components_figure(components: pd.DataFrame, roles: pd.DataFrame, component_e
             ax.plot(f["tokens_seen"], f["value"], style[kind], marker="o", ms=2.5,
                     label=f"{model} {head}" + ("" if kind == "in circuit" else f" ({kind})"))
         _component_panel(ax, components, component_emergence, score, label,
-                         f"{role.replace('_', '-')} ({TASK_TITLES.get(task, task)} circuit)")
+                         f"{role.replace('_', '-')} ({TASK_TITLES.get(task, task)} circuit)", tokens_axis)
     fig.suptitle("Strongest in-circuit head of each component type (Tigges et al. 2024, Figure 2)")
     fig.tight_layout()
     return _save(fig, path, dpi)
 
 
 def top_heads_figure(components: pd.DataFrame, component_emergence: pd.DataFrame, model_order: list[str],
-                     path: Path, dpi: int = 120, k: int = 5):
+                     path: Path, dpi: int = 120, k: int = 5, tokens_axis: str = "log"):
     """Figure 3: the largest model's top ``k`` heads of each component score (by maximum over training) against
     tokens seen, so hand-overs between heads show as crossing lines. Grey line: the score's threshold."""
     model = [m for m in model_order if m in set(components["model"])][-1]
@@ -292,7 +307,7 @@ def top_heads_figure(components: pd.DataFrame, component_emergence: pd.DataFrame
             g = f[f["head"] == head].sort_values("tokens_seen")
             ax.plot(g["tokens_seen"], g["value"], marker="o", ms=2.5, label=head)
         _component_panel(ax, f, component_emergence, score, label,
-                         f"{model}: top {k} {role.replace('_', '-')} heads")
+                         f"{model}: top {k} {role.replace('_', '-')} heads", tokens_axis)
     fig.suptitle(f"Component heads of {model} over training (Tigges et al. 2024, Figure 3)")
     fig.tight_layout()
     return _save(fig, path, dpi)
@@ -508,20 +523,29 @@ FIGURES = ("figure1_behavior.png", "circuit_size.png", "emergence.png", "faithfu
            "similarity.png", "findings.html")
 
 
-def make_figures(tables: Path, out: Path, model_order: list[str], dpi: int = 120) -> list[Path]:
+def make_figures(tables: Path, out: Path, model_order: list[str], dpi: int = 120,
+                 tokens_axis: str = "log") -> list[Path]:
     """Draw :data:`FIGURES` from ``tables/{behavior,circuits,emergence,faithfulness,components,roles,
-    component_emergence,handovers,component_lag,algorithm,circuit_edges}.parquet`` into ``out`` (PNG at ``dpi`` dots per inch)."""
+    component_emergence,handovers,component_lag,algorithm,circuit_edges}.parquet`` into ``out`` (PNG at ``dpi``
+    dots per inch), the tokens-seen axes of Figures 1–3 and the circuit sizes ``log`` or ``linear``
+    (:func:`_tokens_axis`; Figure 4 and the similarity figure are linear).
+
+    Raises:
+        ValueError: for a ``tokens_axis`` other than ``log`` or ``linear``, before drawing anything.
+    """
+    if tokens_axis not in TOKENS_AXES:
+        raise ValueError(f"tokens axis {tokens_axis!r}; valid: {list(TOKENS_AXES)}")
     circuits = pd.read_parquet(tables / "circuits.parquet")
-    behavior_figure(pd.read_parquet(tables / "behavior.parquet"), model_order, out / FIGURES[0], dpi)
-    circuit_size_figure(circuits, model_order, out / FIGURES[1], dpi)
+    behavior_figure(pd.read_parquet(tables / "behavior.parquet"), model_order, out / FIGURES[0], dpi, tokens_axis)
+    circuit_size_figure(circuits, model_order, out / FIGURES[1], dpi, tokens_axis)
     emergence_figure(pd.read_parquet(tables / "emergence.parquet"), model_order, out / FIGURES[2], dpi)
     faithfulness_figure(pd.read_parquet(tables / "faithfulness.parquet"), circuits, model_order, out / FIGURES[3],
                         dpi)
     components = pd.read_parquet(tables / "components.parquet")
     component_emergence = pd.read_parquet(tables / "component_emergence.parquet")
     components_figure(components, pd.read_parquet(tables / "roles.parquet"), component_emergence, model_order,
-                      out / FIGURES[4], dpi)
-    top_heads_figure(components, component_emergence, model_order, out / FIGURES[5], dpi)
+                      out / FIGURES[4], dpi, tokens_axis)
+    top_heads_figure(components, component_emergence, model_order, out / FIGURES[5], dpi, tokens_axis=tokens_axis)
     component_lag_page(pd.read_parquet(tables / "component_lag.parquet"),
                        pd.read_parquet(tables / "handovers.parquet"), component_emergence, out / FIGURES[6])
     algorithm_figure(pd.read_parquet(tables / "algorithm.parquet"), pd.read_parquet(tables / "circuit_edges.parquet"),
