@@ -140,14 +140,52 @@ def test_handovers_and_component_lag_by_hand():
     hand = handovers(role_flags(comp, THRESHOLDS), behavior, emergence, 0.5)
     assert hand[["role", "step_from", "step_to", "left", "joined"]].values.tolist() == [
         ["name_mover", 10, 20, "a2.h0", "a2.h1"]]
+    assert not hand["persistent"].any()  # a2.h0 held the role at one checkpoint only before step 20
     component_emergence = pd.DataFrame([
         {"model": "m", "score": "name_mover", "emergence_step": 10.0, "emergence_tokens": 640.0},
         {"model": "m", "score": "induction", "emergence_step": np.nan, "emergence_tokens": np.nan}])
     lag = component_lag_table(component_emergence, emergence, hand).set_index("role")
     assert lag.loc["name_mover", "relation"] == "with" and lag.loc["name_mover", "lag_steps"] == 0
-    assert lag.loc["name_mover", "handovers"] == 1
+    assert lag.loc["name_mover", "handovers"] == 1 and lag.loc["name_mover", "handovers_persistent"] == 0
     assert lag.loc["induction", "relation"] == "never" and lag.loc["s_inhibition", "relation"] == "never"
     early = component_emergence.assign(emergence_step=[0.0, 20.0], emergence_tokens=[0.0, 1280.0])
     lag = component_lag_table(early, emergence, hand).set_index("role")
     assert (lag.loc["name_mover", "relation"], lag.loc["name_mover", "lag_steps"]) == ("before", -10)
     assert (lag.loc["induction", "relation"], lag.loc["induction", "lag_tokens"]) == ("after", 640)
+
+
+def test_persistent_handovers_by_hand():
+    """Name movers over steps 0 … 70, IOI performed throughout. a2.h0 holds the role at 0, 10, 20 and hands it to
+    a2.h1 at 30, who keeps it at 30, 40: persistent (2 checkpoints each side). At 50 a2.h2 flickers in for one
+    checkpoint while a2.h1 flickers out (a raw hand-over from 40 to 50, and back from 50 to 60): neither is
+    persistent. At 70, the last checkpoint, a2.h0 takes over: raw, but with one checkpoint after it, not
+    persistent. With persistence 1 every raw hand-over is persistent."""
+    from circuit_stability.tables import handovers, role_flags
+
+    holders = {0: "a2.h0", 10: "a2.h0", 20: "a2.h0", 30: "a2.h1", 40: "a2.h1", 50: "a2.h2", 60: "a2.h1",
+               70: "a2.h0"}
+    comp = _components({(s, h): {"copy": 50.0 if h == holders[s] else 0.0, "direct_effect": -0.2}
+                        for s in holders for h in ("a2.h0", "a2.h1", "a2.h2")})
+    behavior = pd.DataFrame([{"model": "m", "task": "ioi", "split": "all", "step": s, "tokens_seen": s * 64,
+                              "metric_name": "logit_diff", "metric": 4.0, "learnt": True} for s in holders])
+    emergence = emergence_table(behavior, 0.5)
+    flags = role_flags(comp, THRESHOLDS)
+    hand = handovers(flags, behavior, emergence, 0.5)
+    assert hand[["step_from", "step_to", "left", "joined", "persistent", "left_persistent",
+                 "joined_persistent"]].values.tolist() == [
+        [20, 30, "a2.h0", "a2.h1", True, "a2.h0", "a2.h1"],
+        [40, 50, "a2.h1", "a2.h2", False, "", ""],
+        [50, 60, "a2.h2", "a2.h1", False, "", ""],
+        [60, 70, "a2.h1", "a2.h0", False, "", ""]]
+    assert handovers(flags, behavior, emergence, 0.5, persistence=1)["persistent"].all()
+    unperformed = behavior.assign(learnt=behavior["step"] != 10)  # not performed inside the first one's window
+    assert not handovers(flags, unperformed, emergence, 0.5)["persistent"].any()
+    with pytest.raises(ValueError, match="persistence 0"):
+        handovers(flags, behavior, emergence, 0.5, persistence=0)
+    # a2.h0 leaves for good at 20, but a2.h1 holds the role at 20 only: raw, not persistent
+    holders = {0: "a2.h0", 10: "a2.h0", 20: "a2.h1", 30: None, 40: None}
+    comp = _components({(s, h): {"copy": 50.0 if h == holders[s] else 0.0, "direct_effect": -0.2}
+                        for s in holders for h in ("a2.h0", "a2.h1")})
+    behavior = behavior[behavior["step"] <= 40]
+    hand = handovers(role_flags(comp, THRESHOLDS), behavior, emergence_table(behavior, 0.5), 0.5)
+    assert hand[["step_from", "step_to", "persistent"]].values.tolist() == [[10, 20, False]]

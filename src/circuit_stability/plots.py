@@ -325,10 +325,13 @@ def component_lag_page(lag: pd.DataFrame, hand: pd.DataFrame, component_emergenc
     text = ("<h3>Components against task onset</h3><p>Per model and task: the first checkpoint at which each "
             "component the task relies on appears (some head reaches the score's threshold), the task's onset "
             "(metric at half its final value), the lag (component step minus onset step; negative: the component "
-            "came first), and the number of hand-overs of that role while the task is performed.</p>"
+            "came first), and the number of hand-overs of that role while the task is performed, raw and "
+            "persistent.</p>"
             + lag.to_html(index=False, na_rep="", border=0)
             + "<h3>Hand-overs</h3><p>A head leaves the role between two consecutive checkpoints while another takes "
-            "it, the task performed at both.</p>"
+            "it, the task performed at both. Persistent: a head that left held the role at the two checkpoints up "
+            "to the hand-over and at neither of the two from it on, a head that joined did the reverse, and the "
+            "task is performed at all four (role tests at a threshold flicker; a raw hand-over may be noise).</p>"
             + (hand.to_html(index=False, border=0) if len(hand) else "<p>None.</p>")
             + "<h3>Component emergence</h3><p>Per model and score: the first checkpoint some head reaches the "
             "threshold, that head, and the best head and its score at the last checkpoint (for a type that never "

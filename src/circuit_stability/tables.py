@@ -286,21 +286,41 @@ def roles_table(flags: pd.DataFrame, circuits: pd.DataFrame) -> pd.DataFrame:
         ["model", "task", "step", "layer", "head_index"], kind="stable", ignore_index=True)
 
 
-def handovers(flags: pd.DataFrame, behavior: pd.DataFrame, emergence: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    """Role hand-overs between consecutive checkpoints while the task is performed (Tigges et al. 2024 §4.1).
+# Checkpoints on each side of a hand-over that a persistent one needs (:func:`handovers`)
+HANDOVER_PERSISTENCE = 2
+
+
+def handovers(flags: pd.DataFrame, behavior: pd.DataFrame, emergence: pd.DataFrame, fraction: float,
+              persistence: int = HANDOVER_PERSISTENCE) -> pd.DataFrame:
+    """Role hand-overs between consecutive checkpoints while the task is performed (Tigges et al. 2024 §4.1), raw
+    and persistent.
 
     A hand-over of role ``r`` from step ``t`` to the next analysed step ``t'`` is a head that holds ``r`` at ``t``
     and not at ``t'`` while another head that did not hold it at ``t`` holds it at ``t'``; it counts only when the
     role's task (:data:`ROLE_TASKS`) is performed at both steps (learnt there, and metric >= ``fraction`` x the
     final metric: the onset rule of :func:`emergence_table`, "performance held").
 
+    Role tests at a threshold flicker from one checkpoint to the next (a score near its threshold), so a raw
+    hand-over may be noise. A hand-over is *persistent* when some head that left held the role at the
+    ``persistence`` analysed checkpoints up to ``t`` and at none of the ``persistence`` from ``t'`` on, some head
+    that joined did the reverse, and the task is performed at all ``2 · persistence`` of them (a hand-over within
+    ``persistence - 1`` checkpoints of either end of the run cannot be persistent).
+
     Args:
         flags: :func:`role_flags`' rows; behavior: :func:`behavior_table`'s; emergence: :func:`emergence_table`'s
-        (with the same ``fraction``).
+            (with the same ``fraction``); persistence: checkpoints on each side (≥ 1; 1 makes every raw hand-over
+            persistent).
 
     Returns:
-        Rows ``model, task, role, step_from, step_to, tokens_to, left, joined`` (comma-separated heads).
+        Rows ``model, task, role, step_from, step_to, tokens_to, left, joined`` (comma-separated heads),
+        ``persistent`` (bool), ``left_persistent``, ``joined_persistent`` (the heads that satisfy it; empty when
+        not persistent).
+
+    Raises:
+        ValueError: if ``persistence`` < 1.
     """
+    if persistence < 1:
+        raise ValueError(f"persistence {persistence}: a hand-over needs at least 1 checkpoint on each side")
     frame = behavior[behavior["split"] == "all"]
     rows = []
     for task, task_roles in ROLE_TASKS.items():
@@ -311,20 +331,36 @@ def handovers(flags: pd.DataFrame, behavior: pd.DataFrame, emergence: pd.DataFra
                 continue
             bar = fraction * float(e["final_metric"].iloc[0])
             b = rows_b["metric"].where(rows_b["learnt"].astype(bool), -np.inf)  # not learnt: not performed
+            performed = {s: s in b.index and b[s] >= bar for s in set(flags.loc[flags["model"] == model, "step"])}
             f = flags[flags["model"] == model]
             steps = sorted(set(f["step"]))
             for role in (r for r in task_roles if r in f):
                 held = {s: set(f.loc[(f["step"] == s) & f[role], "head"]) for s in steps}
-                for t0, t1 in zip(steps, steps[1:]):
-                    if t0 not in b.index or t1 not in b.index or b[t0] < bar or b[t1] < bar:
+                for i, (t0, t1) in enumerate(zip(steps, steps[1:])):
+                    if not (performed[t0] and performed[t1]):
                         continue
                     left, joined = held[t0] - held[t1], held[t1] - held[t0]
-                    if left and joined:
-                        rows.append({"model": model, "task": task, "role": role, "step_from": t0, "step_to": t1,
-                                     "tokens_to": int(f.loc[f["step"] == t1, "tokens_seen"].iloc[0]),
-                                     "left": ",".join(sorted(left)), "joined": ",".join(sorted(joined))})
-    return pd.DataFrame(rows, columns=["model", "task", "role", "step_from", "step_to", "tokens_to", "left",
-                                       "joined"])
+                    if not (left and joined):
+                        continue
+                    before, after = steps[i + 1 - persistence:i + 1], steps[i + 1:i + 1 + persistence]
+                    window = (len(before) == persistence and i + 1 - persistence >= 0 and len(after) == persistence
+                              and all(performed[s] for s in (*before, *after)))
+                    stays_left = sorted(h for h in left if window and all(h in held[s] for s in before)
+                                        and not any(h in held[s] for s in after))
+                    stays_joined = sorted(h for h in joined if window and not any(h in held[s] for s in before)
+                                          and all(h in held[s] for s in after))
+                    persistent = bool(stays_left and stays_joined)
+                    rows.append({"model": model, "task": task, "role": role, "step_from": t0, "step_to": t1,
+                                 "tokens_to": int(f.loc[f["step"] == t1, "tokens_seen"].iloc[0]),
+                                 "left": ",".join(sorted(left)), "joined": ",".join(sorted(joined)),
+                                 "persistent": persistent,
+                                 "left_persistent": ",".join(stays_left) if persistent else "",
+                                 "joined_persistent": ",".join(stays_joined) if persistent else ""})
+    return pd.DataFrame(rows, columns=HANDOVER_COLUMNS).astype({"persistent": bool})
+
+
+HANDOVER_COLUMNS = ["model", "task", "role", "step_from", "step_to", "tokens_to", "left", "joined", "persistent",
+                    "left_persistent", "joined_persistent"]
 
 
 def component_lag_table(component_emergence: pd.DataFrame, emergence: pd.DataFrame,
@@ -339,7 +375,8 @@ def component_lag_table(component_emergence: pd.DataFrame, emergence: pd.DataFra
     Returns:
         Rows ``model, task, role, task_step, task_tokens, component_step, component_tokens, lag_steps,
         lag_tokens, relation`` (``before`` / ``with`` / ``after``; ``never`` when the component never appears,
-        ``task never`` when the task is never learnt), ``handovers`` (:func:`handovers`' count for that role).
+        ``task never`` when the task is never learnt), ``handovers`` and ``handovers_persistent``
+        (:func:`handovers`' raw and persistent counts for that role).
     """
     score_of = {"negative_name_mover": "negative_copy"}
     rows = []
@@ -353,12 +390,15 @@ def component_lag_table(component_emergence: pd.DataFrame, emergence: pd.DataFra
             lag = c_step - t_step
             relation = ("task never" if np.isnan(t_step) else "never" if np.isnan(c_step)
                         else "before" if lag < 0 else "with" if lag == 0 else "after")
-            n = int(((hand["model"] == e["model"]) & (hand["task"] == e["task"]) & (hand["role"] == role)).sum())
+            mine = (hand["model"] == e["model"]) & (hand["task"] == e["task"]) & (hand["role"] == role)
+            n, n_persistent = int(mine.sum()), int((mine & hand["persistent"].astype(bool)).sum())
             rows.append({"model": e["model"], "task": e["task"], "role": role, "task_step": t_step,
                          "task_tokens": t_tok, "component_step": c_step, "component_tokens": c_tok,
-                         "lag_steps": lag, "lag_tokens": c_tok - t_tok, "relation": relation, "handovers": n})
+                         "lag_steps": lag, "lag_tokens": c_tok - t_tok, "relation": relation, "handovers": n,
+                         "handovers_persistent": n_persistent})
     return pd.DataFrame(rows, columns=["model", "task", "role", "task_step", "task_tokens", "component_step",
-                                       "component_tokens", "lag_steps", "lag_tokens", "relation", "handovers"])
+                                       "component_tokens", "lag_steps", "lag_tokens", "relation", "handovers",
+                                       "handovers_persistent"])
 
 
 ALGORITHM_COLUMNS = ["model", "step", "tokens_seen", "panel", "receivers", "form", "denominator", "value", "n_class",
@@ -518,7 +558,8 @@ def findings_table(emergence: pd.DataFrame, lag: pd.DataFrame, hand: pd.DataFram
     - ``ii components with task``: per task, the lag of each component role behind the task's onset
       (:func:`component_lag_table`): ``value`` median lag in steps, ``low``/``high`` min and max, ``n`` roles
       that emerged; the note counts before / with / after / never.
-    - ``iii hand-overs``: per model, hand-overs while the task is performed (:func:`handovers`): ``value`` count.
+    - ``iii hand-overs``: per model, two rows: the raw hand-overs while the task is performed and the persistent
+      ones (:func:`handovers`): ``value`` count, the note per role.
     - ``iv algorithm``: per model and panel (form ``paper``, denominator every head), the mean of the metric over
       formed checkpoints, ``low``/``high`` min and max; NaN with the note where no checkpoint is formed.
     - ``v beyond noise``: per (model, task), ``value`` the fraction of consecutive valid checkpoint pairs whose
@@ -549,6 +590,11 @@ def findings_table(emergence: pd.DataFrame, lag: pd.DataFrame, hand: pd.DataFram
         add(finding="iii hand-overs", figure="component_lag.html", model=model, quantity="role hand-overs while "
             "the task is performed", value=float(len(h)), n=len(h),
             note=", ".join(f"{r} {n}" for r, n in h["role"].value_counts().sort_index().items()) or "none")
+        p = h[h["persistent"].astype(bool)]
+        add(finding="iii hand-overs", figure="component_lag.html", model=model,
+            quantity=f"persistent role hand-overs (held {HANDOVER_PERSISTENCE} checkpoints on each side)",
+            value=float(len(p)), n=len(p),
+            note=", ".join(f"{r} {n}" for r, n in p["role"].value_counts().sort_index().items()) or "none")
     a = algorithm[(algorithm["form"] == "paper") & (algorithm["denominator"] == "all")] if len(algorithm) else algorithm
     for model in sorted(set(a["model"])) if len(a) else []:
         for panel in ("B", "C", "D"):
