@@ -26,6 +26,11 @@ rule tables:
         emergence=ANALYSIS["emergence_fraction"],
         learnt=json.dumps(ANALYSIS["learnt"], sort_keys=True, separators=(",", ":")),
         thresholds=json.dumps(config["components"]["thresholds"], sort_keys=True, separators=(",", ":")),
+        # the planted controls (derived members), for the findings' control rows; none: the option is left out, so
+        # a study without them keeps its command
+        derived=(" --derived '" + json.dumps({m: {"source": e["derived_from"], "layer": e["permute_heads"]["layer"],
+                 "order": e["permute_heads"]["order"], "from_step": e["from_step"]} for m, e in DERIVED.items()},
+                 sort_keys=True, separators=(",", ":")) + "'") if config["source"] == "suite" and DERIVED else "",
     message:
         "Tables: behaviour, circuits, faithfulness, emergence, components and roles of the whole study (results/tables/)"
     log:
@@ -34,7 +39,7 @@ rule tables:
         "circuit-stability --log {log} tables --behavior {input.behavior} --circuits {input.circuits} "
         "--components {input.components} --stability {input.stability} --similarity {input.similarity} "
         "--component-thresholds '{params.thresholds}' "
-        "--emergence-fraction {params.emergence} --learnt '{params.learnt}' --out results/tables"
+        "--emergence-fraction {params.emergence} --learnt '{params.learnt}' --out results/tables{params.derived}"
 
 
 rule figures:

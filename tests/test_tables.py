@@ -189,3 +189,42 @@ def test_persistent_handovers_by_hand():
     behavior = behavior[behavior["step"] <= 40]
     hand = handovers(role_flags(comp, THRESHOLDS), behavior, emergence_table(behavior, 0.5), 0.5)
     assert hand[["step_from", "step_to", "persistent"]].values.tolist() == [[10, 20, False]]
+
+
+def test_planted_control_rows_by_hand():
+    """Source m: a2.h0 is the name mover at steps 0 … 40, IOI performed throughout. Member p permutes layer 2's
+    heads with order [1, 2, 0] from step 20 (new head i is m's head order[i]): m's a2.h0 becomes p's a2.h2, so p
+    hands the role from a2.h0 to a2.h2 at step 20: one planted hand-over, predicted and found; behaviour equal.
+    Reading the flags by head index instead of by holder predicts none (the control then reports one hand-over
+    not predicted), as does a wrong permutation (one missing, one not predicted)."""
+    from circuit_stability.tables import control_rows, handovers, relabel_flags, role_flags
+
+    steps, order = (0, 10, 20, 30, 40), [1, 2, 0]
+    source = _components({(s, h): {"copy": 50.0 if h == "a2.h0" else 0.0, "direct_effect": -0.2}
+                          for s in steps for h in ("a2.h0", "a2.h1", "a2.h2")})
+    flags_m = role_flags(source, THRESHOLDS)
+    flags = pd.concat([flags_m, relabel_flags(flags_m, "m", "p", 2, order, 20)], ignore_index=True)
+    held = flags[flags["name_mover"]].groupby(["model", "step"])["head"].first().to_dict()
+    assert held[("p", 10)] == "a2.h0" and held[("p", 20)] == "a2.h2" and held[("m", 20)] == "a2.h0"
+    behavior = pd.DataFrame([{"model": m, "task": "ioi", "split": "all", "step": s, "tokens_seen": s * 64,
+                              "metric_name": "logit_diff", "metric": 4.0, "learnt": True}
+                             for m in ("m", "p") for s in steps])
+    emergence = emergence_table(behavior, 0.5)
+    hand = handovers(flags, behavior, emergence, 0.5)
+    assert hand[["model", "step_to", "left", "joined"]].values.tolist() == [["p", 20, "a2.h0", "a2.h2"]]
+    derived = {"p": {"source": "m", "layer": 2, "order": order, "from_step": 20}}
+    rows = {r["quantity"].split(":")[0].split(" ")[0]: r
+            for r in control_rows(derived, behavior, flags, hand, emergence, 0.5, pd.DataFrame())}
+    assert rows["behaviour"]["value"] == 0.0 and rows["behaviour"]["n"] == 5
+    h = rows["hand-overs"]
+    assert (h["value"], h["low"], h["high"], h["n"]) == (1.0, 0.0, 0.0, 1)
+    assert h["note"] == "every hand-over as predicted (1 planted at step 20)"
+    by_index = {"p": {**derived["p"], "order": [0, 1, 2]}}  # heads compared by index: no relabelling
+    h = {r["quantity"].split(" ")[0]: r
+         for r in control_rows(by_index, behavior, flags, hand, emergence, 0.5, pd.DataFrame())}["hand-overs"]
+    assert (h["value"], h["low"], h["high"], h["n"]) == (0.0, 0.0, 1.0, 0)
+    swapped = {"p": {**derived["p"], "order": [2, 0, 1]}}  # predicts a2.h0 -> a2.h1, finds a2.h0 -> a2.h2
+    h = {r["quantity"].split(" ")[0]: r
+         for r in control_rows(swapped, behavior, flags, hand, emergence, 0.5, pd.DataFrame())}["hand-overs"]
+    assert (h["value"], h["low"], h["high"]) == (0.0, 1.0, 1.0)
+    assert h["note"] == ("missing name_mover a2.h0->a2.h1 at 20; not predicted name_mover a2.h0->a2.h2 at 20")

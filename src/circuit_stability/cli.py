@@ -291,7 +291,8 @@ def cmd_tables(a: argparse.Namespace) -> None:
 
     write_tables(a.behavior, a.circuits, Path(a.out), a.emergence_fraction, a.components,
                  json.loads(a.component_thresholds) if isinstance(a.component_thresholds, str) else a.component_thresholds,
-                 a.stability or [], a.similarity or [], learnt=_learnt_criterion(a.learnt))
+                 a.stability or [], a.similarity or [], learnt=_learnt_criterion(a.learnt),
+                 derived=json.loads(a.derived) if a.derived else {})
 
 
 def cmd_plot(a: argparse.Namespace) -> None:
@@ -725,6 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(s, "--component-thresholds", "components.thresholds",
             "JSON: each head-function score's threshold for the component emergence table")
     _learnt_option(s)
+    s.add_argument("--derived", default=None, help='JSON: the derived members (planted controls), e.g. {"m-permuted": '
+                   '{"source": "m", "layer": 1, "order": [1, 0], "from_step": 100}} (default: none)')
     s.set_defaults(fn=cmd_tables)
 
     s = sub.add_parser("plot", help="figures from the tables", description=cmd_plot.__doc__)

@@ -548,7 +548,8 @@ FINDINGS_COLUMNS = ["finding", "figure", "model", "task", "quantity", "value", "
 
 
 def findings_table(emergence: pd.DataFrame, lag: pd.DataFrame, hand: pd.DataFrame, algorithm: pd.DataFrame,
-                   similarity: pd.DataFrame, cross: pd.DataFrame, behavior: pd.DataFrame) -> pd.DataFrame:
+                   similarity: pd.DataFrame, cross: pd.DataFrame, behavior: pd.DataFrame,
+                   controls: list[dict] = ()) -> pd.DataFrame:
     """The paper's four findings and the noise-floor one, each as measured numbers with their uncertainty
     (the report's and README's findings section). Rows (:data:`FINDINGS_COLUMNS`):
 
@@ -566,6 +567,7 @@ def findings_table(emergence: pd.DataFrame, lag: pd.DataFrame, hand: pd.DataFram
       change exceeds the noise floor (``real_change``), ``low``/``high`` the median edge Jaccard between
       consecutive checkpoints and the median within-checkpoint Jaccard; ``n`` pairs.
     - ``cross-model``: per task at the last step, the median composition Jaccard between models (min, max).
+    - ``control``: the planted controls' rows (:func:`control_rows`), appended as given.
     """
     rows = []
     add = lambda **r: rows.append({c: r.get(c, np.nan if c in ("value", "low", "high", "n") else None)  # noqa: E731
@@ -623,21 +625,99 @@ def findings_table(emergence: pd.DataFrame, lag: pd.DataFrame, hand: pd.DataFram
                 quantity=f"role-pair composition Jaccard between models at step {int(f['step'].iloc[0])}",
                 value=float(c.median()) if len(c) else np.nan, low=float(c.min()) if len(c) else np.nan,
                 high=float(c.max()) if len(c) else np.nan, n=len(c))
+    rows += [{c: r.get(c, np.nan if c in ("value", "low", "high", "n") else None) for c in FINDINGS_COLUMNS}
+             for r in controls]
     out = pd.DataFrame(rows, columns=FINDINGS_COLUMNS)
     return out.astype({"value": "float64", "low": "float64", "high": "float64", "n": "float64"})
+
+
+def relabel_flags(flags: pd.DataFrame, source: str, model: str, layer: int, order: list[int],
+                  from_step: int) -> pd.DataFrame:
+    """The role flags a member derived from ``source`` by permuting ``layer``'s heads with ``order`` from
+    ``from_step`` on must have (:mod:`circuit_stability.suite.derive`): the source's rows, renamed ``model``, with
+    the head ``a{layer}.h{h}`` renamed ``a{layer}.h{i}`` (``order[i] == h``) at the steps from ``from_step``."""
+    from circuit_stability.graph import head_name
+    from circuit_stability.suite.derive import relabel
+
+    f = flags[flags["model"] == source].copy()
+    f["model"] = model
+    moved = (f["step"] >= from_step) & (f["layer"] == layer)
+    f.loc[moved, "head_index"] = [relabel(int(h), order) for h in f.loc[moved, "head_index"]]
+    f.loc[moved, "head"] = [head_name(layer, int(h)) for h in f.loc[moved, "head_index"]]
+    return f.sort_values(["model", "step", "layer", "head_index"], kind="stable", ignore_index=True)
+
+
+def control_rows(derived: dict[str, dict], behavior: pd.DataFrame, flags: pd.DataFrame, hand: pd.DataFrame,
+                 emergence: pd.DataFrame, fraction: float, algorithm: pd.DataFrame) -> list[dict]:
+    """The planted controls' findings rows (design §5 "Planted controls"): for each derived member, whether the
+    analyses recover the known answer of its head permutation.
+
+    - ``behaviour``: ``value`` the largest |metric difference| from the source over every task and checkpoint, in
+      units of the source's largest |metric| (0 up to float rounding).
+    - ``hand-overs``: ``value`` the hand-overs found that the permutation predicts (:func:`handovers` on the
+      source's role flags relabelled, :func:`relabel_flags`, with the member's own behaviour); ``low`` the
+      predicted ones not found, ``high`` the ones found and not predicted; ``n`` predicted at ``from_step``
+      (the planted ones). All three must match for the control to pass: the note says which do not.
+    - ``algorithm``: the largest |difference| of the Fig. 4 B–D metrics from the source's (percentage points,
+      every form and denominator; NaN where neither has a value).
+
+    Args:
+        derived: member → ``{"source", "layer", "order", "from_step"}``; the other arguments: this module's
+            tables of the study.
+    """
+    rows = []
+    key = ["task", "role", "step_from", "step_to", "left", "joined"]
+    for model, d in sorted(derived.items()):
+        src = d["source"]
+        a = behavior[(behavior["model"] == src) & (behavior["split"] == "all")].set_index(["task", "step"])["metric"]
+        b = behavior[(behavior["model"] == model) & (behavior["split"] == "all")].set_index(["task", "step"])["metric"]
+        common = a.index.intersection(b.index)
+        diff = float((a[common] - b[common]).abs().max() / max(a[common].abs().max(), 1e-12)) if len(common) else np.nan
+        rows.append({"finding": "control", "figure": "behavior", "model": model, "quantity":
+                     f"behaviour: largest |metric difference| from {src} (units of its largest |metric|)",
+                     "value": diff, "n": len(common), "note": f"planted: layer {d['layer']} heads in order "
+                     f"{d['order']} from step {d['from_step']}"})
+        predicted = handovers(relabel_flags(flags, src, model, d["layer"], d["order"], d["from_step"]),
+                              behavior, emergence, fraction)
+        found = hand[hand["model"] == model]
+        p, f = set(map(tuple, predicted[key].values.tolist())), set(map(tuple, found[key].values.tolist()))
+        planted = sum(1 for r in p if r[3] == d["from_step"])
+        missing, extra = sorted(p - f), sorted(f - p)
+        rows.append({"finding": "control", "figure": "component_lag.html", "model": model,
+                     "quantity": "hand-overs found as the permutation predicts (low: missing, high: not predicted)",
+                     "value": float(len(p & f)), "low": float(len(missing)), "high": float(len(extra)),
+                     "n": planted, "note": "; ".join(
+                         [f"missing {r[1]} {r[4]}->{r[5]} at {r[3]}" for r in missing]
+                         + [f"not predicted {r[1]} {r[4]}->{r[5]} at {r[3]}" for r in extra]) or
+                     f"every hand-over as predicted ({planted} planted at step {d['from_step']})"})
+        cols = ["step", "panel", "receivers", "form", "denominator"]
+        if len(algorithm):
+            x = algorithm[algorithm["model"] == src].set_index(cols)["value"]
+            y = algorithm[algorithm["model"] == model].set_index(cols)["value"]
+            both = x.index.intersection(y.index)
+            gap = (x[both] - y[both]).abs()
+            value = float(gap.max()) if gap.notna().any() else np.nan
+        else:
+            both, value = [], np.nan
+        rows.append({"finding": "control", "figure": "figure4_algorithm.png", "model": model,
+                     "quantity": f"Fig. 4 B-D: largest |difference| from {src} (percentage points)",
+                     "value": value, "n": len(both),
+                     "note": None if np.isfinite(value) else "no algorithm metric defined in either"})
+    return rows
 
 
 def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Path, emergence_fraction: float,
                  components: list[str | Path], component_thresholds: dict[str, float],
                  stability: list[str | Path] = (), similarity: list[str | Path] = (), *,
-                 learnt: LearntCriterion) -> None:
+                 learnt: LearntCriterion, derived: dict[str, dict] | None = None) -> None:
     """Write ``behavior``, ``circuits``, ``circuit_edges``, ``faithfulness``, ``emergence``, ``components``, ``component_emergence``,
     ``roles``, ``handovers``, ``component_lag`` and ``algorithm`` ``.parquet`` into ``out`` (``emergence_fraction``:
     the onset rule of :func:`emergence_table`; ``components``: the components parquets; ``component_thresholds``:
     ``components.thresholds``, for :func:`component_emergence_table` and :func:`role_flags`; ``stability``: the
     stability parquets, for :func:`algorithm_table`; ``similarity``: the per-model similarity parquets, for
     ``similarity``, ``composition``, ``cross_model`` and ``findings``; ``learnt``: when a task is learnt, for
-    :func:`behavior_table`)."""
+    :func:`behavior_table`; ``derived``: the study's derived members, member → source, layer, order, from_step,
+    for the findings' control rows, :func:`control_rows`)."""
     c = components_table(list(components))
     component_emergence = component_emergence_table(c, component_thresholds)
     write_parquet(c, out / "components.parquet")
@@ -664,4 +744,5 @@ def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Pa
     write_parquet(composition, out / "composition.parquet")
     cross = cross_model_table(composition, edges)
     write_parquet(cross, out / "cross_model.parquet")
-    write_parquet(findings_table(e, lag, hand, algorithm, sim, cross, b), out / "findings.parquet")
+    controls = control_rows(derived or {}, b, flags, hand, e, emergence_fraction, algorithm)
+    write_parquet(findings_table(e, lag, hand, algorithm, sim, cross, b, controls), out / "findings.parquet")
