@@ -381,6 +381,10 @@ def test_planted_head_permutation_is_recovered_by_every_analysis(study, tmp_path
     cols = ["task", "step", "src_role", "dst_role", "n_edges"]
     a, b = (comp[comp["model"] == m].sort_values(cols).reset_index(drop=True) for m in (src, der))
     assert a[cols].equals(b[cols])
+    controls = pd.read_parquet(tables / "findings.parquet").query("finding == 'control'").set_index("figure")
+    assert list(controls["model"]) == [der] * 3
+    assert controls.loc["behavior", "value"] <= 1e-5 and controls.loc["behavior", "n"] == len(TASKS) * len(STEPS)
+    assert controls.loc["component_lag.html", ["low", "high"]].tolist() == [0.0, 0.0]  # nothing missing or extra
     sim = pd.read_parquet(tables / "similarity.parquet")
     for t in TASKS:
         c0, c200 = (set(CircuitRecord.read(cwd / f"results/circuits/{der}/{t}/step{s}.json").edges) for s in SCORED)

@@ -202,7 +202,7 @@ def test_planted_control_rows_by_hand():
     steps, order = (0, 10, 20, 30, 40), [1, 2, 0]
     source = _components({(s, h): {"copy": 50.0 if h == "a2.h0" else 0.0, "direct_effect": -0.2}
                           for s in steps for h in ("a2.h0", "a2.h1", "a2.h2")})
-    flags_m = role_flags(source, THRESHOLDS)
+    flags_m = role_flags(source.astype({"layer": "int32", "head_index": "int32"}), THRESHOLDS)  # as the records
     flags = pd.concat([flags_m, relabel_flags(flags_m, "m", "p", 2, order, 20)], ignore_index=True)
     held = flags[flags["name_mover"]].groupby(["model", "step"])["head"].first().to_dict()
     assert held[("p", 10)] == "a2.h0" and held[("p", 20)] == "a2.h2" and held[("m", 20)] == "a2.h0"

@@ -642,8 +642,9 @@ def relabel_flags(flags: pd.DataFrame, source: str, model: str, layer: int, orde
     f = flags[flags["model"] == source].copy()
     f["model"] = model
     moved = (f["step"] >= from_step) & (f["layer"] == layer)
-    f.loc[moved, "head_index"] = [relabel(int(h), order) for h in f.loc[moved, "head_index"]]
-    f.loc[moved, "head"] = [head_name(layer, int(h)) for h in f.loc[moved, "head_index"]]
+    new_index = f["head_index"].map({h: relabel(h, order) for h in range(len(order))})
+    f["head_index"] = f["head_index"].where(~moved, new_index).astype(f["head_index"].dtype)
+    f["head"] = [head_name(layer, int(i)) if m else h for h, i, m in zip(f["head"], f["head_index"], moved)]
     return f.sort_values(["model", "step", "layer", "head_index"], kind="stable", ignore_index=True)
 
 
