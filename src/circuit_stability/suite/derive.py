@@ -100,13 +100,13 @@ def derive_model(source: str | Path, out: str | Path, steps: list[int], layer: i
     if from_step not in steps:
         raise ValueError(f"from_step {from_step} is not a checkpoint step; valid: {steps}")
     source, out = Path(source), Path(out)
+    n_heads = json.loads((source / f"step{from_step}" / "config.json").read_text())["num_attention_heads"]
     for step in steps:
         with atomic_dir(out / f"step{step}") as tmp:
             for f in (source / f"step{step}").iterdir():
                 if f.name != "model.safetensors" or step < from_step:  # before from_step: the source's bytes
                     shutil.copy2(f, tmp / f.name)
             if step >= from_step:
-                n_heads = json.loads((source / f"step{step}" / "config.json").read_text())["num_attention_heads"]
                 state = permute_heads(load_file(source / f"step{step}" / "model.safetensors"), layer, order, n_heads)
                 save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
 
