@@ -27,9 +27,10 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
 from circuit_stability.artifacts import atomic_dir
+
+# torch is imported where it is used: the config check imports check_order while the workflow is planned, which
+# must not load torch (tests/test_config.py, "planning imports no torch")
 
 
 def check_order(order: list[int], n_heads: int) -> None:
@@ -61,6 +62,8 @@ def permute_heads(state: dict[str, torch.Tensor], layer: int, order: list[int], 
         ValueError: if ``order`` is not a non-identity permutation of the heads, or the layer has no such
             parameters (wrong layer index or prefix).
     """
+    import torch
+
     check_order(order, n_heads)
     qkv_w, qkv_b = f"{prefix}.{layer}.attention.query_key_value.weight", f"{prefix}.{layer}.attention.query_key_value.bias"
     dense_w = f"{prefix}.{layer}.attention.dense.weight"
