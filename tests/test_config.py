@@ -123,7 +123,7 @@ def test_snakemake_lays_an_extending_study_over_its_base(tmp_path):
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     assert "Training suite model mini-l-seed3" in text and "Training suite model mini-l " in text
-    assert ", 4250, 4500)" in text  # the checkpoints of the default's 4,500 training steps
+    assert ", 5750, 6000)" in text  # the checkpoints of the default's 6,000 training steps
     out = subprocess.run(["snakemake", "-n", "models/mini-s/suite.json", "--configfile", "config/seeds.yaml"],
                          cwd=tmp_path, capture_output=True, text=True)
     assert "No rule to produce models/mini-s/suite.json" in out.stdout + out.stderr  # not a seeds-study member
