@@ -292,7 +292,8 @@ def test_yaml_error_names_the_file_and_line(tmp_path):
 
 def test_planning_the_workflow_imports_no_torch():
     """Every module the Snakefile and rules import at parse time (each `snakemake` command; each SLURM job parses
-    twice) loads without torch or TransformerLens, which only the jobs need (~1 s and ~4 s of CPU to import)."""
+    twice) loads, and the Snakefile's check of a config with a derived member runs, without torch or
+    TransformerLens, which only the jobs need (~1 s and ~4 s of CPU to import)."""
     import re
     import sys
 
@@ -300,7 +301,12 @@ def test_planning_the_workflow_imports_no_torch():
     imported = r"^from (circuit_stability[\w.]*) import"
     modules = sorted({m for f in sources for m in re.findall(imported, f.read_text(), re.M)})
     assert "circuit_stability.models" in modules and "circuit_stability.records" in modules, modules
+    derived = {"derived_from": "quick-m", "permute_heads": {"layer": 1, "order": [2, 0, 3, 1]}, "from_step": 100}
     code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "from circuit_stability.config import load_config, validate_config\n"
+            f"c = load_config({str(ROOT / 'config/quick.yaml')!r})\n"
+            f"c['suite']['models']['quick-m-permuted'] = {derived!r}\n"
+            "assert 'quick-m-permuted' in validate_config(c)['suite']['models']\n"
             "print(sorted(m for m in ('torch', 'transformer_lens') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", f"planning imports {out.stdout.strip()} (from one of {modules})"
