@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from circuit_stability.checkpoints import checkpoint_schedule, pythia_schedule
+from circuit_stability.config import ConfigError, load_config, study_outputs, trained_elsewhere
 from snakemake.logging import logger
 
 from circuit_stability.kernels import env_prefix
@@ -49,6 +50,28 @@ else:
 
 # the study's config file(s), as given to this build
 CONFIGFILES = " ".join(map(str, workflow.configfiles)) or DEFAULT_CONFIG
+
+# The study-wide outputs (tables, figures, report): the default study's (config/config.yaml's, which dvc.yaml
+# versions) at results/tables, reports/figures and reports/report.html; another study's under its own name
+# (results/studies/<study>/tables, ...), so that building the seeds or long study never overwrites the default's.
+OUTPUTS = study_outputs(config["study"], load_config(DEFAULT_CONFIG, resolve=False).get("study")
+                        if Path(DEFAULT_CONFIG).is_file() else None)
+TABLES, FIGURES, REPORT = OUTPUTS["tables"], OUTPUTS["figures"], OUTPUTS["report"]
+
+# A corpus or trained member already built with other settings (another study's of the same name, or this study's
+# before its config changed) would be regenerated or retrained over: refuse before any job starts, naming it.
+if config["source"] == "suite":
+    _conflicts = trained_elsewhere(
+        ".",
+        {c: {"seed": corpus_seed(c, FAMILY, SUITE["corpus"]["seed"]), "weights": SUITE["corpus"]["weights"],
+             "shape": [TRAINING["max_steps"], TRAINING["batch_size"], TRAINING["context"]]}
+         for c in sorted(set(CORPUS_OF.values()))},
+        {m: {**{k: v for k, v in SUITE["models"][m].items() if not k.endswith("_seed")},
+             "training": {**{k: v for k, v in TRAINING.items() if k != "decay_steps" or v is not None},
+                          "seed": SEEDS[m].weight}}
+         for m in TRAINED})
+    if _conflicts:
+        raise ConfigError("this study would overwrite work already built:\n  " + "\n  ".join(_conflicts))
 
 SCORED = STEPS if ANALYSIS["steps"] == "all" else sorted(ANALYSIS["steps"])  # checked by validate_config
 SCORED = thin(SCORED, ANALYSIS["every"])  # every k-th (analysis.every), the first and last kept

@@ -1,4 +1,5 @@
-# Tables (long-format parquet over the whole study) and the figures drawn from them.
+# Tables (long-format parquet over the whole study) and the figures drawn from them, at the study's own paths
+# (TABLES, FIGURES, REPORT: rules/common.smk).
 
 rule tables:
     input:
@@ -8,21 +9,22 @@ rule tables:
         stability=lambda w: validated(STABILITY_FILES),
         similarity=lambda w: validated(SIMILARITY_FILES),
     output:
-        behavior="results/tables/behavior.parquet",
-        circuits="results/tables/circuits.parquet",
-        emergence="results/tables/emergence.parquet",
-        faithfulness="results/tables/faithfulness.parquet",
-        components="results/tables/components.parquet",
-        component_emergence="results/tables/component_emergence.parquet",
-        roles="results/tables/roles.parquet",
-        handovers="results/tables/handovers.parquet",
-        component_lag="results/tables/component_lag.parquet",
-        algorithm="results/tables/algorithm.parquet",
-        similarity="results/tables/similarity.parquet",
-        composition="results/tables/composition.parquet",
-        cross_model="results/tables/cross_model.parquet",
-        findings="results/tables/findings.parquet",
+        behavior=f"{TABLES}/behavior.parquet",
+        circuits=f"{TABLES}/circuits.parquet",
+        emergence=f"{TABLES}/emergence.parquet",
+        faithfulness=f"{TABLES}/faithfulness.parquet",
+        components=f"{TABLES}/components.parquet",
+        component_emergence=f"{TABLES}/component_emergence.parquet",
+        roles=f"{TABLES}/roles.parquet",
+        handovers=f"{TABLES}/handovers.parquet",
+        component_lag=f"{TABLES}/component_lag.parquet",
+        algorithm=f"{TABLES}/algorithm.parquet",
+        similarity=f"{TABLES}/similarity.parquet",
+        composition=f"{TABLES}/composition.parquet",
+        cross_model=f"{TABLES}/cross_model.parquet",
+        findings=f"{TABLES}/findings.parquet",
     params:
+        tables=TABLES,
         emergence=ANALYSIS["emergence_fraction"],
         learnt=json.dumps(ANALYSIS["learnt"], sort_keys=True, separators=(",", ":")),
         thresholds=json.dumps(config["components"]["thresholds"], sort_keys=True, separators=(",", ":")),
@@ -32,14 +34,14 @@ rule tables:
                  "order": e["permute_heads"]["order"], "from_step": e["from_step"]} for m, e in DERIVED.items()},
                  sort_keys=True, separators=(",", ":")) + "'") if config["source"] == "suite" and DERIVED else "",
     message:
-        "Tables: behaviour, circuits, faithfulness, emergence, components and roles of the whole study (results/tables/)"
+        f"Tables: behaviour, circuits, faithfulness, emergence, components and roles of the whole study ({TABLES}/)"
     log:
         "logs/tables.log",
     shell:
         "circuit-stability --log {log} tables --behavior {input.behavior} --circuits {input.circuits} "
         "--components {input.components} --stability {input.stability} --similarity {input.similarity} "
         "--component-thresholds '{params.thresholds}' "
-        "--emergence-fraction {params.emergence} --learnt '{params.learnt}' --out results/tables{params.derived}"
+        "--emergence-fraction {params.emergence} --learnt '{params.learnt}' --out {params.tables}{params.derived}"
 
 
 rule figures:
@@ -48,53 +50,55 @@ rule figures:
     output:
         # labels: columns of each category's table, so a figure's one-line meaning stands beside it (the full
         # caption is its "Description"); report/workflow.rst lists the same figures on the landing page
-        report("reports/figures/figure1_behavior.png", caption="../report/behavior.rst",
+        report(f"{FIGURES}/figure1_behavior.png", caption="../report/behavior.rst",
                category="Figure 1: behaviour over training",
                labels={"figure": "task behaviour", "shows": "each task's metric against tokens seen, per model"}),
-        report("reports/figures/circuit_size.png", caption="../report/circuit_size.rst",
+        report(f"{FIGURES}/circuit_size.png", caption="../report/circuit_size.rst",
                category="Figure 5: circuit size over training",
                labels={"figure": "minimal-circuit size",
                        "shows": "edges of the minimal circuit against tokens seen; grey x: not valid"}),
-        report("reports/figures/emergence.png", caption="../report/emergence.rst",
+        report(f"{FIGURES}/emergence.png", caption="../report/emergence.rst",
                category="Figure 1: behaviour over training",
                labels={"figure": "emergence", "shows": "tokens seen when each task is first learnt at half its final metric"}),
-        report("reports/figures/faithfulness_curves.png", caption="../report/faithfulness.rst",
+        report(f"{FIGURES}/faithfulness_curves.png", caption="../report/faithfulness.rst",
                category="Circuit faithfulness",
                labels={"figure": "faithfulness curves",
                        "shows": "f_norm against the fraction of edges kept, largest model"}),
-        report("reports/figures/figure2_components.png", caption="../report/components.rst",
+        report(f"{FIGURES}/figure2_components.png", caption="../report/components.rst",
                category="Figure 2: components over training",
                labels={"figure": "strongest component heads",
                        "shows": "score of each model's strongest in-circuit head of each type against tokens seen"}),
-        report("reports/figures/figure3_top_heads.png", caption="../report/top_heads.rst",
+        report(f"{FIGURES}/figure3_top_heads.png", caption="../report/top_heads.rst",
                category="Figure 3: component heads of the largest model",
                labels={"figure": "top heads", "shows": "the largest model's top 5 heads of each score over training"}),
-        report("reports/figures/component_lag.html", caption="../report/component_lag.rst",
+        report(f"{FIGURES}/component_lag.html", caption="../report/component_lag.rst",
                category="Figure 2: components over training",
                labels={"figure": "component lag (table)",
                        "shows": "components before, with or after their task's onset; hand-overs"}),
-        report("reports/figures/figure4_algorithm.png", caption="../report/algorithm.rst",
+        report(f"{FIGURES}/figure4_algorithm.png", caption="../report/algorithm.rst",
                category="Figure 4: the IOI algorithm over training",
                labels={"figure": "IOI algorithm", "shows": "share of each IOI stage's path-patching effect carried "
                        "by its class of heads, against tokens seen; the largest model's circuit by role"}),
-        report("reports/figures/similarity.png", caption="../report/similarity.rst",
+        report(f"{FIGURES}/similarity.png", caption="../report/similarity.rst",
                category="Circuit similarity and its noise floor",
                labels={"figure": "circuit similarity", "shows": "Jaccard with the previous and the final checkpoint "
                        "against tokens seen, over the bootstrap noise floor"}),
-        report("reports/figures/findings.html", caption="../report/findings.rst",
+        report(f"{FIGURES}/findings.html", caption="../report/findings.rst",
                category="Findings",
                labels={"figure": "findings (table)", "shows": "the paper's four findings and the noise-floor one, "
                        "measured on this study"}),
     params:
+        tables=TABLES,
+        figures=FIGURES,
         models=",".join(MODELS),
         dpi=config["plots"]["dpi"],
         tokens_axis=config["plots"]["tokens_axis"],
     message:
-        "Figures: reports/figures/ from the tables"
+        f"Figures: {FIGURES}/ from the tables"
     log:
         "logs/figures.log",
     shell:
-        "circuit-stability --log {log} plot --tables results/tables --out reports/figures --models {params.models} "
+        "circuit-stability --log {log} plot --tables {params.tables} --out {params.figures} --models {params.models} "
         "--dpi {params.dpi} --tokens-axis {params.tokens_axis}"
 
 
@@ -105,7 +109,7 @@ rule report:
     input:
         rules.figures.output,
     output:
-        "reports/report.html",
+        REPORT,
     params:
         configfiles=CONFIGFILES,
     localrule: True

@@ -1,6 +1,8 @@
 """A bad config fails before any job starts, with a message naming the key and the allowed values."""
 
 import copy
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,7 +24,7 @@ def quick():
 def test_shipped_configs_are_valid():
     from circuit_stability.config import load_config
 
-    for name in ("config.yaml", "quick.yaml", "pythia.yaml", "seeds.yaml"):
+    for name in ("config.yaml", "quick.yaml", "pythia.yaml", "seeds.yaml", "long.yaml"):
         validate_config(load_config(ROOT / "config" / name), SCHEMA)
 
 
@@ -59,6 +61,79 @@ def test_the_seeds_study_differs_from_the_default_only_in_its_name_and_models():
     assert {k for k in default["suite"] if default["suite"][k] != seeds["suite"][k]} == {"models"}
     assert list(seeds["suite"]["models"]) == ["mini-l", *(f"mini-l-seed{k}" for k in range(1, 5))]
     assert seeds["suite"]["models"]["mini-l"] == default["suite"]["models"]["mini-l"]
+
+
+def test_the_long_study_shares_the_default_corpus_generator_and_schedule_shape():
+    """config/long.yaml changes the study's name, threads, its corpus folder's name and length, the training length
+    and checkpoint spacing, the models and the analysis thinning, and nothing else of the default it extends."""
+    from circuit_stability.config import load_config
+
+    default = validate_config(load_config(ROOT / "config/config.yaml"), SCHEMA)
+    long = validate_config(load_config(ROOT / "config/long.yaml"), SCHEMA)
+    assert {k for k in default if default[k] != long[k]} == {"study", "threads", "suite", "analysis"}
+    assert {k for k in default["suite"] if default["suite"][k] != long["suite"][k]} == {"name", "training", "models"}
+    assert long["suite"]["corpus"] == default["suite"]["corpus"]
+    changed = {k for k in default["suite"]["training"] if default["suite"]["training"][k] != long["suite"]["training"][k]}
+    assert changed == {"max_steps", "checkpoint_every"}
+    assert {k for k in default["analysis"] if default["analysis"][k] != long["analysis"][k]} == {"every"}
+    assert long["suite"]["models"]["mini-l-long"] == default["suite"]["models"]["mini-l"]
+
+
+def _project_copy(dest: Path) -> Path:
+    for item in ("Snakefile", "rules", "config", "profiles", "report"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
+    return dest
+
+
+def test_each_study_writes_its_own_tables_figures_and_report(tmp_path):
+    """The default study writes results/tables, reports/figures and reports/report.html (what dvc.yaml versions);
+    the seeds and long studies write theirs under their names, so none overwrites another's."""
+    repo = _project_copy(tmp_path)
+    for configfile, tables, report in (
+            ("config/config.yaml", "results/tables", "reports/report.html"),
+            ("config/seeds.yaml", "results/studies/seeds/tables", "reports/studies/seeds/report.html"),
+            ("config/long.yaml", "results/studies/long/tables", "reports/studies/long/report.html")):
+        out = subprocess.run(["snakemake", "-n", "--configfile", configfile], cwd=repo, capture_output=True, text=True)
+        text = out.stdout + out.stderr
+        assert out.returncode == 0, text[-3000:]
+        planned = set(re.findall(r"(?:results|reports)/[\w/.-]+", text))
+        assert {f"{tables}/findings.parquet", report, f"{report.rsplit('/', 1)[0]}/figures/similarity.png"} <= planned
+        default_paths = {p for p in planned if p.startswith(("results/tables/", "reports/figures/", "reports/report"))}
+        assert bool(default_paths) == (tables == "results/tables"), sorted(default_paths)[:5]
+
+
+def test_a_study_never_retrains_another_studys_model_or_corpus(tmp_path):
+    """A trained member or corpus folder whose manifest records other settings (another study's of the same name)
+    stops the build before any job starts, naming the folder and each differing setting; one built with the same
+    settings (the default study's mini-l, shared by the seeds study) is reused."""
+    repo = _project_copy(tmp_path)
+    from circuit_stability.config import load_config
+
+    cfg = validate_config(load_config(ROOT / "config/config.yaml"), SCHEMA)
+    training = {**{k: v for k, v in cfg["suite"]["training"].items() if k != "decay_steps" or v is not None}, "seed": 0}
+    manifest = {"model": "mini-l", **cfg["suite"]["models"]["mini-l"], "training": training}
+    (repo / "models/mini-l").mkdir(parents=True)
+    (repo / "models/mini-l/suite.json").write_text(json.dumps(manifest))
+    seeds = ["snakemake", "-n", "models/mini-l-seed1/suite.json", "--configfile", "config/seeds.yaml"]
+    out = subprocess.run(seeds, cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]  # the same settings: no conflict
+
+    manifest["training"]["max_steps"] = 4500  # the default study's mini-l of an earlier recipe
+    (repo / "models/mini-l/suite.json").write_text(json.dumps(manifest))
+    corpus = {"seed": 0, "weights": cfg["suite"]["corpus"]["weights"], "shape": [20000, 32, 64]}
+    (repo / "data/corpus/mini").mkdir(parents=True)
+    (repo / "data/corpus/mini/corpus.json").write_text(json.dumps(corpus))  # a longer stream under the same name
+    out = subprocess.run(seeds, cwd=repo, capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "models/mini-l holds a model built with other settings (training.max_steps: 4500 -> 6000)" in text
+    assert "data/corpus/mini holds a corpus built with other settings (shape: [20000, 32, 64] -> [6000, 32, 64])" in text
+    assert "give this study's model another name, or delete models/mini-l to rebuild it" in text
+    assert json.loads((repo / "models/mini-l/suite.json").read_text()) == manifest  # nothing touched
+    out = subprocess.run(["snakemake", "-n", "--configfile", "config/long.yaml"], cwd=repo, capture_output=True,
+                         text=True)  # the long study names its own corpus and model: no conflict
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
 
 
 @pytest.mark.parametrize("mutate, expected", [

@@ -345,3 +345,63 @@ def load_config(path: str | Path, resolve: bool = True) -> dict:
 def config_hash(config: dict) -> str:
     """Short SHA-256 of the canonical JSON of ``config`` (identifies a study's settings)."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def study_outputs(study: str, default_study: str) -> dict[str, str]:
+    """Where a study's study-wide outputs go: ``tables`` (folder of the long-format parquet tables), ``figures``
+    (folder) and ``report`` (the HTML report). The default study (the one ``config/config.yaml`` names, which
+    ``dvc.yaml`` versions) writes ``results/tables``, ``reports/figures`` and ``reports/report.html``; any other
+    study writes the same names under ``results/studies/<study>/`` and ``reports/studies/<study>/``, so building
+    one study never overwrites another's tables, figures or report. Per-model outputs (``models/<model>``,
+    ``results/<stage>/<model>/``) are named by model and shared by every study listing that model.
+    """
+    if study == default_study:
+        return {"tables": "results/tables", "figures": "reports/figures", "report": "reports/report.html"}
+    return {"tables": f"results/studies/{study}/tables", "figures": f"reports/studies/{study}/figures",
+            "report": f"reports/studies/{study}/report.html"}
+
+
+def trained_elsewhere(root: str | Path, corpora: dict[str, dict], members: dict[str, dict]) -> list[str]:
+    """What this study would retrain or regenerate over another's work: each corpus folder or trained member
+    folder under ``root`` whose manifest records other settings than this study asks for (a study sharing a
+    name with another study's member or corpus, or this study's settings edited after it was built). Snakemake
+    would rerun such a job and overwrite the folder; the caller refuses instead, before any job starts.
+
+    Args:
+        root: the project folder (holding ``data/corpus/`` and ``models/``).
+        corpora: corpus name -> what its ``corpus.json`` must record: ``seed``, ``weights`` and ``shape``
+            (``[max_steps, batch_size, context]``).
+        members: trained member name -> what its ``suite.json`` must record: the shape's keys (``n_layers``,
+            ``d_model``, ...) and ``training`` (the training settings with the weight seed as ``seed``).
+
+    Returns:
+        One line per conflicting folder, naming it, each differing setting (recorded -> asked), and the two
+        ways out; empty if there is none. A folder without a readable manifest is not a conflict (Snakemake
+        rebuilds an incomplete one anyway).
+    """
+    root = Path(root)
+    problems = []
+
+    def flat(d: dict, at: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{at}{k}.") if isinstance(v, dict) and k != "weights" else {f"{at}{k}": v})
+        return out
+
+    def differences(recorded: dict, asked: dict) -> list[str]:
+        have, want = flat(json.loads(json.dumps(recorded))), flat(json.loads(json.dumps(asked)))
+        return [f"{k}: {have.get(k)!r} -> {v!r}" for k, v in sorted(want.items()) if have.get(k) != v]
+
+    for kind, folder, manifest, wanted in (
+            *(("corpus", f"data/corpus/{name}", "corpus.json", asked) for name, asked in corpora.items()),
+            *(("model", f"models/{name}", "suite.json", asked) for name, asked in members.items())):
+        try:
+            recorded = json.loads((root / folder / manifest).read_text())
+        except (OSError, ValueError):
+            continue
+        diff = differences(recorded, wanted)
+        if diff:
+            problems.append(f"{folder} holds a {kind} built with other settings ({'; '.join(diff)}): another "
+                            f"study's, or this study's before its config changed. Building would overwrite it: give "
+                            f"this study's {kind} another name, or delete {folder} to rebuild it")
+    return problems
