@@ -228,3 +228,51 @@ def test_planted_control_rows_by_hand():
          for r in control_rows(swapped, behavior, flags, hand, emergence, 0.5, pd.DataFrame())}["hand-overs"]
     assert (h["value"], h["low"], h["high"]) == (0.0, 1.0, 1.0)
     assert h["note"] == ("missing name_mover a2.h0->a2.h1 at 20; not predicted name_mover a2.h0->a2.h2 at 20")
+
+    # the circuits: m keeps {input -> a2.h0<q>, a2.h0 -> logits} at steps 10 and 20; p's is the same at 10 and has
+    # a2.h0 renamed a2.h2 at 20, so p's edge Jaccard 20 vs 10 is 0 (predicted 0, m's own 1), flagged beyond the
+    # noise floor; the role-pair compositions are equal (Jaccard 1)
+    def circuit(model, step, head):
+        return [{"model": model, "task": "ioi", "step": step, "src": u, "dst": v}
+                for u, v in (("input", f"{head}<q>"), (head, "logits"))]
+
+    edges = pd.DataFrame([*circuit("m", 10, "a2.h0"), *circuit("m", 20, "a2.h0"), *circuit("p", 10, "a2.h0"),
+                          *circuit("p", 20, "a2.h2")])
+    sim = pd.DataFrame([{"model": m, "task": "ioi", "step": 20, "prev_step": 10, "jaccard_prev": j, "real_change": c}
+                        for m, j, c in (("m", 1.0, False), ("p", 0.0, True))])
+    cross = pd.DataFrame([{"task": "ioi", "step": s, "model_a": "m", "model_b": "p", "composition_jaccard": 1.0}
+                          for s in (10, 20)])
+    rows = control_rows(derived, behavior, flags, hand, emergence, 0.5, pd.DataFrame(), edges, sim, cross)
+    j = next(r for r in rows if r["quantity"].startswith("edge Jaccard"))
+    assert (j["task"], j["value"], j["low"], j["high"], j["note"]) == ("ioi", 0.0, 0.0, 1.0,
+                                                                       "beyond the noise floor: yes")
+    c = next(r for r in rows if r["quantity"].startswith("role-pair composition"))
+    assert (c["value"], c["high"], c["n"]) == (1.0, 1.0, 2)
+
+
+def test_algorithm_findings_give_both_forms_and_what_never_forms():
+    """Fig. 4 rows per path-patching form (the paper's first); where no checkpoint is formed the note counts the
+    checkpoints holding each class and the effect share it carries: here a name mover carrying 60% and 80% of
+    the logits' effect at both checkpoints, no S-inhibition head, an induction head at one checkpoint."""
+    from circuit_stability.tables import findings_table
+
+    rows = []
+    for form in ("paper", "direct"):
+        for step, b in ((10, 60.0), (20, 80.0)):
+            for panel, n, value in (("B", 1, b), ("C", 0, np.nan), ("D", int(step == 20), 30.0 if step == 20 else
+                                                                   np.nan)):
+                rows.append({"model": "m", "step": step, "panel": panel, "form": form, "denominator": "all",
+                             "value": value, "n_class": n, "formed": False,
+                             "reason": None if np.isfinite(value) else "no head of the class"})
+    algorithm = pd.DataFrame(rows)
+    empty = pd.DataFrame(columns=["model", "task", "step", "emergence_tokens", "lag_steps", "relation", "role",
+                                  "persistent", "jaccard_prev", "real_change", "boot_main_median"])
+    out = findings_table(empty, empty, empty, algorithm, empty, pd.DataFrame(), empty)
+    iv = out[out["finding"] == "iv algorithm"]
+    assert iv["quantity"].tolist() == [f"Fig. 4 {p} after formation (%, form {f})" for f in ("paper", "direct")
+                                       for p in "BCD"]
+    assert iv["value"].isna().all() and (iv["n"] == 0).all()
+    assert iv["note"].iloc[0].endswith(
+        "B: name-mover class at 2 of 2 checkpoints, carrying 70% of the effect on average (min 60%, max 80%); "
+        "C: S-inhibition heads at 0 of 2 checkpoints; D: induction or duplicate-token heads at 1 of 2 checkpoints, "
+        "carrying 30% of the effect on average (min 30%, max 30%)")

@@ -544,6 +544,26 @@ def _no_formation(rows: pd.DataFrame) -> str:
     return f"{text}: {reasons[0]}" if len(reasons) == 1 else text
 
 
+CLASS_OF_PANEL = {"B": "name-mover class", "C": "S-inhibition heads", "D": "induction or duplicate-token heads"}
+"""The class of heads whose share of the path-patching effect each Fig. 4 panel measures (module stability)."""
+
+
+def _class_presence(rows: pd.DataFrame) -> str:
+    """For a model that never forms the IOI algorithm (one form's rows, every checkpoint): at how many
+    checkpoints each panel's class of heads exists, and what share of the effect it carries where defined
+    (the path-patching decomposition of what carries IOI instead)."""
+    parts = []
+    steps = rows["step"].nunique()
+    for panel, name in CLASS_OF_PANEL.items():
+        f = rows[rows["panel"] == panel]
+        present = int(f.loc[f["n_class"] > 0, "step"].nunique())
+        v = f.loc[f["n_class"] > 0, "value"].dropna()
+        share = f", carrying {v.mean():.0f}% of the effect on average (min {v.min():.0f}%, max {v.max():.0f}%)" \
+            if len(v) else ""
+        parts.append(f"{panel}: {name} at {present} of {steps} checkpoints{share}")
+    return "; ".join(parts)
+
+
 FINDINGS_COLUMNS = ["finding", "figure", "model", "task", "quantity", "value", "low", "high", "n", "note"]
 
 
@@ -561,8 +581,10 @@ def findings_table(emergence: pd.DataFrame, lag: pd.DataFrame, hand: pd.DataFram
       that emerged; the note counts before / with / after / never.
     - ``iii hand-overs``: per model, two rows: the raw hand-overs while the task is performed and the persistent
       ones (:func:`handovers`): ``value`` count, the note per role.
-    - ``iv algorithm``: per model and panel (form ``paper``, denominator every head), the mean of the metric over
-      formed checkpoints, ``low``/``high`` min and max; NaN with the note where no checkpoint is formed.
+    - ``iv algorithm``: per model, path-patching form (``paper`` first, then ``direct``) and panel (denominator
+      every head), the mean of the metric over formed checkpoints, ``low``/``high`` min and max; NaN where no
+      checkpoint is formed, with a note saying why, at how many checkpoints each panel's class of heads exists
+      and the share of the effect it carries where it does (what carries IOI instead).
     - ``v beyond noise``: per (model, task), ``value`` the fraction of consecutive valid checkpoint pairs whose
       change exceeds the noise floor (``real_change``), ``low``/``high`` the median edge Jaccard between
       consecutive checkpoints and the median within-checkpoint Jaccard; ``n`` pairs.
@@ -597,16 +619,19 @@ def findings_table(emergence: pd.DataFrame, lag: pd.DataFrame, hand: pd.DataFram
             quantity=f"persistent role hand-overs (held {HANDOVER_PERSISTENCE} checkpoints on each side)",
             value=float(len(p)), n=len(p),
             note=", ".join(f"{r} {n}" for r, n in p["role"].value_counts().sort_index().items()) or "none")
-    a = algorithm[(algorithm["form"] == "paper") & (algorithm["denominator"] == "all")] if len(algorithm) else algorithm
+    a = algorithm[algorithm["denominator"] == "all"] if len(algorithm) else algorithm
     for model in sorted(set(a["model"])) if len(a) else []:
-        for panel in ("B", "C", "D"):
-            f = a[(a["model"] == model) & (a["panel"] == panel)]
-            formed = f[f["formed"]]["value"].dropna()
-            add(finding="iv algorithm", figure="figure4_algorithm.png", model=model, task="ioi",
-                quantity=f"Fig. 4 {panel} after formation (%, form paper)",
-                value=float(formed.mean()) if len(formed) else np.nan,
-                low=float(formed.min()) if len(formed) else np.nan, high=float(formed.max()) if len(formed) else np.nan,
-                n=len(formed), note=None if len(formed) else _no_formation(f))
+        for form in sorted(set(a["form"]), key=lambda x: (x != "paper", x)):  # the paper's form first
+            m = a[(a["model"] == model) & (a["form"] == form)]
+            for panel in ("B", "C", "D"):
+                f = m[m["panel"] == panel]
+                formed = f[f["formed"]]["value"].dropna()
+                add(finding="iv algorithm", figure="figure4_algorithm.png", model=model, task="ioi",
+                    quantity=f"Fig. 4 {panel} after formation (%, form {form})",
+                    value=float(formed.mean()) if len(formed) else np.nan,
+                    low=float(formed.min()) if len(formed) else np.nan,
+                    high=float(formed.max()) if len(formed) else np.nan,
+                    n=len(formed), note=None if len(formed) else f"{_no_formation(f)}; {_class_presence(m)}")
     for (model, task), f in similarity.groupby(["model", "task"], sort=True):
         pairs = f[f["jaccard_prev"].notna()]
         real = pairs["real_change"].dropna()
@@ -649,7 +674,8 @@ def relabel_flags(flags: pd.DataFrame, source: str, model: str, layer: int, orde
 
 
 def control_rows(derived: dict[str, dict], behavior: pd.DataFrame, flags: pd.DataFrame, hand: pd.DataFrame,
-                 emergence: pd.DataFrame, fraction: float, algorithm: pd.DataFrame) -> list[dict]:
+                 emergence: pd.DataFrame, fraction: float, algorithm: pd.DataFrame, edges: pd.DataFrame | None = None,
+                 similarity: pd.DataFrame | None = None, cross: pd.DataFrame | None = None) -> list[dict]:
     """The planted controls' findings rows (design §5 "Planted controls"): for each derived member, whether the
     analyses recover the known answer of its head permutation.
 
@@ -661,6 +687,15 @@ def control_rows(derived: dict[str, dict], behavior: pd.DataFrame, flags: pd.Dat
       (the planted ones). All three must match for the control to pass: the note says which do not.
     - ``algorithm``: the largest |difference| of the Fig. 4 B–D metrics from the source's (percentage points,
       every form and denominator; NaN where neither has a value).
+    - ``edge Jaccard`` (given ``edges`` and ``similarity``), per task with valid circuits at ``from_step`` and the
+      scored step before it: ``value`` the member's edge Jaccard between the two circuits, ``low`` the value the
+      permutation predicts (the source's earlier circuit against its ``from_step`` circuit with the permuted
+      layer's heads renamed, :func:`~circuit_stability.suite.derive.relabel_node`), ``high`` the source's own;
+      the note says whether the member's change is beyond the noise floor (``real_change``), which it must be
+      wherever the prediction is below the within-checkpoint Jaccard.
+    - ``composition`` (given ``cross``): ``value`` the smallest role-pair composition Jaccard between the member
+      and its source over every (task, step) where both have a valid circuit (1: roles, not head indices, carry
+      the composition), ``low`` the largest, ``n`` the pairs compared.
 
     Args:
         derived: member → ``{"source", "layer", "order", "from_step"}``; the other arguments: this module's
@@ -704,6 +739,49 @@ def control_rows(derived: dict[str, dict], behavior: pd.DataFrame, flags: pd.Dat
                      "quantity": f"Fig. 4 B-D: largest |difference| from {src} (percentage points)",
                      "value": value, "n": len(both),
                      "note": None if np.isfinite(value) else "no algorithm metric defined in either"})
+        if edges is not None and similarity is not None and len(similarity):
+            rows += _edge_jaccard_controls(model, d, edges, similarity)
+        if cross is not None and len(cross):
+            pair = cross[((cross["model_a"] == src) & (cross["model_b"] == model))
+                         | ((cross["model_a"] == model) & (cross["model_b"] == src))]["composition_jaccard"].dropna()
+            rows.append({"finding": "control", "figure": "similarity.png", "model": model,
+                         "quantity": f"role-pair composition Jaccard with {src} (smallest; high: largest)",
+                         "value": float(pair.min()) if len(pair) else np.nan,
+                         "high": float(pair.max()) if len(pair) else np.nan, "n": len(pair),
+                         "note": "every (task, step) with valid circuits in both" if len(pair) else
+                         "no (task, step) with valid circuits in both"})
+    return rows
+
+
+def _edge_jaccard_controls(model: str, d: dict, edges: pd.DataFrame, similarity: pd.DataFrame) -> list[dict]:
+    """The ``edge Jaccard`` control rows of :func:`control_rows` (one per task with valid circuits at both
+    steps)."""
+    from circuit_stability.similarity import jaccard
+    from circuit_stability.suite.derive import relabel_node
+
+    src, step = d["source"], d["from_step"]
+    rows = []
+    for task in sorted(set(similarity.loc[similarity["model"] == model, "task"])):
+        mine = similarity[(similarity["model"] == model) & (similarity["task"] == task) & (similarity["step"] == step)]
+        theirs = similarity[(similarity["model"] == src) & (similarity["task"] == task) & (similarity["step"] == step)]
+        if mine.empty or theirs.empty or not np.isfinite(float(mine["jaccard_prev"].iloc[0])):
+            continue
+        prev = int(mine["prev_step"].iloc[0])
+
+        def edge_set(m, s, rename=False):
+            e = edges[(edges["model"] == m) & (edges["task"] == task) & (edges["step"] == s)]
+            f = (lambda n: relabel_node(n, d["layer"], d["order"])) if rename else (lambda n: n)
+            return {(f(u), f(v)) for u, v in zip(e["src"], e["dst"])}
+
+        predicted = jaccard(edge_set(src, prev), edge_set(src, step, rename=True))
+        flagged = mine["real_change"].iloc[0] if "real_change" in mine else None
+        rows.append({"finding": "control", "figure": "similarity.png", "model": model, "task": task,
+                     "quantity": f"edge Jaccard of step {step} with step {prev} (low: predicted by the permutation; "
+                                 f"high: {src}'s own)",
+                     "value": float(mine["jaccard_prev"].iloc[0]), "low": float(predicted),
+                     "high": float(theirs["jaccard_prev"].iloc[0]), "n": 1,
+                     "note": "beyond the noise floor: " + ("undefined" if flagged is None or pd.isna(flagged) else
+                                                          "yes" if bool(flagged) else "no")})
     return rows
 
 
@@ -745,5 +823,5 @@ def write_tables(behavior: list[str | Path], circuits: list[str | Path], out: Pa
     write_parquet(composition, out / "composition.parquet")
     cross = cross_model_table(composition, edges)
     write_parquet(cross, out / "cross_model.parquet")
-    controls = control_rows(derived or {}, b, flags, hand, e, emergence_fraction, algorithm)
+    controls = control_rows(derived or {}, b, flags, hand, e, emergence_fraction, algorithm, edges, sim, cross)
     write_parquet(findings_table(e, lag, hand, algorithm, sim, cross, b, controls), out / "findings.parquet")

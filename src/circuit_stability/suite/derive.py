@@ -89,6 +89,18 @@ def relabel(head: int, order: list[int]) -> int:
     return list(order).index(head)
 
 
+def relabel_node(name: str, layer: int, order: list[int]) -> str:
+    """The derived model's name of the source model's graph node ``name`` (``a{l}.h{h}``, or a head's input
+    ``a{l}.h{h}<q|k|v>``): a head of ``layer`` takes its new index (:func:`relabel`); every other node (other
+    layers, MLPs ``m{l}``, ``input``, ``logits``) keeps its name."""
+    import re
+
+    m = re.fullmatch(r"a(\d+)\.h(\d+)(<[qkv]>)?", name)
+    if not m or int(m.group(1)) != layer:
+        return name
+    return f"a{layer}.h{relabel(int(m.group(2)), order)}{m.group(3) or ''}"
+
+
 def derive_model(source: str | Path, out: str | Path, steps: list[int], layer: int, order: list[int],
                  from_step: int) -> None:
     """Write the derived member's checkpoints: ``out/step{s}`` is ``source/step{s}`` for ``s < from_step`` and
