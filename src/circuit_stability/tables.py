@@ -687,9 +687,9 @@ def control_rows(derived: dict[str, dict], behavior: pd.DataFrame, flags: pd.Dat
       (the planted ones). All three must match for the control to pass: the note says which do not.
     - ``algorithm``: the largest |difference| of the Fig. 4 B–D metrics from the source's (percentage points,
       every form and denominator; NaN where neither has a value).
-    - ``edge Jaccard`` (given ``edges`` and ``similarity``), per task with valid circuits at ``from_step`` and the
-      scored step before it: ``value`` the member's edge Jaccard between the two circuits, ``low`` the value the
-      permutation predicts (the source's earlier circuit against its ``from_step`` circuit with the permuted
+    - ``edge Jaccard`` (given ``edges`` and ``similarity``), per task with valid circuits at the first scored step
+      from ``from_step`` on and at the scored step before it: ``value`` the member's edge Jaccard between the two circuits, ``low`` the value the
+      permutation predicts (the source's earlier circuit against its later circuit with the permuted
       layer's heads renamed, :func:`~circuit_stability.suite.derive.relabel_node`), ``high`` the source's own;
       the note says whether the member's change is beyond the noise floor (``real_change``), which it must be
       wherever the prediction is below the within-checkpoint Jaccard.
@@ -759,7 +759,11 @@ def _edge_jaccard_controls(model: str, d: dict, edges: pd.DataFrame, similarity:
     from circuit_stability.similarity import jaccard
     from circuit_stability.suite.derive import relabel_node
 
-    src, step = d["source"], d["from_step"]
+    src = d["source"]
+    scored = sorted(s for s in set(similarity.loc[similarity["model"] == model, "step"]) if s >= d["from_step"])
+    if not scored:
+        return []
+    step = int(scored[0])  # the first scored checkpoint of the permuted model
     rows = []
     for task in sorted(set(similarity.loc[similarity["model"] == model, "task"])):
         mine = similarity[(similarity["model"] == model) & (similarity["task"] == task) & (similarity["step"] == step)]
