@@ -1,12 +1,13 @@
 """Summarise a built study's tables as Markdown: what the README's and docs' default-study tables show.
 
-Reads ``results/tables/`` (``behavior``, ``circuits``, ``emergence``, ``findings``) of the study in the current
-folder (or ``--root``) and prints, per model and task: the final checkpoint's metric overall and on the seen /
+Reads the tables (``behavior``, ``circuits``, ``emergence``, ``findings``) of the study in the current folder (or
+``--root``): ``results/tables/``, or ``results/studies/<study>/tables/`` with ``--study`` (a study other than the
+default, e.g. ``--study long``), and prints, per model and task: the final checkpoint's metric overall and on the seen /
 held-out splits with its accuracy and whether it is learnt, the minimal circuit there (edges, f_paper, f_norm), the
 onset (first checkpoint learnt at half the final metric; "not learnt" when the last checkpoint is not), the onset
 as a fraction of training and the checkpoints after it; then how many circuits are valid, and the findings table.
 
-Usage: ``python scripts/study_summary.py [--root PATH]`` after ``snakemake --cores all``.
+Usage: ``python scripts/study_summary.py [--root PATH] [--study NAME]`` after ``snakemake --cores all``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ TASKS = ("ioi", "gp", "greater_than", "sva")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("."), help="the study's folder (default: here)")
+    ap.add_argument("--study", help="a study other than the default: read results/studies/<study>/tables")
     a = ap.parse_args()
-    tables = a.root / "results" / "tables"
+    tables = a.root / "results" / ("tables" if a.study is None else f"studies/{a.study}/tables")
     b = pd.read_parquet(tables / "behavior.parquet")
     c = pd.read_parquet(tables / "circuits.parquet")
     e = pd.read_parquet(tables / "emergence.parquet").set_index(["model", "task"])
