@@ -16,6 +16,7 @@ from circuit_stability.scale import Shape, job_resources, pythia_shape, thin
 from circuit_stability.suite.seeds import corpus_name, corpus_seed, member_seeds
 
 THREADS = config["threads"]
+TRAIN_THREADS = config["train_threads"] or THREADS  # training jobs only (the --threads of their command)
 # `env ATEN_CPU_CAPABILITY=... ` in front of every torch job with cpu_kernels: portable; nothing with native.
 KERNELS = env_prefix(config["cpu_kernels"])
 TASKS = sorted(config["tasks"])

@@ -38,7 +38,7 @@ if config["source"] == "suite":
                                 sort_keys=True),
             corpus=lambda w: f"data/corpus/{CORPUS_OF[w.model]}",
             seed=lambda w: SEEDS[w.model].weight,  # the weight seed
-        threads: THREADS
+        threads: TRAIN_THREADS
         priority: training_priority
         message:
             "Training suite model {wildcards.model} (weight seed {params.seed}, corpus {params.corpus}; checkpoints at "

@@ -64,14 +64,14 @@ def test_the_seeds_study_differs_from_the_default_only_in_its_name_and_models():
 
 
 def test_the_long_study_shares_the_default_corpus_generator_and_schedule_shape():
-    """config/long.yaml changes the study's name, threads, its corpus folder's name and length, the training length
-    and checkpoint spacing, the models, the analysis thinning and the tokens-seen axis, and nothing else of the default
-    it extends."""
+    """config/long.yaml changes the study's name, the training threads, its corpus folder's name and length, the
+    training length and checkpoint spacing, the models, the analysis thinning and the tokens-seen axis, and nothing
+    else of the default it extends."""
     from circuit_stability.config import load_config
 
     default = validate_config(load_config(ROOT / "config/config.yaml"), SCHEMA)
     long = validate_config(load_config(ROOT / "config/long.yaml"), SCHEMA)
-    assert {k for k in default if default[k] != long[k]} == {"study", "threads", "suite", "analysis", "plots"}
+    assert {k for k in default if default[k] != long[k]} == {"study", "train_threads", "suite", "analysis", "plots"}
     assert {k for k in default["suite"] if default["suite"][k] != long["suite"][k]} == {"name", "training", "models"}
     assert long["suite"]["corpus"] == default["suite"]["corpus"]
     changed = {k for k in default["suite"]["training"] if default["suite"]["training"][k] != long["suite"]["training"][k]}
