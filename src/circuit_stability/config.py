@@ -347,13 +347,14 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def study_outputs(study: str, default_study: str) -> dict[str, str]:
+def study_outputs(study: str, default_study: str | None) -> dict[str, str]:
     """Where a study's study-wide outputs go: ``tables`` (folder of the long-format parquet tables), ``figures``
-    (folder) and ``report`` (the HTML report). The default study (the one ``config/config.yaml`` names, which
-    ``dvc.yaml`` versions) writes ``results/tables``, ``reports/figures`` and ``reports/report.html``; any other
-    study writes the same names under ``results/studies/<study>/`` and ``reports/studies/<study>/``, so building
-    one study never overwrites another's tables, figures or report. Per-model outputs (``models/<model>``,
-    ``results/<stage>/<model>/``) are named by model and shared by every study listing that model.
+    (folder) and ``report`` (the HTML report). The default study (``default_study``: the one
+    ``config/config.yaml`` names, which ``dvc.yaml`` versions; None when there is none) writes ``results/tables``,
+    ``reports/figures`` and ``reports/report.html``; any other study writes the same names under
+    ``results/studies/<study>/`` and ``reports/studies/<study>/``, so building one study never overwrites
+    another's tables, figures or report. Per-model outputs (``models/<model>``, ``results/<stage>/<model>/``)
+    are named by model and shared by every study listing that model.
     """
     if study == default_study:
         return {"tables": "results/tables", "figures": "reports/figures", "report": "reports/report.html"}
