@@ -57,6 +57,9 @@ def test_every_versioned_artefact_lies_in_a_dvc_output(tmp_path):
     outs = [next(iter(o)) for s in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values() for o in s["outs"]]
     for item in ("Snakefile", "rules", "config"):  # a copy: Snakemake writes its .snakemake/ state where it runs
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
+    # the quick study as the default, as in the test repositories (conftest.quick_checkout): dvc.yaml versions the
+    # default study's tables, figures and report
+    shutil.copy(ROOT / "config/quick.yaml", tmp_path / "config/config.yaml")
     summary = run_ok(["snakemake", "--summary", *CONFIG], tmp_path).stdout.splitlines()
     files = [line.split("\t")[0] for line in summary[1:] if "\t" in line]
     assert len(files) > 40

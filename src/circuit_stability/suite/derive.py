@@ -24,6 +24,7 @@ Permuting with ``order`` makes new head ``i`` the old head ``order[i]``: the row
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -93,8 +94,6 @@ def relabel_node(name: str, layer: int, order: list[int]) -> str:
     """The derived model's name of the source model's graph node ``name`` (``a{l}.h{h}``, or a head's input
     ``a{l}.h{h}<q|k|v>``): a head of ``layer`` takes its new index (:func:`relabel`); every other node (other
     layers, MLPs ``m{l}``, ``input``, ``logits``) keeps its name."""
-    import re
-
     m = re.fullmatch(r"a(\d+)\.h(\d+)(<[qkv]>)?", name)
     if not m or int(m.group(1)) != layer:
         return name
