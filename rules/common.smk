@@ -41,6 +41,10 @@ if config["source"] == "suite":
     STEPS = checkpoint_schedule(TRAINING["max_steps"], TRAINING["checkpoint_every"], TRAINING["log_until"])
     TOKENS_PER_STEP = TRAINING["batch_size"] * TRAINING["context"]
     TOKENIZER = f"data/corpus/{FAMILY}/tokenizer"
+    # what each training job is given, and its suite.json records: the member's shape (without its seeds) and the
+    # training settings (decay_steps only when set: a config written before the option keeps its params, no retraining)
+    SHAPE_PARAMS = {m: {k: v for k, v in SUITE["models"][m].items() if not k.endswith("_seed")} for m in MODELS}
+    TRAINING_PARAMS = {k: v for k, v in TRAINING.items() if k != "decay_steps" or v is not None}
 else:
     FAMILY = "pythia"
     MODEL_NAMES = {name.split("/")[-1]: name for name in config["hub"]["models"]}
@@ -67,10 +71,7 @@ if config["source"] == "suite":
         {c: {"seed": corpus_seed(c, FAMILY, SUITE["corpus"]["seed"]), "weights": SUITE["corpus"]["weights"],
              "shape": [TRAINING["max_steps"], TRAINING["batch_size"], TRAINING["context"]]}
          for c in sorted(set(CORPUS_OF.values()))},
-        {m: {**{k: v for k, v in SUITE["models"][m].items() if not k.endswith("_seed")},
-             "training": {**{k: v for k, v in TRAINING.items() if k != "decay_steps" or v is not None},
-                          "seed": SEEDS[m].weight}}
-         for m in TRAINED})
+        {m: {**SHAPE_PARAMS[m], "training": {**TRAINING_PARAMS, "seed": SEEDS[m].weight}} for m in TRAINED})
     if _conflicts:
         raise ConfigError("this study would overwrite work already built:\n  " + "\n  ".join(_conflicts))
 

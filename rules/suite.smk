@@ -31,11 +31,8 @@ if config["source"] == "suite":
             log_table="models/{model}/train_log.parquet",
             manifest="models/{model}/suite.json",
         params:  # (a build made before training seeds existed retrains once: this rule's command changed)
-            shape=lambda w: json.dumps({k: v for k, v in SUITE["models"][w.model].items() if not k.endswith("_seed")},
-                                       sort_keys=True),
-            # decay_steps only when set: a config written before the option keeps its params (no retraining)
-            training=json.dumps({k: v for k, v in TRAINING.items() if k != "decay_steps" or v is not None},
-                                sort_keys=True),
+            shape=lambda w: json.dumps(SHAPE_PARAMS[w.model], sort_keys=True),
+            training=json.dumps(TRAINING_PARAMS, sort_keys=True),  # (rules/common.smk)
             corpus=lambda w: f"data/corpus/{CORPUS_OF[w.model]}",
             seed=lambda w: SEEDS[w.model].weight,  # the weight seed
         threads: TRAIN_THREADS

@@ -545,7 +545,8 @@ def _no_formation(rows: pd.DataFrame) -> str:
 
 
 CLASS_OF_PANEL = {"B": "name-mover class", "C": "S-inhibition heads", "D": "induction or duplicate-token heads"}
-"""The class of heads whose share of the path-patching effect each Fig. 4 panel measures (module stability)."""
+"""The class of heads whose share of the path-patching effect each Fig. 4 panel measures (Tigges et al. 2024
+Fig. 4; :data:`circuit_stability.stability.RECEIVER_SETS`)."""
 
 
 def _class_presence(rows: pd.DataFrame) -> str:
@@ -688,14 +689,14 @@ def control_rows(derived: dict[str, dict], behavior: pd.DataFrame, flags: pd.Dat
     - ``algorithm``: the largest |difference| of the Fig. 4 B–D metrics from the source's (percentage points,
       every form and denominator; NaN where neither has a value).
     - ``edge Jaccard`` (given ``edges`` and ``similarity``), per task with valid circuits at the first scored step
-      from ``from_step`` on and at the scored step before it: ``value`` the member's edge Jaccard between the two circuits, ``low`` the value the
-      permutation predicts (the source's earlier circuit against its later circuit with the permuted
-      layer's heads renamed, :func:`~circuit_stability.suite.derive.relabel_node`), ``high`` the source's own;
-      the note says whether the member's change is beyond the noise floor (``real_change``), which it must be
-      wherever the prediction is below the within-checkpoint Jaccard.
+      from ``from_step`` on and at the scored step before it: ``value`` the member's edge Jaccard between the two
+      circuits, ``low`` the value the permutation predicts (the source's earlier circuit against its later circuit
+      with the permuted layer's heads renamed, :func:`~circuit_stability.suite.derive.relabel_node`), ``high``
+      the source's own; the note says whether the member's change is beyond the noise floor (``real_change``),
+      which it must be wherever the prediction is below the within-checkpoint Jaccard.
     - ``composition`` (given ``cross``): ``value`` the smallest role-pair composition Jaccard between the member
       and its source over every (task, step) where both have a valid circuit (1: roles, not head indices, carry
-      the composition), ``low`` the largest, ``n`` the pairs compared.
+      the composition), ``high`` the largest, ``n`` the pairs compared.
 
     Args:
         derived: member → ``{"source", "layer", "order", "from_step"}``; the other arguments: this module's
