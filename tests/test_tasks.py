@@ -235,3 +235,22 @@ def test_every_sva_subject_is_carried_across_adverbs():
     verbs = "|".join(lexicon.SVA_VERBS["singular"] + lexicon.SVA_VERBS["plural"])
     carried = set(re.findall(rf"The (\w+)(?: (?:{adverbs})){{1,3}} (?:{verbs}) ", text))
     assert carried == {w for pair in lexicon.SVA_NOUNS for w in pair}
+
+
+def test_corpus_stream_is_its_chunks_documents_cut_at_the_tokens_needed(tmp_path, suite_tokenizer):
+    """build_corpus's stream, generated in batches up to the cut, equals the documents of chunk 0 then chunk 1 (each
+    seeded seed + k·chunk, each document followed by EOS) cut at max_steps · batch · context, and its manifest counts
+    the documents up to the one crossing the cut. Short documents make the stream need two chunks of 1,000."""
+    from circuit_stability.suite.build import build_corpus
+
+    weights, seed, (steps, batch, context) = {"sva": 1.0, "filler": 1.0}, 7, (300, 8, 16)
+    need = steps * batch * context
+    manifest = build_corpus(tmp_path, seed, weights, batch, context, steps)
+    cfg = CorpusConfig(weights=weights)
+    chunks = [generate_documents(seed + k * 1000, 1000, cfg) for k in (0, 1)]
+    encoded = [suite_tokenizer(c, add_special_tokens=False)["input_ids"] for c in chunks]
+    lengths = [len(d) + 1 for c in encoded for d in c]  # each document and its EOS (id 0)
+    assert sum(lengths[:1000]) < need < sum(lengths)  # the stream reaches into chunk 1
+    stream = [t for c in encoded for d in c for t in (*d, 0)][:need]
+    assert np.load(tmp_path / "tokens.npy").ravel().tolist() == stream
+    assert manifest["n_documents"] == int(np.searchsorted(np.cumsum(lengths), need)) + 1

@@ -11,6 +11,7 @@ training of one member, each writing its folder and a small JSON manifest.
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 from pathlib import Path
@@ -22,38 +23,74 @@ from circuit_stability.progress import Progress
 from circuit_stability.suite import corpus
 
 
+_BATCH_DOCUMENTS = 10_000  # at most this many documents tokenised at a time
+
+
+def _encode(tok, docs: list[str]) -> np.ndarray:
+    """Token ids of ``docs``, each document followed by EOS: flat ``[n_tokens]`` int32."""
+    ids = tok(docs, add_special_tokens=False)["input_ids"]
+    out = np.empty(sum(len(x) + 1 for x in ids), dtype=np.int32)
+    at = 0
+    for x in ids:
+        out[at:at + len(x)] = x
+        out[at + len(x)] = tok.eos_token_id
+        at += len(x) + 1
+    return out
+
+
+def _documents(seed: int, chunk: int, cfg: corpus.CorpusConfig):
+    """The corpus's documents in order, in batches: chunk ``k`` (``chunk`` documents) from the grammar seeded
+    ``seed + k·chunk``, each batch a 16th of a chunk (at least 250, at most :data:`_BATCH_DOCUMENTS` documents) and
+    never across two chunks."""
+    size = max(250, min(_BATCH_DOCUMENTS, chunk // 16))
+    for k in itertools.count():
+        docs = corpus.iter_documents(seed + k * chunk, cfg)
+        for start in range(0, chunk, size):
+            yield list(itertools.islice(docs, min(size, chunk - start)))
+
+
 def build_corpus(out: str | Path, seed: int, weights: dict[str, float], batch_size: int, context: int,
                  max_steps: int) -> dict:
-    """Generate documents in chunks until they fill ``max_steps × batch_size × context`` tokens, build the
-    tokenizer, cut the stream and write the corpus folder.
+    """Generate documents until they fill ``max_steps × batch_size × context`` tokens, build the tokenizer, cut the
+    stream and write the corpus folder.
+
+    The stream is document ``0, 1, 2, …`` of chunk 0, then of chunk 1, … (chunk ``k`` holds ``chunk`` =
+    max(1000, tokens needed // 40) documents from the grammar seeded ``seed + k·chunk``), each followed by EOS, cut
+    at the tokens needed. Documents are generated and tokenised in batches until the cut, not a whole chunk at a
+    time (a chunk usually holds ~1.5 times the tokens needed): the same stream, a third less work
+    (``benchmarks/corpus.py``).
 
     Args:
         out: the corpus folder.
-        seed: grammar seed (chunk ``k`` of documents uses ``seed + k·chunk``).
+        seed: grammar seed.
         weights: the full mixture (every sentence kind of :data:`corpus.SENTENCE_KINDS` that should occur).
+        batch_size, context, max_steps: the training stream's shape, ``[max_steps, batch_size, context]``.
 
     Returns:
-        The manifest written to ``corpus.json``.
+        The manifest written to ``corpus.json`` (``n_documents``: the documents the stream draws from).
 
     Raises:
         RuntimeError: if the stream holds unknown tokens (a grammar word missing from the vocabulary).
     """
     from circuit_stability.suite.tokenizer import build_tokenizer
-    from circuit_stability.suite.train import build_token_stream
 
     cfg = corpus.CorpusConfig(weights=dict(weights))
     tok = build_tokenizer(corpus.lexicon_sample())
     need = max_steps * batch_size * context
-    docs, encoded, have, chunk = 0, [], 0, max(1000, need // 40)
+    chunk = max(1000, need // 40)  # documents average ~60 tokens: chunk 0 usually fills the stream
+    parts, have, docs = [], 0, 0
     progress = Progress(f"corpus {Path(out).name}", need, "tokens")
-    while have < need:  # documents average ~50 tokens
-        new = corpus.generate_documents(seed + docs, chunk, cfg)
-        ids = tok(new, add_special_tokens=False)["input_ids"]
-        encoded += ids
-        have += sum(len(x) + 1 for x in ids)
-        docs += chunk
+    for batch in _documents(seed, chunk, cfg):
+        ids = _encode(tok, batch)
+        ends = np.flatnonzero(ids == tok.eos_token_id) + 1  # where each document ends
+        used = min(len(batch), int(np.searchsorted(ends, need - have)) + 1)  # up to the one crossing the cut
+        parts.append(ids[:ends[used - 1]])
+        have += int(ends[used - 1])
+        docs += used
         progress.update(min(need, have) - progress.done)
-    tokens = build_token_stream(encoded, tok.eos_token_id, max_steps, batch_size, context)
+        if have >= need:
+            break
+    tokens = np.concatenate(parts)[:need].reshape(max_steps, batch_size, context)
     unk = int((tokens == tok.unk_token_id).sum())
     if unk:
         raise RuntimeError(f"corpus contains {unk} unknown tokens: the tokenizer vocabulary misses grammar words")

@@ -26,6 +26,8 @@ every combination that :func:`lexicon.is_reserved` reserves for the "seen" evalu
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -198,18 +200,23 @@ def _sva_rest(rng: np.random.Generator, verb: str | None = None) -> str:
     return _pick(rng, lx.ADJECTIVES)
 
 
-def generate_documents(seed: int, n_documents: int, config: CorpusConfig) -> list[str]:
-    """Generate ``n_documents`` documents; identical for identical ``(seed, n_documents, config)``."""
+def iter_documents(seed: int, config: CorpusConfig) -> Iterator[str]:
+    """Documents of the grammar seeded ``seed``, without end: document ``i`` depends only on ``(seed, config)`` and
+    the documents before it, so any prefix equals :func:`generate_documents` of that length."""
     rng = np.random.default_rng(seed)
     kinds = [k for k in SENTENCE_KINDS if config.weights.get(k, 0) > 0]
     p = np.array([config.weights[k] for k in kinds], dtype=np.float64)
     p /= p.sum()
     lo, hi = config.sentences_per_document
-    docs = []
-    for _ in range(n_documents):
+    while True:
         n = int(rng.integers(lo, hi + 1))
-        docs.append(" ".join(_sentence(rng, kinds[int(i)]) for i in rng.choice(len(kinds), size=n, p=p)))
-    return docs
+        yield " ".join(_sentence(rng, kinds[int(i)]) for i in rng.choice(len(kinds), size=n, p=p))
+
+
+def generate_documents(seed: int, n_documents: int, config: CorpusConfig) -> list[str]:
+    """Generate ``n_documents`` documents; identical for identical ``(seed, n_documents, config)``, and the first
+    ``k`` of them equal ``generate_documents(seed, k, config)`` (:func:`iter_documents`)."""
+    return list(itertools.islice(iter_documents(seed, config), n_documents))
 
 
 def lexicon_sample() -> list[str]:
