@@ -65,8 +65,10 @@ def test_the_seeds_study_differs_from_the_default_only_in_its_name_and_models():
 
 def test_the_long_study_shares_the_default_corpus_generator_and_schedule_shape():
     """config/long.yaml changes the study's name, the training threads, its corpus folder's name and length, the
-    training length and checkpoint spacing, the models, the analysis thinning and the tokens-seen axis, and nothing
-    else of the default it extends."""
+    training length and checkpoint spacing, the models, the scored checkpoints (a list instead of every 2nd) and
+    the tokens-seen axis, and nothing else of the default it extends; every scored step is a checkpoint of its
+    schedule, and the control's permutation step and the checkpoint before it are both scored."""
+    from circuit_stability.checkpoints import checkpoint_schedule
     from circuit_stability.config import load_config
 
     default = validate_config(load_config(ROOT / "config/config.yaml"), SCHEMA)
@@ -76,7 +78,12 @@ def test_the_long_study_shares_the_default_corpus_generator_and_schedule_shape()
     assert long["suite"]["corpus"] == default["suite"]["corpus"]
     changed = {k for k in default["suite"]["training"] if default["suite"]["training"][k] != long["suite"]["training"][k]}
     assert changed == {"max_steps", "checkpoint_every"}
-    assert {k for k in default["analysis"] if default["analysis"][k] != long["analysis"][k]} == {"every"}
+    assert {k for k in default["analysis"] if default["analysis"][k] != long["analysis"][k]} == {"every", "steps"}
+    t = long["suite"]["training"]
+    schedule = checkpoint_schedule(t["max_steps"], t["checkpoint_every"], t["log_until"])
+    assert set(long["analysis"]["steps"]) <= set(schedule) and long["analysis"]["every"] == 1
+    planted = long["suite"]["models"]["mini-l-long-permuted"]["from_step"]
+    assert {planted, schedule[schedule.index(planted) - 1]} <= set(long["analysis"]["steps"])
     assert long["suite"]["models"]["mini-l-long"] == default["suite"]["models"]["mini-l"]
 
 
