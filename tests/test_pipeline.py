@@ -88,6 +88,21 @@ def test_every_artefact_is_produced(study):
     assert not missing
 
 
+def test_every_artefact_honours_the_umask(study):
+    """Every file the build writes (checkpoints included: safetensors itself writes 0600) has the permissions of the
+    umask it ran under, so the other users of a shared cluster folder can read the study."""
+    mask = os.umask(0)
+    os.umask(mask)
+    wrong = {}
+    for folder in ("data", "models", "results", "reports"):
+        for p in (study / folder).rglob("*"):
+            if p.is_file() and not p.is_symlink():
+                mode = stat.S_IMODE(p.stat().st_mode)
+                if mode not in (0o666 & ~mask, 0o777 & ~mask):
+                    wrong[str(p.relative_to(study))] = oct(mode)
+    assert not wrong, f"{len(wrong)} files, e.g. {sorted(wrong.items())[:3]}"
+
+
 def test_second_run_does_nothing(study):
     assert _planned_jobs(study) == {}
 

@@ -48,13 +48,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` (a folder) as a whole, with the
-    permissions of the user's umask (0755 under 022), not ``mkdtemp``'s 0700."""
+    permissions of the user's umask (0755 under 022), not ``mkdtemp``'s 0700, and so does every file and folder
+    written into it: files 0644 under 022 (safetensors writes ``model.safetensors`` 0600, unreadable by the other
+    users of a shared cluster folder), executable bits kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
+        mask = _umask()
+        for root, dirs, files in os.walk(tmp):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o777 & ~mask)
+            for f in files:
+                f = os.path.join(root, f)
+                if not os.path.islink(f):
+                    os.chmod(f, (0o777 if os.stat(f).st_mode & 0o111 else 0o666) & ~mask)
+        os.chmod(tmp, 0o777 & ~mask)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
