@@ -55,3 +55,24 @@ def test_reader_inputs_are_the_pre_layer_norm_residual(tmp_path):
         with pytest.raises(RuntimeError, match=r"blocks\.0\.hook_q_input is not the pre-LayerNorm residual"):
             check_reader_inputs(bridge)
     check_reader_inputs(bridge)  # the hook is gone again
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header cut", "missing"])
+def test_a_damaged_checkpoint_fails_naming_its_folder_and_the_remedy(tmp_path, damage):
+    """A truncated model.safetensors (a copy cut short), one cut inside its header, or none at all fails before any
+    loading with an error naming the checkpoint folder, the file and what to do, not safetensors' bare
+    'incomplete metadata'."""
+    from circuit_stability.models import CorruptCheckpointError
+
+    folder = _random_checkpoint(tmp_path, 0.25)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    if damage == "missing":
+        weights.unlink()
+    else:
+        weights.write_bytes(data[:len(data) // 2] if damage == "truncated" else data[:20])
+    with pytest.raises(CorruptCheckpointError) as err:
+        load_model("rand", 0, tmp_path, device="cpu")
+    message = str(err.value)
+    assert str(folder) in message and f"delete {folder}" in message and "models/rand" in message
+    assert ("no weights file" if damage == "missing" else "model.safetensors cannot be read") in message

@@ -115,6 +115,35 @@ def hub_steps(name: str, steps: list[int], warn=None) -> list[int]:
     return [s for s in steps if s not in missing]
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A local checkpoint folder whose weights cannot be read (a truncated or partly copied file, or none)."""
+
+
+def check_weights_readable(folder: Path, model: str) -> None:
+    """Open the header of every ``*.safetensors`` file in checkpoint ``folder`` (a few KB: no weights are read;
+    safetensors checks that the file covers every tensor the header lists).
+
+    Raises:
+        CorruptCheckpointError: naming the folder, the file, safetensors' reason and the remedy, if a file is
+            truncated or corrupt, or if the folder holds no weights file at all.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    remedy = (f"delete {folder} and run the workflow again: it rebuilds the checkpoint (a suite model is retrained, "
+              f"`models/{model}` being its training job's output; a hub checkpoint is downloaded again)")
+    files = sorted(folder.glob("*.safetensors"))
+    if not files and not any(folder.glob("pytorch_model*.bin")):
+        raise CorruptCheckpointError(f"checkpoint {folder} has a config.json but no weights file (model.safetensors): "
+                                     f"{remedy}")
+    for f in files:
+        try:
+            with safe_open(f, "pt"):
+                pass
+        except SafetensorError as e:
+            raise CorruptCheckpointError(f"checkpoint {folder}: {f.name} cannot be read ({e}): the file is truncated "
+                                         f"or corrupt; {remedy}") from e
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A resolved checkpoint: a local folder, or a hub name and training step."""
@@ -145,6 +174,8 @@ def resolve_checkpoint(model: str, step: int, suite_dir: str | Path | None = Non
 
     Raises:
         ValueError: naming the model or step and listing the valid ones.
+        CorruptCheckpointError: if a local checkpoint's weights file is truncated, corrupt or missing
+            (:func:`check_weights_readable`).
     """
     if step < 0:
         raise ValueError(f"step must be >= 0; got {step}")
@@ -160,6 +191,7 @@ def resolve_checkpoint(model: str, step: int, suite_dir: str | Path | None = Non
                              f"suite folder {str(suite_dir)!r}, which holds {available}")
         raise ValueError(f"model {model!r} has no checkpoint at step {step} in {str(suite_dir)!r}; "
                          f"valid steps: {local_steps(suite_dir, model)}")
+    check_weights_readable(folder, model)
     return Checkpoint(model, step, folder)
 
 
@@ -178,6 +210,7 @@ def load_model(model: str, step: int, suite_dir: str | Path | None = None, devic
 
     Raises:
         ValueError: unknown model, step or dtype (before any loading).
+        CorruptCheckpointError: a local checkpoint's weights file is truncated, corrupt or missing.
         OSError: from Hugging Face when a hub checkpoint cannot be downloaded.
         RuntimeError: if the hooked reader inputs are not the pre-LayerNorm residual (:func:`check_reader_inputs`).
     """
