@@ -8,6 +8,8 @@ from circuit_stability.config import ConfigError, load_config, resolve_extends, 
 # The embedded default, unless --configfile names another (Snakemake would otherwise deep-merge the two). Read
 # with our loader, so a YAML error names the file, line and column (Snakemake's own names none of them).
 DEFAULT_CONFIG = "config/config.yaml"
+for _file in workflow.overwrite_configfiles:  # Snakemake read them already, keeping a repeated key's last value
+    load_config(_file, resolve=False)  # ConfigError naming the file and line of a repeated key
 if not config:
     config.update(load_config(DEFAULT_CONFIG))
 elif "extends" in config:  # a study stating only what differs from another (config/seeds.yaml): lay it over that

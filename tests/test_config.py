@@ -373,6 +373,42 @@ def test_yaml_error_names_the_file_and_line(tmp_path):
     assert out.returncode != 0 and "config/config.yaml, line 3, column" in out.stdout + out.stderr
 
 
+def test_a_repeated_yaml_key_is_refused_with_its_line(tmp_path):
+    """A suite listing a member twice (YAML keeps the second silently) is refused by the loader and by Snakemake's
+    planning with --configfile, naming the file, the key and both lines, before any job."""
+    from conftest import quick_checkout
+
+    from circuit_stability.config import load_config
+
+    repo = quick_checkout(tmp_path / "study")
+    lines = (repo / "config/quick.yaml").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("quick-s:"))
+    lines.insert(at + 1, lines[at].replace("n_layers: 1", "n_layers: 2"))  # quick-s again, another shape
+    (repo / "twice.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=rf"twice.yaml, line {at + 2}, column \d+: not valid YAML: .*key "
+                                          rf"'quick-s' is repeated \(first at line {at + 1}\)"):
+        load_config(repo / "twice.yaml")
+    out = subprocess.run(["snakemake", "-n", "--configfile", "twice.yaml"], cwd=repo, capture_output=True, text=True)
+    assert out.returncode != 0 and "'quick-s' is repeated" in out.stdout + out.stderr
+    assert not (repo / "data").exists()
+
+
+@pytest.mark.parametrize("key, value, repeated", [
+    ("hub.models", ["EleutherAI/pythia-70m", "EleutherAI/pythia-160m", "EleutherAI/pythia-70m"],
+     "['EleutherAI/pythia-70m']"),
+    ("hub.steps", [1000, 2000, 1000], "[1000]"),
+    ("analysis.steps", [0, 100, 100], "[100]")])
+def test_a_setting_listed_twice_is_refused(key, value, repeated):
+    """A model or step listed twice would be planned twice (or silently once): refused, naming the repeat."""
+    from circuit_stability.config import load_config
+
+    config = load_config(ROOT / "config/pythia.yaml")
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(ConfigError, match=re.escape(f"{key}: {repeated} listed more than once")):
+        validate_config(config, SCHEMA)
+
+
 def test_planning_the_workflow_imports_no_torch():
     """Every module the Snakefile and rules import at parse time (each `snakemake` command; each SLURM job parses
     twice) loads, and the Snakefile's check of a config with a derived member runs, without torch or

@@ -21,6 +21,35 @@ import yaml
 SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key repeated in one mapping (plain YAML keeps the last one silently, so a
+    suite listing a model twice would drop the first's settings)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark,
+                        f"key {key!r} is repeated (first at line {first[key] + 1}); give each key once",
+                        key_node.start_mark)
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path):
+    """Parse the YAML file ``path`` with :class:`_UniqueKeyLoader`.
+
+    Raises:
+        yaml.YAMLError: on a syntax error or a repeated key (with the line and column).
+    """
+    return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
+
+
 @lru_cache(maxsize=None)
 def _schema(path: str) -> dict:
     return yaml.safe_load(Path(path).read_text())
@@ -100,6 +129,9 @@ def _path(error: jsonschema.ValidationError) -> str:
 
 def _describe(error: jsonschema.ValidationError) -> str:
     if error.context:  # oneOf/anyOf: report the most specific failure among the alternatives
+        repeated = [e for e in error.context if e.validator == "uniqueItems"]
+        if repeated:  # a list of the right kind, with a repeat: say that, not that no alternative fits
+            return _describe(repeated[0])
         deepest = max(error.context, key=lambda e: len(e.absolute_path))
         if len(deepest.absolute_path) > len(error.absolute_path):
             return _describe(deepest)
@@ -117,6 +149,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: {error.instance!r} violates {v} {error.validator_value}"
     if v == "required":
         return f"{where}: {error.message}"
+    if v == "uniqueItems":
+        seen, twice = set(), []
+        for x in error.instance:
+            if x in seen and x not in twice:
+                twice.append(x)
+            seen.add(x)
+        return f"{where}: {twice} listed more than once; list each once"
     if v == "oneOf" and where.endswith("steps"):
         return f"{where}: {error.instance!r} is neither 'all' nor a non-empty list of steps >= 0"
     if v == "const":
@@ -319,11 +358,11 @@ def load_config(path: str | Path, resolve: bool = True) -> dict:
     (:func:`resolve_extends`).
 
     Raises:
-        ConfigError: naming the file, the line and column and the parser's message, if it is not valid YAML, or
-            if it does not hold a mapping; or as :func:`resolve_extends`.
+        ConfigError: naming the file, the line and column and the parser's message, if it is not valid YAML or
+            repeats a key within one mapping, or if it does not hold a mapping; or as :func:`resolve_extends`.
     """
     try:
-        config = yaml.safe_load(Path(path).read_text())
+        config = read_yaml(path)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
