@@ -90,6 +90,8 @@ def test_structure_lookups():
     assert g.edge_mask[src, dst].all() and g.writer_ids["a0.h1"] == src[1] and g.reader_ids["a1.h2<v>"] == dst[1]
     with pytest.raises(ValueError, match="a1.h0->m1 is not an edge"):  # parallel attention
         g.edge_ids(["a1.h0"], ["m1"])
-    with pytest.raises(ValueError, match="'a9.h0'"):
-        g.edge_ids(["a9.h0"], ["logits"])
+    with pytest.raises(ValueError, match="edge a9.h0->logits names 'a9.h0', which is not a writer"):
+        g.edge_ids(["input", "a9.h0"], ["logits", "logits"])
+    with pytest.raises(ValueError, match=r"edge a0.h0->a7.h0<q> names 'a7.h0<q>', which is not a reader"):
+        g.edge_ids(["a0.h0"], ["a7.h0<q>"])
     assert g.reader_node(q) == "a1.h2" and g.reader_node(g.logits_index) == "logits"

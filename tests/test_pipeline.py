@@ -21,7 +21,7 @@ import yaml
 from conftest import quick_checkout
 
 from circuit_stability.checkpoints import checkpoint_schedule
-from circuit_stability.records import CircuitRecord, ExampleScoresRecord, ScoresRecord
+from circuit_stability.records import CircuitRecord, ExampleScoresRecord, RecordError, ScoresRecord
 MODELS = ("quick-s", "quick-m")
 TASKS = ("ioi", "greater_than")
 STEPS = checkpoint_schedule(200, 100, log_until=4)
@@ -101,6 +101,21 @@ def test_every_artefact_honours_the_umask(study):
                 if mode not in (0o666 & ~mask, 0o777 & ~mask):
                     wrong[str(p.relative_to(study))] = oct(mode)
     assert not wrong, f"{len(wrong)} files, e.g. {sorted(wrong.items())[:3]}"
+
+
+def test_a_circuit_naming_an_edge_its_graph_lacks_is_refused_where_it_is_read(study, tmp_path):
+    """A circuit record naming an edge the model's graph lacks (a head of a layer the model does not have, or a
+    reader upstream of its writer) is refused when the similarity stage reads it, naming the file and the edge."""
+    graph = ScoresRecord.read(study / "results/scores/quick-m/ioi/step200.parquet").graph
+    record = json.loads((study / "results/circuits/quick-m/ioi/step200.json").read_text())
+    CircuitRecord.read(study / "results/circuits/quick-m/ioi/step200.json", graph)  # the study's own: fine
+    for bad, named in (("a7.h0->logits", "names 'a7.h0', which is not a writer"),
+                       ("a1.h0->a0.h1<q>", "is not an edge"), ("a1.h0 logits", "is not of the form")):
+        path = tmp_path / "step200.json"
+        path.write_text(json.dumps({**record, "edges": [*record["edges"], bad], "n_edges": record["n_edges"] + 1}))
+        with pytest.raises(RecordError) as err:
+            CircuitRecord.read(path, graph)
+        assert str(path) in str(err.value) and bad in str(err.value) and named in str(err.value), err.value
 
 
 def test_second_run_does_nothing(study):

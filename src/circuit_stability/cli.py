@@ -237,12 +237,13 @@ def cmd_similarity(a: argparse.Namespace) -> None:
         datasets[ds.task] = (path, ds)
     circuits, scores, graph = {}, {}, None
     for task in sorted(datasets):
-        circuits[task] = [CircuitRecord.read(Path(a.results) / "circuits" / a.model / task / f"step{s}.json")
-                          for s in steps]
         for s in steps:
             rec = ScoresRecord.read(Path(a.results) / "scores" / a.model / task / f"step{s}.parquet")
             scores[(task, s)] = rec.scores
             graph = graph or rec.graph
+        # each circuit's edges checked against the model's graph here, naming the file
+        circuits[task] = [CircuitRecord.read(Path(a.results) / "circuits" / a.model / task / f"step{s}.json", graph)
+                          for s in steps]
         if a.resamples:
             bootstrap_counts(len(datasets[task][1].frame), a.resamples, a.seed)  # refuses too few examples here
             for c in circuits[task]:

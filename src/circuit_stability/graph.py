@@ -170,14 +170,16 @@ class Graph:
         """Writer and reader indices ``([n], [n])`` of edges given by node names.
 
         Raises:
-            ValueError: naming ``where`` and the first name that is not a writer / reader of this graph, or a
-                pair that is not an edge (e.g. a reader upstream of its writer).
+            ValueError: naming ``where``, the first edge naming a node that is not a writer / reader of this
+                graph and that node, or the first pair that is not an edge (e.g. a reader upstream of its writer).
         """
         try:
             s = np.fromiter((self.writer_ids[n] for n in src), dtype=np.int64, count=len(src))
             d = np.fromiter((self.reader_ids[n] for n in dst), dtype=np.int64, count=len(dst))
         except KeyError as e:
-            raise ValueError(f"{where} name node {e} that is not in {self}") from None
+            i = next(i for i, (a, b) in enumerate(zip(src, dst)) if a not in self.writer_ids or b not in self.reader_ids)
+            kind = "writer" if src[i] not in self.writer_ids else "reader"
+            raise ValueError(f"{where}: edge {src[i]}->{dst[i]} names {e}, which is not a {kind} of {self}") from None
         bad = np.nonzero(~self.edge_mask[s, d])[0]
         if len(bad):
             i = int(bad[0])

@@ -505,14 +505,27 @@ class CircuitRecord:
         write_json(dataclasses.asdict(self), path)
 
     @classmethod
-    def read(cls, path: str | Path) -> "CircuitRecord":
-        """Read a circuit JSON.
+    def read(cls, path: str | Path, graph: Graph | None = None) -> "CircuitRecord":
+        """Read a circuit JSON; with ``graph`` (the model's computational graph), also check that every edge it
+        names is an edge of that graph.
 
         Raises:
             RecordError: naming the file, if it is not valid JSON, its keys differ from the contract, or its
-                size has no faithfulness entry.
+                size has no faithfulness entry; with ``graph``, naming the file and the first edge that is not
+                ``writer->reader`` of the graph (a record from another model, or edited by hand).
         """
-        return _from_dict(cls, _read_json(path, "circuit"), path, "circuit")
+        record = _from_dict(cls, _read_json(path, "circuit"), path, "circuit")
+        if graph is not None:
+            malformed = [e for e in record.edges if e.count("->") != 1]
+            if malformed:
+                raise RecordError(f"circuit {path}: edge {malformed[0]!r} is not of the form 'writer->reader'")
+            if record.edges:
+                src, dst = zip(*(e.split("->") for e in record.edges))
+                try:
+                    graph.edge_ids(list(src), list(dst), f"circuit {path}")
+                except ValueError as e:
+                    raise RecordError(str(e)) from None
+        return record
 
 
 STABILITY_COLUMNS = ["receivers", "form", "head", "layer", "head_index", "effect", "in_class", "in_circuit"]
