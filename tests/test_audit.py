@@ -157,3 +157,28 @@ def test_lineage_audit_catches_a_run_that_does_not_descend_from_its_own_step_0(t
     table = lineage_audit(swapped)
     assert table["flag"].eq("lineage").all(), table[["model", "step", "flag"]]
     assert "seed1 step 1 is closer to seed2's step 0" in table.iloc[0]["reason"]
+
+
+def test_the_audit_command_prints_the_flagged_checkpoints(tmp_path):
+    """`circuit-stability audit <model>` on a local suite: exit 0 and a summary on a clean run; with the final
+    checkpoint copied into step 100's folder, exit 1 and the flagged step with its reason, at the file level and
+    (--tensors) the tensor level. On a hub model, with the hub out of reach, exit 2 saying what it would have
+    checked."""
+    import os
+    import subprocess
+
+    _trajectory(tmp_path / "models" / "run", steps=(0, 100, 200, 300))
+    cmd = ["circuit-stability", "audit", "run", "--suite-dir", str(tmp_path / "models")]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0 and "run: 4 checkpoints audited (file level); flagged: none" in out.stdout, out
+    shutil.copy(tmp_path / "models/run/step300/model.safetensors", tmp_path / "models/run/step100/model.safetensors")
+    out = subprocess.run([*cmd, "--tensors"], capture_output=True, text=True)
+    assert out.returncode == 1, out
+    assert "flagged: final_weights 2" in out.stdout and "file and tensor level" in out.stdout
+    assert "step 100 holds the final checkpoint's weights (step 300)" in out.stdout
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(["circuit-stability", "audit", "EleutherAI/pythia-70m"], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode == 2, out
+    assert "cannot list EleutherAI/pythia-70m revision 'step0' on the hub" in out.stdout
+    assert "would have compared the weight files' SHA-256" in out.stdout and "154 revisions" in out.stdout

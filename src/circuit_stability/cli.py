@@ -461,6 +461,63 @@ def cmd_sync(a: argparse.Namespace) -> None:
                           allow_missing=a.allow_missing, build=not a.no_build))
 
 
+def cmd_audit(a: argparse.Namespace) -> None:
+    """Audit one model's checkpoints before analysing them (circuit_stability.audit): the file level compares the
+    weight files' SHA-256 of every checkpoint (two steps serving the same weights; early steps serving the final
+    step's), from the hub's metadata without downloading any weights, or from the files of a local suite model;
+    with --tensors (a local model) also the tensor level (a digest per checkpoint, relative L2 distances to the
+    first, the final and the neighbouring checkpoints, trajectory breaks). Prints the flagged checkpoints (all with
+    --all) and a summary; exit 1 if any checkpoint is flagged, 2 if the hub cannot be reached."""
+    import hashlib
+
+    import pandas as pd
+
+    from circuit_stability.audit import file_level_audit, hub_weight_hashes, tensor_level_audit
+    from circuit_stability.checkpoints import pythia_schedule
+    from circuit_stability.models import HUB_PREFIX, hub_revision, hub_steps, local_steps
+
+    if a.model.startswith(HUB_PREFIX):
+        if a.tensors:
+            raise SystemExit("--tensors reads the weights: it audits a local model (for a hub model the workflow's "
+                             "audit job runs it on the downloaded checkpoints)")
+        steps = hub_steps(a.model, pythia_schedule(), warn=lambda m: print(m))
+        revisions = {s: hub_revision(a.model, s) for s in steps}
+        try:
+            hashes = hub_weight_hashes(a.model, revisions)
+        except ConnectionError as e:
+            print(f"{e}\nnot audited: the file-level audit would have compared the weight files' SHA-256 (git LFS "
+                  f"metadata, no weights downloaded) of {len(revisions)} revisions of {a.model} "
+                  f"({revisions[steps[0]]} … {revisions[steps[-1]]}): steps serving the same weights, and steps "
+                  f"serving the final step's")
+            raise SystemExit(2) from None
+        table = file_level_audit(a.model, hashes, final_step=max(steps))
+    else:
+        steps = local_steps(a.suite_dir, a.model)
+        if not steps:
+            have = sorted(p.name for p in Path(a.suite_dir).iterdir() if p.is_dir()) if Path(a.suite_dir).is_dir() else []
+            raise SystemExit(f"no checkpoints of {a.model!r} in {a.suite_dir!r} (models there: {have}); a hub model "
+                             f"is named {HUB_PREFIX}<size>")
+        folders = {s: Path(a.suite_dir) / a.model / f"step{s}" for s in steps}
+        hashes = {}
+        for s, folder in folders.items():
+            hashes[s] = {}
+            for f in sorted(folder.glob("*.safetensors")):
+                with open(f, "rb") as fh:
+                    hashes[s][f.name] = hashlib.file_digest(fh, "sha256").hexdigest()
+        table = file_level_audit(a.model, hashes)
+        if a.tensors:
+            table = pd.concat([table, tensor_level_audit(a.model, folders)], ignore_index=True)
+    flagged = table[table["flag"] != ""]
+    shown = table if a.all else flagged
+    with pd.option_context("display.max_colwidth", 160, "display.width", 200):
+        if len(shown):
+            print(shown[["step", "level", "flag", "reason"]].to_string(index=False))
+    counts = ", ".join(f"{k} {v}" for k, v in flagged["flag"].value_counts().sort_index().items()) or "none"
+    levels = " and ".join(sorted(set(table["level"])))
+    print(f"{a.model}: {len(steps)} checkpoints audited ({levels} level); flagged: {counts}")
+    raise SystemExit(1 if len(flagged) else 0)
+
+
 # ---------------------------------------------------------------- argument parsing
 def _option(p: argparse.ArgumentParser, flag: str, key: str, help: str, **kw) -> None:
     """An option whose default is the schema's default of config key ``key``, shown in ``--help``."""
@@ -595,6 +652,14 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     _dtype_option(s)
     s.set_defaults(fn=cmd_stability)
+
+    s = sub.add_parser("audit", help="audit a model's checkpoints: duplicates, final weights under early labels, "
+                       "trajectory breaks", description=cmd_audit.__doc__)
+    s.add_argument("model", help="a suite member (under --suite-dir) or a hub name, e.g. EleutherAI/pythia-2.8b")
+    s.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
+    s.add_argument("--tensors", action="store_true", help="a local model: also the tensor-level audit")
+    s.add_argument("--all", action="store_true", help="print every checkpoint's row, not only the flagged ones")
+    s.set_defaults(fn=cmd_audit)
 
     s = sub.add_parser("check", help="list every missing, corrupt or stale artefact of a study (changes nothing)",
                        description=cmd_check.__doc__)
