@@ -167,14 +167,15 @@ def test_the_audit_command_prints_the_flagged_checkpoints(tmp_path):
     import os
     import subprocess
 
-    _trajectory(tmp_path / "models" / "run", steps=(0, 100, 200, 300))
+    for folder in _trajectory(tmp_path / "models" / "run", steps=(0, 100, 200, 300)).values():
+        (folder / "config.json").write_text("{}")  # what makes a folder a checkpoint (models.local_steps)
     cmd = ["circuit-stability", "audit", "run", "--suite-dir", str(tmp_path / "models")]
     out = subprocess.run(cmd, capture_output=True, text=True)
-    assert out.returncode == 0 and "run: 4 checkpoints audited (file level); flagged: none" in out.stdout, out
+    assert out.returncode == 0 and "run: 4 checkpoints audited (file level); checkpoints flagged: none" in out.stdout, out
     shutil.copy(tmp_path / "models/run/step300/model.safetensors", tmp_path / "models/run/step100/model.safetensors")
     out = subprocess.run([*cmd, "--tensors"], capture_output=True, text=True)
     assert out.returncode == 1, out
-    assert "flagged: final_weights 2" in out.stdout and "file and tensor level" in out.stdout
+    assert "checkpoints flagged: final_weights 1" in out.stdout and "file and tensor level" in out.stdout
     assert "step 100 holds the final checkpoint's weights (step 300)" in out.stdout
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(["circuit-stability", "audit", "EleutherAI/pythia-70m"], capture_output=True, text=True,

@@ -512,9 +512,9 @@ def cmd_audit(a: argparse.Namespace) -> None:
     with pd.option_context("display.max_colwidth", 160, "display.width", 200):
         if len(shown):
             print(shown[["step", "level", "flag", "reason"]].to_string(index=False))
-    counts = ", ".join(f"{k} {v}" for k, v in flagged["flag"].value_counts().sort_index().items()) or "none"
+    counts = ", ".join(f"{k} {v}" for k, v in flagged.groupby("flag")["step"].nunique().items()) or "none"
     levels = " and ".join(sorted(set(table["level"])))
-    print(f"{a.model}: {len(steps)} checkpoints audited ({levels} level); flagged: {counts}")
+    print(f"{a.model}: {len(steps)} checkpoints audited ({levels} level); checkpoints flagged: {counts}")
     raise SystemExit(1 if len(flagged) else 0)
 
 
