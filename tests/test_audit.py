@@ -31,9 +31,12 @@ PYTHIA_28B = {0: MAIN, 1: _sha("s1"), 512: MAIN, 1000: MAIN, 2000: _sha("s2000")
 
 
 def _tree(repo, revision):
+    """A revision's tree; every revision also serves a step-specific pytorch_model.bin, which a load does not read
+    where model.safetensors exists (so it must not hide #205's shared safetensors blob)."""
     step = int(revision.removeprefix("step"))
     return [_repo_file(".gitattributes", None), _repo_file("config.json", None),
-            _repo_file("model.safetensors", PYTHIA_28B[step]), _repo_file("tokenizer.json", None)]
+            _repo_file("model.safetensors", PYTHIA_28B[step]), _repo_file("pytorch_model.bin", _sha(f"bin{step}")),
+            _repo_file("tokenizer.json", None)]
 
 
 def test_file_level_audit_flags_final_weights_under_early_labels_and_shared_blobs():

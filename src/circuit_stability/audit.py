@@ -124,8 +124,9 @@ def hub_weight_hashes(repo: str, revisions: dict[int, str], list_files: Callable
             ``HfApi().list_repo_tree(repo, revision=revision)`` (one request per revision).
 
     Returns:
-        ``{step: {file name: SHA-256 hex}}`` over the weight files (:func:`is_weight_file`); a file without LFS
-        metadata is keyed by its git blob id instead.
+        ``{step: {file name: SHA-256 hex}}`` over the weight files a load reads (:func:`is_weight_file`: the
+        ``.safetensors`` files where the revision has them, else the ``.bin`` files, as the download rule chooses);
+        a file without LFS metadata is keyed by its git blob id instead.
 
     Raises:
         ConnectionError: naming the repository and revision, if the hub cannot be reached (this machine: never).
@@ -144,8 +145,11 @@ def hub_weight_hashes(repo: str, revisions: dict[int, str], list_files: Callable
             files = list(list_files(repo, revision))
         except Exception as e:  # offline, DNS, HTTP errors: one message for all
             raise ConnectionError(f"cannot list {repo} revision {revision!r} on the hub: {type(e).__name__}: {e}") from e
-        out[step] = {f.path: (f.lfs.sha256 if getattr(f, "lfs", None) else f"git:{f.blob_id}")
-                     for f in files if hasattr(f, "blob_id") and is_weight_file(f.path)}
+        weights = {f.path: (f.lfs.sha256 if getattr(f, "lfs", None) else f"git:{f.blob_id}")
+                   for f in files if hasattr(f, "blob_id") and is_weight_file(f.path)}
+        # the files a load reads (as the download rule): safetensors where the revision has them, else the pickle
+        safetensors = {n: h for n, h in weights.items() if n.endswith(".safetensors")}
+        out[step] = safetensors or weights
     return out
 
 
