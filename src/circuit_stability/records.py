@@ -518,13 +518,13 @@ class CircuitRecord:
         if graph is not None:
             malformed = [e for e in record.edges if e.count("->") != 1]
             if malformed:
-                raise RecordError(f"circuit {path}: edge {malformed[0]!r} is not of the form 'writer->reader'")
+                raise RecordError("circuit", path, f"has edge {malformed[0]!r}, which is not of the form 'writer->reader'")
             if record.edges:
                 src, dst = zip(*(e.split("->") for e in record.edges))
                 try:
-                    graph.edge_ids(list(src), list(dst), f"circuit {path}")
+                    graph.edge_ids(list(src), list(dst), "edges")
                 except ValueError as e:
-                    raise RecordError(str(e)) from None
+                    raise RecordError("circuit", path, f"names an edge its model's graph lacks ({e})") from None
         return record
 
 
