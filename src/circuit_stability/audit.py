@@ -153,6 +153,23 @@ def hub_weight_hashes(repo: str, revisions: dict[int, str], list_files: Callable
     return out
 
 
+def local_weight_hashes(folders: dict[int, str | Path]) -> dict[int, dict[str, str]]:
+    """The SHA-256 of each local checkpoint's ``*.safetensors`` files (the file level of a suite model), in the form
+    :func:`hub_weight_hashes` returns: ``{step: {file name: SHA-256 hex}}``; a folder without one maps to ``{}``
+    (flagged ``unreadable`` by :func:`file_level_audit`).
+
+    Raises:
+        OSError: if a file cannot be read.
+    """
+    out = {}
+    for step, folder in sorted(folders.items()):
+        out[step] = {}
+        for f in sorted(Path(folder).glob("*.safetensors")):
+            with open(f, "rb") as fh:
+                out[step][f.name] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return out
+
+
 def _weight_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -202,7 +219,9 @@ def tensor_level_audit(model: str, folders: dict[int, str | Path], break_ratio: 
     ‖θ_T‖ (L2 over every floating-point tensor, float64 sums). An interior checkpoint with min(‖θ_s − θ_prev‖,
     ‖θ_s − θ_next‖) > ``break_ratio`` · ‖θ_next − θ_prev‖ is a ``trajectory_break``: its neighbours agree with each
     other and not with it (EleutherAI/pythia #206's transplanted shard). On any path, straight or noisy, that
-    ratio is at most ~1 (a random walk: 1/√2), so 2 flags only a checkpoint off the path.
+    ratio is at most ~1 (a random walk: 1/√2), so 2 flags only a checkpoint off the path. Every checkpoint is read
+    twice, once for its digest and once for the distances, because which checkpoints form the trajectory is known
+    only once every digest is.
 
     Args:
         model: the model's name.
@@ -350,4 +369,4 @@ def lineage_audit(runs: dict[str, dict[int, str | Path]], until: int = 512) -> p
 
 
 __all__ = ["AUDIT_COLUMNS", "FLAGS", "is_weight_file", "content_id", "file_level_audit", "hub_weight_hashes",
-           "checkpoint_digest", "tensor_level_audit", "lineage_audit"]
+           "local_weight_hashes", "checkpoint_digest", "tensor_level_audit", "lineage_audit"]

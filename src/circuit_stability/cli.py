@@ -468,11 +468,9 @@ def cmd_audit(a: argparse.Namespace) -> None:
     with --tensors (a local model) also the tensor level (a digest per checkpoint, relative L2 distances to the
     first, the final and the neighbouring checkpoints, trajectory breaks). Prints the flagged checkpoints (all with
     --all) and a summary; exit 1 if any checkpoint is flagged, 2 if the hub cannot be reached."""
-    import hashlib
-
     import pandas as pd
 
-    from circuit_stability.audit import file_level_audit, hub_weight_hashes, tensor_level_audit
+    from circuit_stability.audit import file_level_audit, hub_weight_hashes, local_weight_hashes, tensor_level_audit
     from circuit_stability.checkpoints import pythia_schedule
     from circuit_stability.models import HUB_PREFIX, hub_revision, hub_steps, local_steps
 
@@ -498,13 +496,7 @@ def cmd_audit(a: argparse.Namespace) -> None:
             raise SystemExit(f"no checkpoints of {a.model!r} in {a.suite_dir!r} (models there: {have}); a hub model "
                              f"is named {HUB_PREFIX}<size>")
         folders = {s: Path(a.suite_dir) / a.model / f"step{s}" for s in steps}
-        hashes = {}
-        for s, folder in folders.items():
-            hashes[s] = {}
-            for f in sorted(folder.glob("*.safetensors")):
-                with open(f, "rb") as fh:
-                    hashes[s][f.name] = hashlib.file_digest(fh, "sha256").hexdigest()
-        table = file_level_audit(a.model, hashes)
+        table = file_level_audit(a.model, local_weight_hashes(folders))
         if a.tensors:
             table = pd.concat([table, tensor_level_audit(a.model, folders)], ignore_index=True)
     flagged = table[table["flag"] != ""]
