@@ -186,3 +186,66 @@ def test_the_audit_command_prints_the_flagged_checkpoints(tmp_path):
     assert out.returncode == 2, out
     assert "cannot list EleutherAI/pythia-70m revision 'step0' on the hub" in out.stdout
     assert "would have compared the weight files' SHA-256" in out.stdout and "154 revisions" in out.stdout
+
+
+def test_the_integrity_policy_skips_stops_or_keeps_the_flagged_planned_checkpoints(tmp_path):
+    """flagged_steps reads an audit table (both levels, one entry per step); integrity_gate passes a plan without
+    flagged steps under every policy, and with one: skip and error raise naming the step, its flag and what to do,
+    keep returns it. A table older than the checkpoints it describes is ignored (they were rewritten)."""
+    import os
+
+    import pandas as pd
+
+    from circuit_stability.audit import IntegrityError, flagged_steps, integrity_gate
+
+    table = pd.concat([file_level_audit("m", {0: {"model.safetensors": "a"}, 100: {"model.safetensors": "c"},
+                                              200: {"model.safetensors": "c"}}),
+                       file_level_audit("m", {0: {"model.safetensors": "a"}, 100: {"model.safetensors": "c"},
+                                              200: {"model.safetensors": "c"}})])
+    flagged = flagged_steps(table)
+    assert flagged == {100: "final_weights: step 100 holds the final checkpoint's weights (step 200)"}
+    for policy in ("skip", "error", "keep"):
+        assert integrity_gate("m", flagged, [0, 200], policy, "suite.integrity") == []
+    assert integrity_gate("m", flagged, [0, 100, 200], "keep", "suite.integrity") == [100]
+    for policy, todo in (("skip", "suite.integrity: skip leaves them out"), ("error", "suite.integrity: error stops")):
+        with pytest.raises(IntegrityError, match=r"(?s)1 checkpoint\(s\) of m .*step 100: final_weights.*" + todo):
+            integrity_gate("m", flagged, [0, 100, 200], policy, "suite.integrity")
+    with pytest.raises(ValueError, match="'ignore' is not a policy; valid: skip, error, keep"):
+        integrity_gate("m", flagged, [0], "ignore", "hub.integrity")
+
+    path = tmp_path / "m.parquet"
+    table.to_parquet(path)
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"x")
+    os.utime(checkpoint, (path.stat().st_mtime - 10,) * 2)
+    assert flagged_steps(path, newer_than=[checkpoint]) == flagged
+    os.utime(checkpoint, (path.stat().st_mtime + 10,) * 2)
+    assert flagged_steps(path, newer_than=[checkpoint]) == {}
+    assert flagged_steps(tmp_path / "none.parquet") == {}
+    table.drop(columns="reason").to_parquet(path)
+    with pytest.raises(ValueError, match=r"m.parquet: not a checkpoint audit table: no column\(s\) \['reason'\]"):
+        flagged_steps(path)
+
+
+def test_the_download_marker_records_the_weight_hashes_the_audit_compares(monkeypatch, tmp_path):
+    """The hub cannot be reached here: huggingface_hub's own metadata objects (RepoSibling, BlobLfsInfo) stand for
+    the hub's answer. The marker records each weight file's git-LFS SHA-256 (not the index JSON's, not the
+    config's) and their content id, the same id the file-level audit gives that revision."""
+    import json
+    import types
+
+    import huggingface_hub
+    from huggingface_hub.hf_api import BlobLfsInfo, RepoSibling
+
+    from circuit_stability.hub import download_checkpoint
+
+    shards = {"model-00001-of-00002.safetensors": _sha("s1"), "model-00002-of-00002.safetensors": _sha("s2")}
+    siblings = [RepoSibling("config.json", 600), RepoSibling("model.safetensors.index.json", 900),
+                *[RepoSibling(f, 10, lfs=BlobLfsInfo(size=10, sha256=h, pointer_size=130)) for f, h in shards.items()]]
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info",
+                        lambda self, name, revision, files_metadata: types.SimpleNamespace(sha="c0ffee", siblings=siblings))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: str(tmp_path / "snap"))
+    marker = download_checkpoint("EleutherAI/pythia-12b", 50000, tmp_path / "step50000.json")
+    assert json.loads((tmp_path / "step50000.json").read_text()) == marker
+    assert marker["sha256"] == shards
+    assert marker["content"] == content_id(shards) == file_level_audit("m", {50000: shards})["content"].iloc[0]

@@ -370,3 +370,129 @@ def lineage_audit(runs: dict[str, dict[int, str | Path]], until: int = 512) -> p
 
 __all__ = ["AUDIT_COLUMNS", "FLAGS", "is_weight_file", "content_id", "file_level_audit", "hub_weight_hashes",
            "local_weight_hashes", "checkpoint_digest", "tensor_level_audit", "lineage_audit"]
+
+
+# ---------------------------------------------------------------- the study's policy (hub.integrity, suite.integrity)
+INTEGRITY_POLICIES = ("skip", "error", "keep")
+
+
+class IntegrityError(RuntimeError):
+    """Checkpoints the audit flagged are planned for analysis under the ``skip`` or ``error`` policy."""
+
+
+def flagged_steps(table: pd.DataFrame | str | Path, newer_than: Iterable[str | Path] = ()) -> dict[int, str]:
+    """The checkpoints an audit table flags, at any level: ``{step: "flag: reason; ..."}``.
+
+    Args:
+        table: an audit table (:data:`AUDIT_COLUMNS`) or the path of its parquet file; a path that does not exist
+            gives ``{}`` (not audited yet).
+        newer_than: files the audit read (a suite model's checkpoints): if any exists and is newer than the table's
+            file, the table describes checkpoints that have since been rewritten, and ``{}`` is returned (the
+            workflow audits them again).
+
+    Raises:
+        ValueError: if the table lacks the ``step``, ``flag`` or ``reason`` column (naming the file).
+    """
+    if not isinstance(table, pd.DataFrame):
+        path = Path(table)
+        if not path.is_file():
+            return {}
+        mtime = path.stat().st_mtime
+        if any(Path(f).is_file() and Path(f).stat().st_mtime > mtime for f in newer_than):
+            return {}
+        table = pd.read_parquet(path)
+        where = f"{path}: "
+    else:
+        where = ""
+    missing = {"step", "flag", "reason"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{where}not a checkpoint audit table: no column(s) {sorted(missing)} "
+                         f"(expected {AUDIT_COLUMNS})")
+    out: dict[int, list[str]] = {}
+    for row in table[table["flag"] != ""].itertuples():
+        text = f"{row.flag}: {row.reason}"
+        if text not in out.setdefault(int(row.step), []):
+            out[int(row.step)].append(text)
+    return {s: "; ".join(v) for s, v in sorted(out.items())}
+
+
+def integrity_gate(model: str, flagged: dict[int, str], planned: Iterable[int], policy: str, key: str) -> list[int]:
+    """Apply the study's integrity policy to the checkpoints of ``model`` planned for analysis.
+
+    Args:
+        model: the model's name (for the message).
+        flagged: :func:`flagged_steps` of its audit table.
+        planned: the checkpoint steps the study's analysis jobs read.
+        policy: ``skip`` (flagged checkpoints are left out of the plan; one planned here stops the build, as the plan
+            was made before the audit), ``error`` (a flagged checkpoint stops the build) or ``keep`` (analysed and
+            marked).
+        key: the config key of the policy (``hub.integrity`` or ``suite.integrity``), for the message.
+
+    Returns:
+        the planned steps that are flagged and kept (policy ``keep``; else empty).
+
+    Raises:
+        IntegrityError: a planned checkpoint is flagged and the policy is ``skip`` or ``error``, naming each with
+            its flag and reason and what to do.
+        ValueError: an unknown policy.
+    """
+    if policy not in INTEGRITY_POLICIES:
+        raise ValueError(f"{key}: {policy!r} is not a policy; valid: {', '.join(INTEGRITY_POLICIES)}")
+    hit = [s for s in planned if s in flagged]
+    if not hit or policy == "keep":
+        return hit
+    listing = "\n".join(f"  step {s}: {flagged[s]}" for s in hit)
+    if policy == "skip":
+        todo = (f"{key}: skip leaves them out: run the same command again, and the study is planned without them "
+                f"(the audit ran after this build was planned)")
+    else:
+        todo = (f"{key}: error stops here: replace the checkpoints and delete results/audit/{model}.parquet, or set "
+                f"{key} to skip (leave them out) or keep (analyse and mark them)")
+    raise IntegrityError(f"the checkpoint audit flagged {len(hit)} checkpoint(s) of {model} this study would "
+                         f"analyse:\n{listing}\n{todo}")
+
+
+def study_audit_table(tables: Iterable[pd.DataFrame], planned: dict[str, Iterable[int]], policy: str) -> pd.DataFrame:
+    """The study's checkpoint-audit table: every model's audit rows (:data:`AUDIT_COLUMNS`) with ``action``, what the
+    study did with each flagged checkpoint (``skipped``: left out of the analysis; ``kept``: analysed, marked in the
+    figures; empty for a checkpoint not flagged), and ``policy``, the integrity policy applied.
+
+    Args:
+        tables: each model's audit table.
+        planned: ``{model: steps analysed}`` (after the policy).
+        policy: the study's integrity policy (:data:`INTEGRITY_POLICIES`).
+
+    Raises:
+        ValueError: if ``tables`` is empty.
+    """
+    tables = list(tables)
+    if not tables:
+        raise ValueError("no audit tables to collect")
+    table = pd.concat(tables, ignore_index=True)
+    analysed = {(m, int(s)) for m, steps in planned.items() for s in steps}
+    table["action"] = ["" if flag == "" else ("kept" if (m, int(s)) in analysed else "skipped")
+                       for m, s, flag in zip(table["model"], table["step"], table["flag"])]
+    table["policy"] = policy
+    return table
+
+
+def audit_page(table: pd.DataFrame, key: str) -> str:
+    """A self-contained HTML page of a study's checkpoint audit (:func:`study_audit_table`) for the report: per
+    model and level the checkpoints audited and flagged, then every flagged checkpoint with its flag, reason and
+    action (or a line saying none is flagged)."""
+    import html
+
+    policy = table["policy"].iloc[0] if len(table) else ""
+    summary = (table.assign(flagged=table["flag"] != "").groupby(["model", "level"])
+               .agg(checkpoints=("step", "nunique"), flagged=("flagged", "sum")).reset_index())
+    flagged = table[table["flag"] != ""][["model", "step", "level", "flag", "reason", "action"]]
+    body = (flagged.to_html(index=False, escape=True, border=0) if len(flagged)
+            else "<p>No checkpoint is flagged.</p>")
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Checkpoint audit</title><style>"
+            "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{padding:2px 8px;"
+            "border-bottom:1px solid #ddd;text-align:left}</style></head><body><h2>Checkpoint audit</h2>"
+            f"<p>Before any analysis read them, every checkpoint of every model was audited (file level: weight-file "
+            f"hashes; tensor level: digests and distances along the trajectory; docs/checkpoint-audit.md). Policy "
+            f"<code>{html.escape(key)}: {html.escape(str(policy))}</code>: skipped checkpoints are left out of every "
+            f"analysis; kept ones are analysed and ringed in red in Figure 1.</p>"
+            + summary.to_html(index=False, border=0) + "<h3>Flagged checkpoints</h3>" + body + "</body></html>")

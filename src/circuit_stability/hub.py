@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from circuit_stability.audit import content_id
 from circuit_stability.models import hub_revision
 
 # What a TransformerBridge needs of a Pythia revision: the config, the tokenizer and the weights (safetensors when
@@ -25,7 +26,8 @@ class DownloadError(RuntimeError):
 
 def download_checkpoint(name: str, step: int, out: str | Path) -> dict:
     """Download checkpoint ``step`` of hub model ``name`` (revision ``step<step>``) into the Hugging Face cache
-    and write the marker ``out`` (JSON: model, step, revision, commit, files, bytes, cache folder).
+    and write the marker ``out`` (JSON: model, step, revision, commit, files, bytes, cache folder, the weight
+    files' git-LFS ``sha256`` and their ``content`` id as the checkpoint audit computes it).
 
     Args:
         name: a Pythia or PolyPythias hub name (``EleutherAI/pythia-160m``).
@@ -64,8 +66,12 @@ def download_checkpoint(name: str, step: int, out: str | Path) -> dict:
         folder = snapshot_download(name, revision=revision, allow_patterns=wanted)
     except Exception as e:
         raise DownloadError(f"cannot download {where}: {type(e).__name__}: {e}") from e
+    # the weight files' git-LFS SHA-256 and their content id, as the checkpoint audit compares them
+    # (circuit_stability.audit.content_id): what this marker's weights were, should the hub's change later
+    sha256 = {s.rfilename: s.lfs.sha256 for s in info.siblings or [] if s.rfilename in weights and s.lfs}
     marker = {"model": name, "step": step, "revision": revision, "commit": info.sha, "files": sorted(wanted),
-              "bytes": int(sum(files[f] for f in wanted)), "folder": str(folder)}
+              "bytes": int(sum(files[f] for f in wanted)), "folder": str(folder), "sha256": sha256,
+              "content": content_id(sha256) if sha256 else ""}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
