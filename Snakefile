@@ -29,6 +29,7 @@ config.update(validate_config(config))
 
 
 include: "rules/common.smk"
+include: "rules/audit.smk"
 include: "rules/download.smk"
 include: "rules/suite.smk"
 include: "rules/datasets.smk"
@@ -56,6 +57,7 @@ rule all:
         STABILITY_FILES,
         SIMILARITY_FILES,
         rules.tables.output,
+        rules.audit_table.output,  # every model's checkpoint audit (rules/audit.smk)
         rules.figures.output,
         rules.report.output,  # reports/report.html
         rules.track.output,  # MLflow: every (model, task, step) logged (rules/tracking.smk)

@@ -5,6 +5,7 @@ import os
 import re
 from pathlib import Path
 
+from circuit_stability.audit import flagged_steps, integrity_gate
 from circuit_stability.checkpoints import checkpoint_schedule, pythia_schedule
 from circuit_stability.config import ConfigError, load_config, study_outputs, trained_elsewhere
 from snakemake.logging import logger
@@ -84,6 +85,29 @@ if config["source"] == "suite":
     STEPS_OF = {m: STEPS for m in MODELS}
 else:
     STEPS_OF = {m: hub_steps(MODEL_NAMES[m], STEPS, warn=logger.warning) for m in MODELS}
+
+# The checkpoint audit (rules/audit.smk, docs/checkpoint-audit.md) reads every checkpoint of a model (AUDITED_OF)
+# before any analysis job does. Where its table exists from an earlier build, the study's integrity policy is applied
+# as the study is planned: `skip` leaves the flagged checkpoints out of every analysis, with a warning naming them;
+# `error` stops here, naming them; `keep` analyses them and marks them (checkpoint_audit table, figures). A table
+# older than a suite model's checkpoints is ignored (they were rewritten: the audit runs again).
+AUDITED_OF = {m: list(STEPS_OF[m]) for m in MODELS}
+INTEGRITY_KEY = "suite.integrity" if config["source"] == "suite" else "hub.integrity"
+INTEGRITY = (config["suite"] if config["source"] == "suite" else config["hub"])["integrity"]
+FLAGGED_OF = {m: flagged_steps(f"results/audit/{m}.parquet",
+                               newer_than=[f"models/{m}/step{s}/model.safetensors" for s in AUDITED_OF[m]]
+                               if config["source"] == "suite" else []) for m in MODELS}
+_flagged = {m: f for m, f in FLAGGED_OF.items() if f}
+if _flagged and INTEGRITY == "error":
+    raise ConfigError(f"{INTEGRITY_KEY}: error, and the checkpoint audit (results/audit/) flagged:\n" + "\n".join(
+        f"  {m} step {s}: {why}" for m, f in _flagged.items() for s, why in f.items())
+        + f"\nreplace those checkpoints and delete their audit tables, or set {INTEGRITY_KEY} to skip or keep")
+for _m, _f in _flagged.items():
+    _verb = "skipped" if INTEGRITY == "skip" else "kept and marked"
+    logger.warning(f"{_m}: {len(_f)} checkpoint(s) flagged by the checkpoint audit, {_verb} ({INTEGRITY_KEY}: "
+                   f"{INTEGRITY}): " + "; ".join(f"step {s} ({why})" for s, why in _f.items()))
+    if INTEGRITY == "skip":
+        STEPS_OF[_m] = [s for s in STEPS_OF[_m] if s not in _f]
 SCORED_OF = {m: [s for s in SCORED if s in STEPS_OF[m]] for m in MODELS}
 
 # Each model's size, batch size and dtype (hub.settings overrides analysis.batch_size and analysis.dtype per model),
@@ -217,9 +241,11 @@ def checkpoints_of(steps):
 
     def inputs(wildcards):
         chunk = chunk_steps(steps, wildcards)
+        # the model's audit gate first: no analysis job reads a checkpoint before the audit has passed it
+        gate = [f"results/audit/{wildcards.model}.passed"]
         if config["source"] != "suite":
-            return expand("data/hub/{model}/step{step}.json", model=wildcards.model, step=chunk)
-        return expand("models/{model}/step{step}/model.safetensors", model=wildcards.model, step=chunk)
+            return gate + expand("data/hub/{model}/step{step}.json", model=wildcards.model, step=chunk)
+        return gate + expand("models/{model}/step{step}/model.safetensors", model=wildcards.model, step=chunk)
 
     return inputs
 

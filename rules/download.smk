@@ -10,6 +10,8 @@ EVICT_FILES = []
 if config["source"] == "hub":
 
     rule download:
+        input:
+            gate="results/audit/{model}.passed",  # the file-level audit passed it (rules/audit.smk)
         output:
             # the marker (revision, commit, files, bytes): temporary with hub.evict, so that a rebuild of a
             # deleted result downloads the checkpoint again

@@ -8,6 +8,7 @@ rule tables:
         components=lambda w: validated(COMPONENT_FILES),
         stability=lambda w: validated(STABILITY_FILES),
         similarity=lambda w: validated(SIMILARITY_FILES),
+        audit=rules.audit_table.output,  # written beside the tables first, so `--until tables` includes it
     output:
         behavior=f"{TABLES}/behavior.parquet",
         circuits=f"{TABLES}/circuits.parquet",
@@ -108,6 +109,7 @@ rule figures:
 rule report:
     input:
         rules.figures.output,
+        rules.audit_table.output,
     output:
         REPORT,
     params:

@@ -13,6 +13,7 @@ rule track:
         scores=per_model("results/scores/{model}/{task}/step{step}.parquet", scored=True),
         circuits=per_model("results/circuits/{model}/{task}/step{step}.json", scored=True),
         figures=rules.figures.output,
+        audit=rules.audit_table.output.table,
     output:
         f"results/tracking/{config['study']}.json",
     params:
@@ -27,4 +28,5 @@ rule track:
     shell:
         "circuit-stability --log {log} track --study {params.study} --behavior {input.behavior} --scores {input.scores} "
         "--circuits {input.circuits} --figures {input.figures} --configfile " + CONFIGFILES + " "
-        "--config-hash {params.config_hash} --seed {params.seed} --benchmarks logs/benchmarks --out {output}"
+        "--config-hash {params.config_hash} --seed {params.seed} --benchmarks logs/benchmarks --audit {input.audit} "
+        "--out {output}"

@@ -180,6 +180,23 @@ def test_the_audit_command_prints_the_flagged_checkpoints(tmp_path):
     assert out.returncode == 1, out
     assert "checkpoints flagged: final_weights 1" in out.stdout and "file and tensor level" in out.stdout
     assert "step 100 holds the final checkpoint's weights (step 300)" in out.stdout
+    # the workflow's form: the table written (exit 0: the study's policy decides), and the lineage against another
+    # seed's run, whose step 0 this run's step 100 now is (#203)
+    for folder in _trajectory(tmp_path / "models" / "other", steps=(0,), seed=5).values():
+        (folder / "config.json").write_text("{}")
+    shutil.copy(tmp_path / "models/other/step0/model.safetensors", tmp_path / "models/run/step100/model.safetensors")
+    out = subprocess.run([*cmd, "--steps", "0,100,200", "--lineage-with", "other", "--out", str(tmp_path / "t.parquet")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "t.parquet")
+    assert sorted(set(table["step"])) == [0, 100, 200] and set(table["level"]) == {"file", "lineage"}
+    lineage = table[table["level"] == "lineage"]
+    assert list(zip(lineage["step"], lineage["flag"])) == [(100, "lineage"), (200, "")]
+    assert "run step 100 is closer to other's step 0" in lineage["reason"].iloc[0]
+    out = subprocess.run([*cmd, "--steps", "0,150"], capture_output=True, text=True)
+    assert out.returncode != 0 and "no checkpoint of step(s) [150]" in out.stderr, out
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(["circuit-stability", "audit", "EleutherAI/pythia-70m"], capture_output=True, text=True,
                          env=env)

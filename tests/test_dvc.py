@@ -100,6 +100,7 @@ def test_report_is_offline_and_contains_every_figure(pushed):
             assert f"data:image/png;charset=utf8;filename={fig};base64," in html, f"{fig} is not embedded"
         assert "data:text/html;charset=utf8;filename=component_lag.html;base64," in html  # the component-lag table
         assert "data:text/html;charset=utf8;filename=findings.html;base64," in html  # the findings table
+        assert "data:text/html;charset=utf8;filename=checkpoint_audit.html;base64," in html  # the audit's page
         for text in ("Figure 1: behaviour over training", "Figure 5: circuit size over training",
                      "results/tables/behavior.parquet", "results/tables/circuits.parquet"):
             assert text in html

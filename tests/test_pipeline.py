@@ -57,13 +57,16 @@ def _artefacts() -> list[str]:
              "results/tables/component_lag.parquet", "results/tables/algorithm.parquet",
              "results/tables/circuit_edges.parquet", "results/tables/similarity.parquet",
              "results/tables/composition.parquet", "results/tables/cross_model.parquet",
-             "results/tables/findings.parquet", "reports/figures/similarity.png", "reports/figures/findings.html",
+             "results/tables/findings.parquet", "results/tables/checkpoint_audit.parquet",
+             "reports/figures/similarity.png", "reports/figures/findings.html",
              "reports/figures/figure1_behavior.png", "reports/figures/circuit_size.png",
              "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png",
              "reports/figures/figure2_components.png", "reports/figures/figure3_top_heads.png",
-             "reports/figures/component_lag.html", "reports/figures/figure4_algorithm.png", "reports/report.html"]
+             "reports/figures/component_lag.html", "reports/figures/figure4_algorithm.png", "reports/report.html",
+             "reports/figures/checkpoint_audit.html"]
     for m in MODELS:
-        paths += [f"models/{m}/train_log.parquet", f"models/{m}/suite.json"]
+        paths += [f"models/{m}/train_log.parquet", f"models/{m}/suite.json", f"results/audit/{m}.parquet",
+                  f"results/audit/{m}.passed"]
         paths += [f"models/{m}/step{s}/model.safetensors" for s in STEPS]
         paths += [f"results/components/{m}/step{s}.parquet" for s in STEPS]
         paths += [f"results/stability/{m}/ioi/step{s}.parquet" for s in SCORED]
@@ -431,3 +434,59 @@ def test_planted_head_permutation_is_recovered_by_every_analysis(study, tmp_path
         row = sim[(sim["model"] == der) & (sim["task"] == t) & (sim["step"] == 200)]
         expected = jaccard(c0, c200) if c0 or c200 else np.nan
         assert _close(row["jaccard_prev"], [expected]), (t, row["jaccard_prev"].tolist(), expected)
+
+
+def test_the_checkpoint_audit_gates_every_analysis_and_applies_the_integrity_policy(study, tmp_path):
+    """The built quick study's checkpoints pass the audit (file and tensor level). The final checkpoint of quick-s
+    copied under step 100's label (EleutherAI/pythia #205's case) stops the build at the audit gate before any
+    analysis job reads it, naming it; run again, the study is planned without it (suite.integrity: skip), listed as
+    skipped in the checkpoint_audit table and absent from the behaviour table; `error` refuses to plan, naming it;
+    `keep` plans it with a warning."""
+    cwd = Path(shutil.copytree(study, tmp_path / "audited", symlinks=True))
+    audit = pd.read_parquet(cwd / "results/tables/checkpoint_audit.parquet")
+    assert set(audit["model"]) == set(MODELS) and set(audit["level"]) == {"file", "tensor"}
+    assert (audit["flag"] == "").all() and (audit["action"] == "").all()
+    assert len(audit) == 2 * len(MODELS) * len(STEPS)
+
+    shutil.copy(cwd / "models/quick-s/step200/model.safetensors", cwd / "models/quick-s/step100/model.safetensors")
+    behavior = cwd / "results/behavior/quick-s/ioi/step100.json"
+    before = (behavior.read_bytes(), behavior.stat().st_mtime_ns)
+    out = subprocess.run(["snakemake", "--cores", "2"], cwd=cwd, capture_output=True, text=True, timeout=600)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text[-3000:]
+    assert "flagged 1 checkpoint(s) of quick-s" in text and "step 100: final_weights" in text, text[-3000:]
+    assert "suite.integrity: skip leaves them out: run the same command again" in text
+    assert (behavior.read_bytes(), behavior.stat().st_mtime_ns) == before  # no analysis read the planted checkpoint
+
+    out = _snakemake(cwd)
+    assert ("quick-s: 1 checkpoint(s) flagged by the checkpoint audit, skipped (suite.integrity: skip): step 100 "
+            "(final_weights: step 100 holds the final checkpoint's weights (step 200))") in out.stdout + out.stderr
+    audit = pd.read_parquet(cwd / "results/tables/checkpoint_audit.parquet")
+    flagged = audit[audit["flag"] != ""]
+    assert set(zip(flagged["model"], flagged["step"], flagged["flag"], flagged["action"])) == {
+        ("quick-s", 100, "final_weights", "skipped")}
+    # listed in the report (its page embedded) and in the MLflow run of the build
+    import base64
+
+    html = (cwd / "reports/report.html").read_text()
+    page = re.search(r"filename=checkpoint_audit.html;base64,([A-Za-z0-9+/=]+)", html)
+    assert page and re.search(r"<td>quick-s</td>\s*<td>100</td>\s*<td>file</td>\s*<td>final_weights</td>",
+                              base64.b64decode(page.group(1)).decode())
+    from mlflow import MlflowClient
+
+    summary = json.loads((cwd / "results/tracking/quick.json").read_text())
+    params = MlflowClient(summary["tracking_uri"]).get_run(summary["parent_run_id"]).data.params
+    assert params["checkpoints_flagged"] == "quick-s:100:final_weights:skipped"
+    table = pd.read_parquet(cwd / "results/tables/behavior.parquet")
+    assert 100 not in set(table[table["model"] == "quick-s"]["step"])
+    assert 100 in set(table[table["model"] == "quick-m"]["step"])
+
+    config = yaml.safe_load((cwd / "config/config.yaml").read_text())
+    for policy, ok, said in (("error", False, "suite.integrity: error, and the checkpoint audit (results/audit/) "
+                              "flagged:\n  quick-s step 100: final_weights"),
+                             ("keep", True, "kept and marked (suite.integrity: keep)")):
+        config["suite"]["integrity"] = policy
+        (cwd / f"config/{policy}.yaml").write_text(json.dumps(config))
+        out = subprocess.run(["snakemake", "-n", "--configfile", f"config/{policy}.yaml"], cwd=cwd,
+                             capture_output=True, text=True, timeout=600)
+        assert (out.returncode == 0) == ok and said in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]

@@ -85,3 +85,16 @@ def test_tokens_axis_is_log_by_default_and_linear_on_request(tmp_path):
     assert (250 * 2048 - left) / (right - left) < 0.3
     with pytest.raises(ValueError, match=r"tokens axis 'lin'; valid: \['log', 'linear'\]"):
         plots.make_figures(tmp_path, tmp_path, ["m"], tokens_axis="lin")
+
+
+def test_checkpoints_kept_though_flagged_by_the_audit_are_ringed_in_the_behaviour_figure(tmp_path):
+    """Under `integrity: keep` a flagged checkpoint is analysed: Figure 1 rings it (and only it) in red."""
+    steps = [0, 100, 200, 300]
+    behavior = pd.DataFrame({"model": "m", "task": "ioi", "split": "all", "metric_name": "logit_diff",
+                             "step": steps, "tokens_seen": [s * 64 for s in steps], "metric": [0.0, 3.0, 1.0, 2.0]})
+    fig = plots.behavior_figure(behavior, ["m"], tmp_path / "b.png",
+                                flagged=pd.DataFrame({"model": ["m", "other"], "step": [100, 200]}))
+    rings = [c for c in fig.axes[0].collections if c.get_label() == plots.FLAGGED_LABEL]
+    assert len(rings) == 1 and rings[0].get_offsets().tolist() == [[100 * 64, 3.0]]
+    fig = plots.behavior_figure(behavior, ["m"], tmp_path / "b.png")
+    assert not [c for c in fig.axes[0].collections if c.get_label() == plots.FLAGGED_LABEL]

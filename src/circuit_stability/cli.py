@@ -310,7 +310,7 @@ def cmd_track(a: argparse.Namespace) -> None:
     from circuit_stability.tracking import track_study
 
     s = track_study(a.study, a.behavior, a.scores or [], a.circuits or [], a.figures or [], a.configfile or [],
-                    a.config_hash, a.seed, a.tracking_uri, a.project_dir, a.benchmarks, a.out)
+                    a.config_hash, a.seed, a.tracking_uri, a.project_dir, a.benchmarks, a.out, a.audit)
     _log(f"track {a.study}: {len(s['logged'])} run(s) logged, {len(s['unchanged'])} unchanged, "
          f"{len(s['superseded'])} superseded; parent run {s['parent_run_id']} at {s['tracking_uri']}")
     _log(f"MLflow: `mlflow ui --backend-store-uri {s['tracking_uri']}`, then open "
@@ -466,19 +466,23 @@ def cmd_audit(a: argparse.Namespace) -> None:
     weight files' SHA-256 of every checkpoint (two steps serving the same weights; early steps serving the final
     step's), from the hub's metadata without downloading any weights, or from the files of a local suite model;
     with --tensors (a local model) also the tensor level (a digest per checkpoint, relative L2 distances to the
-    first, the final and the neighbouring checkpoints, trajectory breaks). Prints the flagged checkpoints (all with
-    --all) and a summary; exit 1 if any checkpoint is flagged, 2 if the hub cannot be reached."""
+    first, the final and the neighbouring checkpoints, trajectory breaks); with --lineage-with (a local model) the
+    lineage of its early checkpoints against other seeds' step 0. Prints the flagged checkpoints (all with
+    --all) and a summary; exit 1 if any checkpoint is flagged, 2 if the hub cannot be reached. With --out (the
+    workflow's audit job) the table is written there and the exit status is 0 once it is: the study's integrity
+    policy is applied to it by the workflow (hub.integrity, suite.integrity)."""
     import pandas as pd
 
-    from circuit_stability.audit import file_level_audit, hub_weight_hashes, local_weight_hashes, tensor_level_audit
+    from circuit_stability.audit import (file_level_audit, hub_weight_hashes, lineage_audit, local_weight_hashes,
+                                         tensor_level_audit)
     from circuit_stability.checkpoints import pythia_schedule
     from circuit_stability.models import HUB_PREFIX, hub_revision, hub_steps, local_steps
 
     if a.model.startswith(HUB_PREFIX):
-        if a.tensors:
-            raise SystemExit("--tensors reads the weights: it audits a local model (for a hub model the workflow's "
-                             "audit job runs it on the downloaded checkpoints)")
-        steps = hub_steps(a.model, pythia_schedule(), warn=lambda m: print(m))
+        if a.tensors or a.lineage_with:
+            raise SystemExit("--tensors and --lineage-with read the weights: they audit a local model (a hub model's "
+                             "checkpoints are audited at the file level, from the hub's metadata)")
+        steps = hub_steps(a.model, a.steps or pythia_schedule(), warn=lambda m: print(m))
         revisions = {s: hub_revision(a.model, s) for s in steps}
         try:
             hashes = hub_weight_hashes(a.model, revisions)
@@ -490,7 +494,11 @@ def cmd_audit(a: argparse.Namespace) -> None:
             raise SystemExit(2) from None
         table = file_level_audit(a.model, hashes, final_step=max(steps))
     else:
-        steps = local_steps(a.suite_dir, a.model)
+        found = local_steps(a.suite_dir, a.model)
+        steps = a.steps or found
+        if a.steps and set(a.steps) - set(found):
+            raise SystemExit(f"{a.model}: no checkpoint of step(s) {sorted(set(a.steps) - set(found))} in "
+                             f"{Path(a.suite_dir) / a.model} (steps there: {found})")
         if not steps:
             have = sorted(p.name for p in Path(a.suite_dir).iterdir() if p.is_dir()) if Path(a.suite_dir).is_dir() else []
             raise SystemExit(f"no checkpoints of {a.model!r} in {a.suite_dir!r} (models there: {have}); a hub model "
@@ -499,6 +507,13 @@ def cmd_audit(a: argparse.Namespace) -> None:
         table = file_level_audit(a.model, local_weight_hashes(folders))
         if a.tensors:
             table = pd.concat([table, tensor_level_audit(a.model, folders)], ignore_index=True)
+        if a.lineage_with:
+            others = {m: {0: Path(a.suite_dir) / m / "step0"} for m in a.lineage_with}
+            table = pd.concat([table, lineage_audit({a.model: folders, **others})], ignore_index=True)
+    if a.out:
+        from circuit_stability.artifacts import write_parquet
+
+        write_parquet(table, a.out)
     flagged = table[table["flag"] != ""]
     shown = table if a.all else flagged
     with pd.option_context("display.max_colwidth", 160, "display.width", 200):
@@ -507,10 +522,21 @@ def cmd_audit(a: argparse.Namespace) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in flagged.groupby("flag")["step"].nunique().items()) or "none"
     levels = " and ".join(sorted(set(table["level"])))
     print(f"{a.model}: {len(steps)} checkpoints audited ({levels} level); checkpoints flagged: {counts}")
-    raise SystemExit(1 if len(flagged) else 0)
+    raise SystemExit(1 if len(flagged) and not a.out else 0)
 
 
 # ---------------------------------------------------------------- argument parsing
+def _steps_list(value: str) -> list[int]:
+    """``--steps 0,512,1000`` as a sorted list of distinct checkpoint steps (argparse reports the bad value)."""
+    try:
+        steps = sorted({int(x) for x in value.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected comma-separated checkpoint steps, e.g. 0,512,1000") from None
+    if not steps or steps[0] < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: checkpoint steps are integers >= 0")
+    return steps
+
+
 def _option(p: argparse.ArgumentParser, flag: str, key: str, help: str, **kw) -> None:
     """An option whose default is the schema's default of config key ``key``, shown in ``--help``."""
     p.add_argument(flag, default=schema_default(key), help=f"{help} (default: %(default)s; config key {key})", **kw)
@@ -580,6 +606,7 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--project-dir", default=".", help="project checkout (git commit, dirty flag; default: %(default)s)")
     s.add_argument("--benchmarks", default=None, help="folder of Snakemake benchmark TSVs (peak memory)")
     s.add_argument("--out", default=None, help="summary JSON (run id per model/task/step)")
+    s.add_argument("--audit", default=None, help="the study's checkpoint-audit table, logged to the parent run")
     s.set_defaults(fn=cmd_track)
 
     s = sub.add_parser("heads", help="head-function scores of every head (induction, duplicate-token, previous-token, "
@@ -651,6 +678,13 @@ def _versioning_commands(sub) -> None:
     s.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
     s.add_argument("--tensors", action="store_true", help="a local model: also the tensor-level audit")
     s.add_argument("--all", action="store_true", help="print every checkpoint's row, not only the flagged ones")
+    s.add_argument("--steps", type=_steps_list, default=None,
+                   help="comma-separated checkpoint steps to audit (default: every checkpoint of the model)")
+    s.add_argument("--lineage-with", type=lambda v: [m for m in v.split(",") if m], default=None,
+                   help="comma-separated members of the same shape trained from other weight seeds (under "
+                        "--suite-dir): the lineage audit checks that each early checkpoint (steps 1-512) is closer to "
+                        "the model's own step 0 than to theirs")
+    s.add_argument("--out", default=None, help="write the table to this parquet file (then exit 0 once written)")
     s.set_defaults(fn=cmd_audit)
 
     s = sub.add_parser("check", help="list every missing, corrupt or stale artefact of a study (changes nothing)",

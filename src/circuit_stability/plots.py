@@ -86,9 +86,14 @@ def no_data(ax, reason: str) -> None:
             color="0.3")
 
 
+FLAGGED_LABEL = "flagged by the checkpoint audit, kept"
+
+
 def behavior_figure(behavior: pd.DataFrame, model_order: list[str], path: Path, dpi: int = 120,
-                    tokens_axis: str = "log"):
-    """Figure 1: task metric (split 'all') against tokens seen, one panel per task, one line per model."""
+                    tokens_axis: str = "log", flagged: pd.DataFrame | None = None):
+    """Figure 1: task metric (split 'all') against tokens seen, one panel per task, one line per model; the
+    checkpoints of ``flagged`` (columns ``model``, ``step``: flagged by the checkpoint audit and kept under the
+    ``keep`` integrity policy) ringed in red (:data:`FLAGGED_LABEL`)."""
     tasks = _tasks(behavior)
     ncols = min(2, len(tasks))
     nrows = -(-len(tasks) // ncols)
@@ -98,6 +103,12 @@ def behavior_figure(behavior: pd.DataFrame, model_order: list[str], path: Path, 
         for model in [m for m in model_order if m in set(frame["model"])]:
             f = frame[frame["model"] == model].sort_values("tokens_seen")
             ax.plot(f["tokens_seen"], f["metric"], marker="o", ms=3, label=model)
+            if flagged is not None:
+                marked = f[f["step"].isin(flagged[flagged["model"] == model]["step"])]
+                if len(marked):
+                    ax.scatter(marked["tokens_seen"], marked["metric"], s=70, facecolors="none", edgecolors="red",
+                               linewidths=1.5, zorder=5, label=FLAGGED_LABEL if FLAGGED_LABEL not in
+                               ax.get_legend_handles_labels()[1] else None)
         ax.axhline(0, color="grey", lw=0.8)
         _tokens_axis(ax, frame, tokens_axis)
         ax.set_ylabel(METRIC_LABELS.get(frame["metric_name"].iloc[0], "metric"))
@@ -539,7 +550,10 @@ def make_figures(tables: Path, out: Path, model_order: list[str], dpi: int = 120
     if tokens_axis not in TOKENS_AXES:
         raise ValueError(f"tokens axis {tokens_axis!r}; valid: {list(TOKENS_AXES)}")
     circuits = pd.read_parquet(tables / "circuits.parquet")
-    behavior_figure(pd.read_parquet(tables / "behavior.parquet"), model_order, out / FIGURES[0], dpi, tokens_axis)
+    audit = tables / "checkpoint_audit.parquet"  # (a study built before the audit has none)
+    audit = pd.read_parquet(audit) if audit.is_file() else None
+    behavior_figure(pd.read_parquet(tables / "behavior.parquet"), model_order, out / FIGURES[0], dpi, tokens_axis,
+                    flagged=audit[audit["action"] == "kept"] if audit is not None else None)
     circuit_size_figure(circuits, model_order, out / FIGURES[1], dpi, tokens_axis)
     emergence_figure(pd.read_parquet(tables / "emergence.parquet"), model_order, out / FIGURES[2], dpi)
     faithfulness_figure(pd.read_parquet(tables / "faithfulness.parquet"), circuits, model_order, out / FIGURES[3],

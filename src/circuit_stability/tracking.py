@@ -269,10 +269,24 @@ def _log_checkpoint(client, exp_id: str, parent: str, cp: Checkpoint, params: di
     return run_id
 
 
+def audit_listing(path: str | Path) -> str:
+    """The flagged checkpoints of a checkpoint-audit table as ``model:step:flag:action`` joined by spaces (each
+    checkpoint once per flag; ``none`` if none); MLflow parameters hold at most 6,000 characters, so a longer
+    listing is cut with its count."""
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    flagged = table[table["flag"] != ""].drop_duplicates(["model", "step", "flag"]).sort_values(["model", "step"])
+    items = [f"{r.model}:{r.step}:{r.flag}:{r.action}" for r in flagged.itertuples()]
+    text = " ".join(items) or "none"
+    return text if len(text) <= 6000 else text[:5900].rsplit(" ", 1)[0] + f" ... ({len(items)} in all)"
+
+
 def track_study(study: str, behavior: list[str | Path], scores: list[str | Path], circuits: list[str | Path],
                 figures: list[str | Path] = (), configfiles: list[str | Path] = (), config_hash: str = "",
                 seed: int | None = None, tracking_uri: str | None = None, project_dir: str | Path = ".",
-                benchmarks: str | Path | None = None, out: str | Path | None = None) -> dict:
+                benchmarks: str | Path | None = None, out: str | Path | None = None,
+                audit: str | Path | None = None) -> dict:
     """Log a study's per-checkpoint artefacts to MLflow, idempotently; write a summary JSON to ``out``.
 
     Args:
@@ -285,6 +299,9 @@ def track_study(study: str, behavior: list[str | Path], scores: list[str | Path]
         project_dir: the project checkout (git state; default database location).
         benchmarks: folder of Snakemake benchmark TSVs ``<rule>/<model>/<task>/steps<first>-<last>.tsv``.
         out: summary JSON (tracking URI, experiment, parent run, run id per ``model/task/step``).
+        audit: the study's checkpoint-audit table (``checkpoint_audit.parquet``): logged to the parent run, whose
+            ``checkpoints_flagged`` parameter lists each flagged checkpoint as ``model:step:flag:action``
+            (``none`` if none).
 
     Returns:
         The summary: ``logged`` (new runs), ``unchanged``, ``superseded`` (old run ids), ``runs``, and
@@ -335,8 +352,10 @@ def track_study(study: str, behavior: list[str | Path], scores: list[str | Path]
                     summary["superseded"].append(r.info.run_id)
         models = sorted({k[0] for k in checkpoints})
         tasks = sorted({k[1] for k in checkpoints})
+        flagged = audit_listing(audit) if audit is not None else None
         log_batch(client, parent, params={**common, "models": ",".join(models), "tasks": ",".join(tasks),
-                                          "n_checkpoints": len(checkpoints)},
+                                          "n_checkpoints": len(checkpoints),
+                                          **({"checkpoints_flagged": flagged} if flagged is not None else {})},
                   tags={"cs.logged": len(summary["logged"]), "cs.unchanged": len(summary["unchanged"]),
                         "cs.superseded": len(summary["superseded"]),
                         "mlflow.note.content": f"Pipeline invocation of study `{study}` (config {config_hash}, git "
@@ -349,6 +368,8 @@ def track_study(study: str, behavior: list[str | Path], scores: list[str | Path]
             client.log_artifact(parent, str(f), "figures")
         for f in configfiles:
             client.log_artifact(parent, str(f), "config")
+        if audit is not None:
+            client.log_artifact(parent, str(audit), "audit")
         client.set_terminated(parent, "FINISHED")
     if out is not None:
         write_json(summary, out)
