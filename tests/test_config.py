@@ -24,7 +24,7 @@ def quick():
 def test_shipped_configs_are_valid():
     from circuit_stability.config import load_config
 
-    for name in ("config.yaml", "quick.yaml", "pythia.yaml", "seeds.yaml", "long.yaml"):
+    for name in ("config.yaml", "quick.yaml", "pythia.yaml", "seeds.yaml", "long.yaml", "long-deep.yaml"):
         validate_config(load_config(ROOT / "config" / name), SCHEMA)
 
 
@@ -85,6 +85,27 @@ def test_the_long_study_shares_the_default_corpus_generator_and_schedule_shape()
     planted = long["suite"]["models"]["mini-l-long-permuted"]["from_step"]
     assert {planted, schedule[schedule.index(planted) - 1]} <= set(long["analysis"]["steps"])
     assert long["suite"]["models"]["mini-l-long"] == default["suite"]["models"]["mini-l"]
+
+
+def test_the_deeper_long_member_differs_from_the_long_study_in_depth_length_and_scored_steps_only():
+    """config/long-deep.yaml (the long study's deeper member, its own study) changes the study's name, its corpus
+    folder's name and the training length, the model (mini-l-long with 6 layers instead of 4) and the scored
+    checkpoints (each a checkpoint of its schedule), and nothing else of config/long.yaml."""
+    from circuit_stability.checkpoints import checkpoint_schedule
+    from circuit_stability.config import load_config
+
+    long = validate_config(load_config(ROOT / "config/long.yaml"), SCHEMA)
+    deep = validate_config(load_config(ROOT / "config/long-deep.yaml"), SCHEMA)
+    assert {k for k in long if long[k] != deep[k]} == {"study", "suite", "analysis"}
+    assert {k for k in long["suite"] if long["suite"][k] != deep["suite"][k]} == {"name", "training", "models"}
+    assert {k for k in long["suite"]["training"] if long["suite"]["training"][k] != deep["suite"]["training"][k]} == {
+        "max_steps"}
+    assert {k for k in long["analysis"] if long["analysis"][k] != deep["analysis"][k]} == {"steps"}
+    (name, shape), = deep["suite"]["models"].items()
+    assert {**long["suite"]["models"]["mini-l-long"], "n_layers": 6} == shape
+    t = deep["suite"]["training"]
+    assert set(deep["analysis"]["steps"]) <= set(checkpoint_schedule(t["max_steps"], t["checkpoint_every"],
+                                                                     t["log_until"]))
 
 
 def _project_copy(dest: Path) -> Path:
