@@ -239,6 +239,10 @@ def test_the_integrity_policy_skips_stops_or_keeps_the_flagged_planned_checkpoin
     os.utime(checkpoint, (path.stat().st_mtime + 10,) * 2)
     assert flagged_steps(path, newer_than=[checkpoint]) == {}
     assert flagged_steps(tmp_path / "none.parquet") == {}
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"m.parquet: the checkpoint audit table cannot be read .* delete it and run "
+                                         r"again: the audit runs again"):
+        flagged_steps(path)
     table.drop(columns="reason").to_parquet(path)
     with pytest.raises(ValueError, match=r"m.parquet: not a checkpoint audit table: no column\(s\) \['reason'\]"):
         flagged_steps(path)

@@ -391,7 +391,8 @@ def flagged_steps(table: pd.DataFrame | str | Path, newer_than: Iterable[str | P
             workflow audits them again).
 
     Raises:
-        ValueError: if the table lacks the ``step``, ``flag`` or ``reason`` column (naming the file).
+        ValueError: if the file cannot be read, or the table lacks the ``step``, ``flag`` or ``reason`` column
+            (naming the file).
     """
     if not isinstance(table, pd.DataFrame):
         path = Path(table)
@@ -400,7 +401,11 @@ def flagged_steps(table: pd.DataFrame | str | Path, newer_than: Iterable[str | P
         mtime = path.stat().st_mtime
         if any(Path(f).is_file() and Path(f).stat().st_mtime > mtime for f in newer_than):
             return {}
-        table = pd.read_parquet(path)
+        try:
+            table = pd.read_parquet(path)
+        except Exception as e:  # truncated or not parquet: pyarrow's errors vary
+            raise ValueError(f"{path}: the checkpoint audit table cannot be read ({type(e).__name__}: {e}); delete "
+                             f"it and run again: the audit runs again") from None
         where = f"{path}: "
     else:
         where = ""
