@@ -1,6 +1,7 @@
 """The checkpoint audit on hand-built checkpoints and on the hub's own file-metadata objects (offline)."""
 
 import hashlib
+import re
 import shutil
 
 import numpy as np
@@ -270,3 +271,35 @@ def test_the_download_marker_records_the_weight_hashes_the_audit_compares(monkey
     assert json.loads((tmp_path / "step50000.json").read_text()) == marker
     assert marker["sha256"] == shards
     assert marker["content"] == content_id(shards) == file_level_audit("m", {50000: shards})["content"].iloc[0]
+
+
+def test_a_hub_study_audits_each_model_before_any_download_and_says_what_it_could_not_check(tmp_path):
+    """A Pythia study plans the file-level audit of each model before its downloads (which wait for its gate). Run
+    here, where the hub cannot be reached, the audit job fails saying so and what it would have compared, and
+    nothing is downloaded."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for item in ("Snakefile", "rules", "config", "report"):
+        (shutil.copytree if (root / item).is_dir() else shutil.copy)(root / item, tmp_path / item)
+    (tmp_path / "config/hub.yaml").write_text(json.dumps({
+        "extends": "pythia.yaml", "study": "hub-audit",
+        "hub": {"models": ["EleutherAI/pythia-70m"], "steps": [0, 1000, 143000]}}))
+    cmd = ["snakemake", "data/hub/pythia-70m/step1000.json", "--cores", "1", "--configfile", "config/hub.yaml"]
+    plan = subprocess.run([*cmd, "-n"], cwd=tmp_path, capture_output=True,
+                          text=True)
+    text = plan.stdout + plan.stderr
+    assert plan.returncode == 0, text[-3000:]
+    assert re.search(r"audit\s+1\n", text) and re.search(r"audit_gate\s+1\n", text), text[-3000:]
+    assert "Checkpoint audit: EleutherAI/pythia-70m, file level (hub metadata, no weights downloaded)" in text
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text[-3000:]
+    assert "cannot list EleutherAI/pythia-70m revision 'step0' on the hub" in text, text[-3000:]
+    assert ("not audited: the file-level audit would have compared the weight files' SHA-256 (git LFS metadata, no "
+            "weights downloaded) of 3 revisions of EleutherAI/pythia-70m (step0 … step143000)") in text
+    assert not (tmp_path / "data/hub").exists() and not (tmp_path / "results/audit/pythia-70m.parquet").exists()
