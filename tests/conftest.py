@@ -130,25 +130,35 @@ def trainable(bridge):
 
 # ---------------------------------------------------------------- the README's commands
 README = ROOT / "README.md"
+# the README and the documentation pages: every command they show in a ```bash block is run by a test
+DOCUMENTED = [README, *sorted((ROOT / "docs").glob("*.md"))]
 ENV_SETUP = "python3 -m venv .venv && . .venv/bin/activate && "  # the set-up commands' environment part
 
 
+def readme_blocks() -> list[str]:
+    """The ```bash blocks of the README and the documentation pages, in that order."""
+    import re
+
+    return [block for page in DOCUMENTED for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S)]
+
+
 def readme_commands() -> list[str]:
-    """Every command line of the README's ```bash blocks, in order, without trailing comments."""
+    """Every command line of the README's and the documentation's ```bash blocks, in order and each once (a page
+    may repeat a README command in context), without trailing comments."""
     import re
 
     lines = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+    for block in readme_blocks():
         for line in block.splitlines():
             command = re.sub(r"\s+#\s.*$", "", line).strip()
-            if command and not command.startswith("#"):
+            if command and not command.startswith("#") and command not in lines:
                 lines.append(command)
     return lines
 
 
 def readme_command(prefix: str) -> str:
-    """The README command equal to ``prefix``, else the one starting with it (the test fails if there is none,
-    or several)."""
+    """The documented command equal to ``prefix``, else the one starting with it (the test fails if there is
+    none, or several)."""
     commands = readme_commands()
     if prefix in commands:
         return prefix

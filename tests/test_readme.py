@@ -5,7 +5,7 @@ other test runs; the build, publish, sync and MLflow commands run where their re
 import re
 from pathlib import Path
 
-from conftest import ENV_SETUP, README, ROOT, quick_checkout, readme_command, readme_commands, run_ok, run_readme
+from conftest import ENV_SETUP, ROOT, quick_checkout, readme_blocks, readme_command, readme_commands, run_ok, run_readme
 
 # Each README command (exact, or a prefix ending in "...") and the test that runs it verbatim.
 RUN_BY = {
@@ -45,9 +45,10 @@ def test_ci_runs_the_readme_test_command():
 
 
 def _blocks() -> list[list[str]]:
-    """The README's ```bash blocks whose first command sets a DVC remote, one list of commands each."""
+    """The documented ```bash blocks (README and docs/) whose first command sets a DVC remote, one list of
+    commands each."""
     out = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+    for block in readme_blocks():
         lines = [re.sub(r"\s+#\s.*$", "", x).strip() for x in block.splitlines()]
         lines = [x for x in lines if x and not x.startswith("#")]
         if lines and lines[0].startswith("dvc remote add"):
