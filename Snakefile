@@ -59,6 +59,7 @@ rule all:
         rules.tables.output,
         rules.audit_table.output,  # every model's checkpoint audit (rules/audit.smk)
         rules.figures.output,
+        VIEW_FILES,  # the circuit over training, interactive, per model (rules/report.smk)
         rules.report.output,  # reports/report.html
         rules.track.output,  # MLflow: every (model, task, step) logged (rules/tracking.smk)
         EVICT_FILES,  # hub.evict: each checkpoint deleted from HF_HOME once read (rules/download.smk)

@@ -162,6 +162,11 @@ def group_models(g):
     return "|".join(re.escape(m) for m in STEP_GROUPS[g]["models"])
 
 
+def per_model_files(pattern, model):
+    """`pattern` (with {model}, {task}, {step}) expanded over every task and the scored checkpoints of `model`."""
+    return expand(pattern, model=model, task=TASKS, step=SCORED_OF[model])
+
+
 def per_model(pattern, scored=False):
     """`pattern` (with {model}, {task}, {step}) expanded over every model, task and that model's checkpoints
     (its scored checkpoints if `scored`)."""

@@ -103,6 +103,37 @@ rule figures:
         "--dpi {params.dpi} --tokens-axis {params.tokens_axis}"
 
 
+# The circuit over training, interactive (circuit_stability.views): one self-contained page per model, a view per
+# task with a step slider over the scored checkpoints.
+VIEW_FILES = [f"{FIGURES}/circuits_{m}.html" for m in MODELS]
+
+
+rule circuit_view:
+    input:
+        tables=rules.tables.output,
+        circuits=lambda w: per_model_files("results/circuits/{model}/{task}/step{step}.json", w.model),
+        scores=lambda w: per_model_files("results/scores/{model}/{task}/step{step}.parquet", w.model),
+    output:
+        report(f"{FIGURES}/circuits_{{model}}.html", caption="../report/circuit_view.rst",
+               category="Circuits over training",
+               labels={"figure": "circuit over training ({model}, interactive)",
+                       "shows": "each task's minimal circuit at every scored checkpoint, heads coloured by role"}),
+    params:
+        tasks=",".join(TASKS),
+        steps=lambda w: ",".join(map(str, SCORED_OF[w.model])),
+        tables=TABLES,
+    threads: THREADS
+    priority: model_priority
+    message:
+        "Circuit view: model {wildcards.model}, every task at its scored checkpoints (interactive HTML)"
+    log:
+        "logs/view/{model}.log",
+    shell:
+        "circuit-stability --log {log} view --model {wildcards.model} --tasks {params.tasks} --steps {params.steps} "
+        "--circuits-dir results/circuits/{wildcards.model} --scores-dir results/scores/{wildcards.model} "
+        "--tables {params.tables} --out {output}"
+
+
 # The self-contained HTML report (every figure with its caption), built by the build itself so that
 # `snakemake --cores all` makes every file dvc.yaml versions. It runs `snakemake --report` on this workflow after
 # the figures exist (without the lock, which this running build holds).
@@ -110,6 +141,7 @@ rule report:
     input:
         rules.figures.output,
         rules.audit_table.output,
+        VIEW_FILES,
     output:
         REPORT,
     params:

@@ -101,6 +101,8 @@ def test_report_is_offline_and_contains_every_figure(pushed):
         assert "data:text/html;charset=utf8;filename=component_lag.html;base64," in html  # the component-lag table
         assert "data:text/html;charset=utf8;filename=findings.html;base64," in html  # the findings table
         assert "data:text/html;charset=utf8;filename=checkpoint_audit.html;base64," in html  # the audit's page
+        for model in ("quick-s", "quick-m"):  # the circuit over training, interactive
+            assert f"data:text/html;charset=utf8;filename=circuits_{model}.html;base64," in html
         for text in ("Figure 1: behaviour over training", "Figure 5: circuit size over training",
                      "results/tables/behavior.parquet", "results/tables/circuits.parquet"):
             assert text in html

@@ -63,7 +63,7 @@ def _artefacts() -> list[str]:
              "reports/figures/emergence.png", "reports/figures/faithfulness_curves.png",
              "reports/figures/figure2_components.png", "reports/figures/figure3_top_heads.png",
              "reports/figures/component_lag.html", "reports/figures/figure4_algorithm.png", "reports/report.html",
-             "reports/figures/checkpoint_audit.html"]
+             "reports/figures/checkpoint_audit.html", *[f"reports/figures/circuits_{m}.html" for m in MODELS]]
     for m in MODELS:
         paths += [f"models/{m}/train_log.parquet", f"models/{m}/suite.json", f"results/audit/{m}.parquet",
                   f"results/audit/{m}.passed"]

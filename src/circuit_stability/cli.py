@@ -525,6 +525,21 @@ def cmd_audit(a: argparse.Namespace) -> None:
     raise SystemExit(1 if len(flagged) and not a.out else 0)
 
 
+def cmd_view(a: argparse.Namespace) -> None:
+    """The circuit over training, interactive (circuit_stability.views): one self-contained HTML page for a model,
+    with each task's minimal circuit at every scored checkpoint behind a step slider, nodes by layer and head,
+    edges sized by |EAP-IG score|, heads coloured by role, invalid checkpoints grey with their reason."""
+    from circuit_stability.artifacts import atomic_path
+    from circuit_stability.views import circuit_view_page, collect_views, task_figure
+
+    views, n_layers, n_heads = collect_views(a.model, a.tasks, a.steps, Path(a.circuits_dir), Path(a.scores_dir),
+                                             Path(a.tables))
+    page = circuit_view_page(a.model, {t: task_figure(a.model, t, v, n_layers, n_heads) for t, v in views.items()})
+    with atomic_path(a.out) as tmp:
+        tmp.write_text(page)
+    _log(f"view {a.model}: {len(views)} task(s) x {len(a.steps)} checkpoint(s) -> {a.out}")
+
+
 # ---------------------------------------------------------------- argument parsing
 def _steps_list(value: str) -> list[int]:
     """``--steps 0,512,1000`` as a sorted list of distinct checkpoint steps (argparse reports the bad value)."""
@@ -686,6 +701,17 @@ def _versioning_commands(sub) -> None:
                         "the model's own step 0 than to theirs")
     s.add_argument("--out", default=None, help="write the table to this parquet file (then exit 0 once written)")
     s.set_defaults(fn=cmd_audit)
+
+    s = sub.add_parser("view", help="the circuit over training, interactive: one HTML page per model",
+                       description=cmd_view.__doc__)
+    s.add_argument("--model", required=True, help="the model's name (its folder under results/)")
+    s.add_argument("--tasks", required=True, type=lambda v: v.split(","), help="comma-separated tasks")
+    s.add_argument("--steps", required=True, type=_steps_list, help="comma-separated scored checkpoint steps")
+    s.add_argument("--circuits-dir", required=True, help="the model's circuits: <dir>/<task>/step<step>.json")
+    s.add_argument("--scores-dir", required=True, help="the model's EAP-IG scores: <dir>/<task>/step<step>.parquet")
+    s.add_argument("--tables", required=True, help="the study's tables folder (roles, circuits, behavior)")
+    s.add_argument("--out", required=True, help="the HTML page to write")
+    s.set_defaults(fn=cmd_view)
 
     s = sub.add_parser("check", help="list every missing, corrupt or stale artefact of a study (changes nothing)",
                        description=cmd_check.__doc__)
