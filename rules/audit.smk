@@ -54,7 +54,8 @@ rule audit_gate:
     message:
         "Checkpoint audit gate: {wildcards.model}, " + INTEGRITY_KEY + " " + INTEGRITY
     run:
-        kept = integrity_gate(wildcards.model, flagged_steps(input[0]), params.planned, params.policy, INTEGRITY_KEY)
+        kept = integrity_gate(wildcards.model, flagged_steps(input[0]), params.planned, params.policy, INTEGRITY_KEY,
+                              record=f"results/audit/{wildcards.model}.skipped.json")
         Path(output[0]).write_text(
             f"{wildcards.model}: {len(params.planned)} checkpoints planned for analysis passed the audit"
             + (f"; flagged and kept ({INTEGRITY_KEY}: keep): steps {kept}" if kept else "") + "\n")

@@ -5,7 +5,7 @@ import os
 import re
 from pathlib import Path
 
-from circuit_stability.audit import flagged_steps, integrity_gate
+from circuit_stability.audit import flagged_steps, integrity_gate, read_skipped
 from circuit_stability.checkpoints import checkpoint_schedule, pythia_schedule
 from circuit_stability.config import ConfigError, load_config, study_outputs, trained_elsewhere
 from snakemake.logging import logger
@@ -87,21 +87,25 @@ else:
     STEPS_OF = {m: hub_steps(MODEL_NAMES[m], STEPS, warn=logger.warning) for m in MODELS}
 
 # The checkpoint audit (rules/audit.smk, docs/checkpoint-audit.md) reads every checkpoint of a model (AUDITED_OF)
-# before any analysis job does. Where its table exists from an earlier build, the study's integrity policy is applied
-# as the study is planned: `skip` leaves the flagged checkpoints out of every analysis, with a warning naming them;
-# `error` stops here, naming them; `keep` analyses them and marks them (checkpoint_audit table, figures). A table
-# older than a suite model's checkpoints is ignored (they were rewritten: the audit runs again).
+# before any analysis job does, and its gate stops the build when it flags a checkpoint the plan analyses under the
+# `skip` or `error` policy, recording it in results/audit/<model>.skipped.json. As the study is planned, that record
+# applies the policy: `skip` leaves the checkpoints out of every analysis, with a warning naming them; `error` stops
+# here, naming them. (The plan reads only that record, which no successful job writes, so that it stays the same for
+# the whole build, in job processes that read the workflow again too.) Under `keep`, the audit table's flagged
+# checkpoints are named as the study is planned, and analysed and marked. A record older than a suite model's
+# checkpoints is ignored (they were rewritten: the audit runs again).
 AUDITED_OF = {m: list(STEPS_OF[m]) for m in MODELS}
 INTEGRITY_KEY = "suite.integrity" if config["source"] == "suite" else "hub.integrity"
 INTEGRITY = (config["suite"] if config["source"] == "suite" else config["hub"])["integrity"]
-FLAGGED_OF = {m: flagged_steps(f"results/audit/{m}.parquet",
-                               newer_than=[f"models/{m}/step{s}/model.safetensors" for s in AUDITED_OF[m]]
-                               if config["source"] == "suite" else []) for m in MODELS}
+_newer = {m: [f"models/{m}/step{s}/model.safetensors" for s in AUDITED_OF[m]] if config["source"] == "suite" else []
+          for m in MODELS}
+FLAGGED_OF = {m: (read_skipped(f"results/audit/{m}.skipped.json", newer_than=_newer[m]) if INTEGRITY != "keep"
+                  else flagged_steps(f"results/audit/{m}.parquet", newer_than=_newer[m])) for m in MODELS}
 _flagged = {m: f for m, f in FLAGGED_OF.items() if f}
 if _flagged and INTEGRITY == "error":
     raise ConfigError(f"{INTEGRITY_KEY}: error, and the checkpoint audit (results/audit/) flagged:\n" + "\n".join(
         f"  {m} step {s}: {why}" for m, f in _flagged.items() for s, why in f.items())
-        + f"\nreplace those checkpoints and delete their audit tables, or set {INTEGRITY_KEY} to skip or keep")
+        + f"\nreplace those checkpoints (then delete results/audit/<model>.*), or set {INTEGRITY_KEY} to skip or keep")
 for _m, _f in _flagged.items():
     _verb = "skipped" if INTEGRITY == "skip" else "kept and marked"
     logger.warning(f"{_m}: {len(_f)} checkpoint(s) flagged by the checkpoint audit, {_verb} ({INTEGRITY_KEY}: "

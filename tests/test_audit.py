@@ -214,7 +214,7 @@ def test_the_integrity_policy_skips_stops_or_keeps_the_flagged_planned_checkpoin
 
     import pandas as pd
 
-    from circuit_stability.audit import IntegrityError, flagged_steps, integrity_gate
+    from circuit_stability.audit import IntegrityError, flagged_steps, integrity_gate, read_skipped
 
     table = pd.concat([file_level_audit("m", {0: {"model.safetensors": "a"}, 100: {"model.safetensors": "c"},
                                               200: {"model.safetensors": "c"}}),
@@ -225,9 +225,17 @@ def test_the_integrity_policy_skips_stops_or_keeps_the_flagged_planned_checkpoin
     for policy in ("skip", "error", "keep"):
         assert integrity_gate("m", flagged, [0, 200], policy, "suite.integrity") == []
     assert integrity_gate("m", flagged, [0, 100, 200], "keep", "suite.integrity") == [100]
+    record = tmp_path / "m.skipped.json"
     for policy, todo in (("skip", "suite.integrity: skip leaves them out"), ("error", "suite.integrity: error stops")):
         with pytest.raises(IntegrityError, match=r"(?s)1 checkpoint\(s\) of m .*step 100: final_weights.*" + todo):
-            integrity_gate("m", flagged, [0, 100, 200], policy, "suite.integrity")
+            integrity_gate("m", flagged, [0, 100, 200], policy, "suite.integrity", record=record)
+    # the record the next plan reads: the flagged planned steps, added to what it held
+    assert read_skipped(record) == flagged
+    with pytest.raises(IntegrityError):
+        integrity_gate("m", {**flagged, 0: "duplicate: x"}, [0, 200], "skip", "suite.integrity", record=record)
+    assert read_skipped(record) == {0: "duplicate: x", **flagged}
+    assert integrity_gate("m", flagged, [0, 200], "skip", "suite.integrity", record=tmp_path / "none.json") == []
+    assert not (tmp_path / "none.json").exists()
     with pytest.raises(ValueError, match="'ignore' is not a policy; valid: skip, error, keep"):
         integrity_gate("m", flagged, [0], "ignore", "hub.integrity")
 
@@ -240,6 +248,9 @@ def test_the_integrity_policy_skips_stops_or_keeps_the_flagged_planned_checkpoin
     os.utime(checkpoint, (path.stat().st_mtime + 10,) * 2)
     assert flagged_steps(path, newer_than=[checkpoint]) == {}
     assert flagged_steps(tmp_path / "none.parquet") == {}
+    assert read_skipped(record, newer_than=[checkpoint]) == {}  # the checkpoint is newer: stale
+    os.utime(checkpoint, (record.stat().st_mtime - 10,) * 2)
+    assert read_skipped(record, newer_than=[checkpoint]) == {0: "duplicate: x", **flagged}
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"m.parquet: the checkpoint audit table cannot be read .* delete it and run "
                                          r"again: the audit runs again"):

@@ -2,6 +2,7 @@
 command-line references are generated from the config schema and the parser, so an undocumented key or a link to a
 page that does not exist fails the build."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -35,8 +36,10 @@ def test_the_site_builds_with_warnings_as_errors_and_documents_every_key_and_sta
     cli = (tmp_path / "site/reference/cli.html").read_text()
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     assert all(f"<span class=\"pre\">{name}</span>" in cli for name in sub.choices)
-    for page in ("index", "long-study", "checkpoint-audit", "default-suite"):
+    for page in ("index", "getting-started", "long-study", "checkpoint-audit", "results", "cluster"):
         assert (tmp_path / f"site/{page}.html").is_file()
+    for page in (tmp_path / "site").glob("*.html"):  # readable offline: nothing loaded from the web
+        assert not re.search(r"<(script|img|link|iframe)[^>]+(src|href)=[\"']https?://", page.read_text()), page.name
 
 
 def test_a_key_without_description_or_a_link_to_a_missing_page_fails_the_build(tmp_path, capsys, monkeypatch):

@@ -369,7 +369,8 @@ def lineage_audit(runs: dict[str, dict[int, str | Path]], until: int = 512) -> p
 
 
 __all__ = ["AUDIT_COLUMNS", "FLAGS", "is_weight_file", "content_id", "file_level_audit", "hub_weight_hashes",
-           "local_weight_hashes", "checkpoint_digest", "tensor_level_audit", "lineage_audit"]
+           "local_weight_hashes", "checkpoint_digest", "tensor_level_audit", "lineage_audit", "INTEGRITY_POLICIES",
+           "IntegrityError", "flagged_steps", "read_skipped", "integrity_gate", "study_audit_table", "audit_page"]
 
 
 # ---------------------------------------------------------------- the study's policy (hub.integrity, suite.integrity)
@@ -421,7 +422,30 @@ def flagged_steps(table: pd.DataFrame | str | Path, newer_than: Iterable[str | P
     return {s: "; ".join(v) for s, v in sorted(out.items())}
 
 
-def integrity_gate(model: str, flagged: dict[int, str], planned: Iterable[int], policy: str, key: str) -> list[int]:
+def read_skipped(path: str | Path, newer_than: Iterable[str | Path] = ()) -> dict[int, str]:
+    """The checkpoints a failed audit gate recorded (``{step: reason}``, :func:`integrity_gate`'s ``record``): what
+    the study plans without (``skip``) or refuses to plan (``error``). ``{}`` when there is no record, or when any of
+    ``newer_than`` (the model's checkpoints) is newer than it (they were rewritten: the audit runs again).
+
+    Raises:
+        ValueError: a record that is not a JSON object of steps (naming the file and the remedy).
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    mtime = path.stat().st_mtime
+    if any(Path(f).is_file() and Path(f).stat().st_mtime > mtime for f in newer_than):
+        return {}
+    try:
+        return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: not a record of flagged checkpoints ({e}); delete it and run again") from None
+
+
+def integrity_gate(model: str, flagged: dict[int, str], planned: Iterable[int], policy: str, key: str,
+                   record: str | Path | None = None) -> list[int]:
     """Apply the study's integrity policy to the checkpoints of ``model`` planned for analysis.
 
     Args:
@@ -432,6 +456,9 @@ def integrity_gate(model: str, flagged: dict[int, str], planned: Iterable[int], 
             was made before the audit), ``error`` (a flagged checkpoint stops the build) or ``keep`` (analysed and
             marked).
         key: the config key of the policy (``hub.integrity`` or ``suite.integrity``), for the message.
+        record: where to record the flagged planned checkpoints before raising (JSON ``{step: reason}``, added to
+            what it holds): the next plan reads it (:func:`read_skipped`). A file, not the audit table, because the
+            plan must stay the same for the whole of a build, while the audit table is written during it.
 
     Returns:
         the planned steps that are flagged and kept (policy ``keep``; else empty).
@@ -446,12 +473,20 @@ def integrity_gate(model: str, flagged: dict[int, str], planned: Iterable[int], 
     hit = [s for s in planned if s in flagged]
     if not hit or policy == "keep":
         return hit
+    if record is not None:
+        import json
+
+        from circuit_stability.artifacts import atomic_path
+
+        kept = {str(k): v for k, v in read_skipped(record).items()}
+        with atomic_path(record) as tmp:
+            Path(tmp).write_text(json.dumps({**kept, **{str(s): flagged[s] for s in hit}}, indent=1, sort_keys=True))
     listing = "\n".join(f"  step {s}: {flagged[s]}" for s in hit)
     if policy == "skip":
         todo = (f"{key}: skip leaves them out: run the same command again, and the study is planned without them "
                 f"(the audit ran after this build was planned)")
     else:
-        todo = (f"{key}: error stops here: replace the checkpoints and delete results/audit/{model}.parquet, or set "
+        todo = (f"{key}: error stops here: replace the checkpoints (then delete results/audit/{model}.*), or set "
                 f"{key} to skip (leave them out) or keep (analyse and mark them)")
     raise IntegrityError(f"the checkpoint audit flagged {len(hit)} checkpoint(s) of {model} this study would "
                          f"analyse:\n{listing}\n{todo}")
