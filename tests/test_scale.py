@@ -51,14 +51,17 @@ def paper_dag(tmp_path_factory) -> str:
 
 def test_paper_scale_dag_job_counts(paper_dag):
     """Every (model, checkpoint) downloaded once; scores and circuits per (model, task, checkpoint); path patching
-    at every checkpoint of 70m-410m and a third of them (stability_every 3) of 1b-2.8b."""
+    at every checkpoint of 70m-410m and a third of them (stability_every 3) of 1b-2.8b; one audit, gate and circuit
+    view per model."""
     table = paper_dag.split("Job stats:")[1].split("\n\n")[0]
     counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
     n = len(pythia_schedule())
     assert n == 154 and len(thin(pythia_schedule(), 3)) == 52
     assert counts == {"download": 6 * n, "dataset": 4, "behavior": 6 * n, "components": 6 * n, "scores": 6 * 4 * n,
                       "circuit": 6 * 4 * n, "stability_g0": 3 * n, "stability_g1": 3 * 52, "similarity": 6,
-                      "tables": 1, "figures": 1, "report": 1, "track": 1, "all": 1, "total": 10_797}
+                      "tables": 1, "figures": 1, "report": 1, "track": 1, "all": 1,
+                      # the checkpoint audit of each model, its gate and the study's table; each model's circuit view
+                      "audit": 6, "audit_gate": 6, "audit_table": 1, "circuit_view": 6, "total": 10_816}
 
 
 def test_paper_scale_dag_resources(paper_dag):
