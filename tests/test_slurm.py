@@ -35,7 +35,8 @@ LOCAL_RULES = {"all", "report", "track"}
 # SLURM jobs that must be allocated a GPU, by the comment the plugin gives them ("rule_<group or rule>_..."): the
 # group of the per-checkpoint model jobs, and any model job outside it; the others (corpus, datasets, training, the
 # group "summary" of tables and figures) must not be.
-GPU_JOBS = re.compile(r"^rule_(checkpoints|behavior|components|scores|circuit|stability|similarity)")
+# (the circuit view, a plot drawn from the tables, is a CPU job: `rule_circuit_view...` is not the circuit rule)
+GPU_JOBS = re.compile(r"^rule_(checkpoints|behavior|components|scores|circuit(?!_view)|stability|similarity)")
 
 # Files of the two builds that legitimately differ, and why. Every other file under data/, models/ and results/
 # (checkpoints, datasets, per-checkpoint records, tables) must be byte-identical to the local build's.
