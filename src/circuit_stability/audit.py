@@ -381,6 +381,14 @@ class IntegrityError(RuntimeError):
     """Checkpoints the audit flagged are planned for analysis under the ``skip`` or ``error`` policy."""
 
 
+def _current(path: Path, newer_than: Iterable[str | Path]) -> bool:
+    """Whether ``path`` exists and no existing file of ``newer_than`` (what it was made from) is newer than it."""
+    if not path.is_file():
+        return False
+    mtime = path.stat().st_mtime
+    return not any(Path(f).is_file() and Path(f).stat().st_mtime > mtime for f in newer_than)
+
+
 def flagged_steps(table: pd.DataFrame | str | Path, newer_than: Iterable[str | Path] = ()) -> dict[int, str]:
     """The checkpoints an audit table flags, at any level: ``{step: "flag: reason; ..."}``.
 
@@ -397,10 +405,7 @@ def flagged_steps(table: pd.DataFrame | str | Path, newer_than: Iterable[str | P
     """
     if not isinstance(table, pd.DataFrame):
         path = Path(table)
-        if not path.is_file():
-            return {}
-        mtime = path.stat().st_mtime
-        if any(Path(f).is_file() and Path(f).stat().st_mtime > mtime for f in newer_than):
+        if not _current(path, newer_than):
             return {}
         try:
             table = pd.read_parquet(path)
@@ -433,10 +438,7 @@ def read_skipped(path: str | Path, newer_than: Iterable[str | Path] = ()) -> dic
     import json
 
     path = Path(path)
-    if not path.is_file():
-        return {}
-    mtime = path.stat().st_mtime
-    if any(Path(f).is_file() and Path(f).stat().st_mtime > mtime for f in newer_than):
+    if not _current(path, newer_than):
         return {}
     try:
         return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
