@@ -234,3 +234,20 @@ def test_search_settings_are_checked_before_any_work():
                        ({"grid_points": 1}, "grid_points"), ({"emergence_fraction": 0.0}, "fraction")):
         with pytest.raises(ValueError, match=match):
             dataclasses.replace(PAPER, **bad)
+
+
+def test_prune_keeps_a_shared_key_input_while_one_head_of_its_group_lives():
+    """Grouped-query attention: a0.kv0<k> is read by a0.h0 and a0.h1. With only a0.h0 writing to the logits the
+    input->a0.kv0<k> edge stays and a0.h1 is not a circuit node; with neither head live the edge goes."""
+    g = Graph(1, 4, False, 2)
+    k0 = g.reader_index(0, 0, "k")
+    assert g.reader_index(0, 1, "k") == k0 and g.reader_names[k0] == "a0.kv0<k>"
+    mask = np.zeros_like(g.edge_mask)
+    mask[0, k0] = True  # input -> a0.kv0<k>
+    mask[g.writer_index(0, 0), g.logits_index] = True  # a0.h0 -> logits
+    kept = prune(g, mask)
+    assert kept[0, k0] and kept[g.writer_index(0, 0), g.logits_index]
+    assert circuit_nodes(g, kept) == ["input", "a0.h0", "logits"]
+    mask[g.writer_index(0, 0), g.logits_index] = False
+    mask[g.writer_index(0, 2), g.logits_index] = True  # a0.h2 reads a0.kv1, not a0.kv0
+    assert not prune(g, mask)[0, k0]

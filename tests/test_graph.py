@@ -69,29 +69,61 @@ def test_edge_count_equals_transformer_lens_enumeration(random_suite):
 
 
 def test_config_without_parallel_attention_flag_is_an_error():
-    """The edge set depends on whether MLP l reads layer l's heads, so a config that does not say is refused
-    (GPT-2's config has neither `use_parallel_residual` nor `parallel_attn_mlp`), not defaulted."""
-    from transformers import GPT2Config
+    """The edge set depends on whether MLP l reads layer l's heads, so a config of an unknown family that does not
+    say is refused, not defaulted; the sequential families are known by their model type."""
+    from transformers import BloomConfig
 
-    with pytest.raises(ValueError, match="neither 'parallel_attn_mlp'.*nor 'use_parallel_residual'"):
-        Graph.from_config(GPT2Config(n_layer=2, n_head=2))
+    with pytest.raises(ValueError, match="neither 'parallel_attn_mlp'.*nor 'use_parallel_residual'.*sequential"):
+        Graph.from_config(BloomConfig(n_layer=2, n_head=2))
     sequential = GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=2, use_parallel_residual=False)
     assert Graph.from_config(sequential) == Graph(2, 2, parallel_attn_mlp=False)
 
 
-def test_structure_lookups():
-    """Graph owns node <-> reader structure: each reader's writer, each writer's readers, names -> indices."""
-    g = Graph(2, 3)
-    q = g.reader_index(1, 2, "q")
-    assert g.reader_writer[q] == g.writer_index(1, 2) and g.reader_writer[g.logits_index] == -1
-    assert [g.reader_names[r] for r in g.writer_readers[g.writer_index(1, 2)]] == ["a1.h2<q>", "a1.h2<k>", "a1.h2<v>"]
-    assert list(g.writer_readers[g.writer_index(0)]) == [g.reader_index(0)] and len(g.writer_readers[0]) == 0
-    src, dst = g.edge_ids(["input", "a0.h1"], ["logits", "a1.h2<v>"])
-    assert g.edge_mask[src, dst].all() and g.writer_ids["a0.h1"] == src[1] and g.reader_ids["a1.h2<v>"] == dst[1]
-    with pytest.raises(ValueError, match="a1.h0->m1 is not an edge"):  # parallel attention
-        g.edge_ids(["a1.h0"], ["m1"])
-    with pytest.raises(ValueError, match="edge a9.h0->logits names 'a9.h0', which is not a writer"):
-        g.edge_ids(["input", "a9.h0"], ["logits", "logits"])
-    with pytest.raises(ValueError, match=r"edge a0.h0->a7.h0<q> names 'a7.h0<q>', which is not a reader"):
-        g.edge_ids(["a0.h0"], ["a7.h0<q>"])
-    assert g.reader_node(q) == "a1.h2" and g.reader_node(g.logits_index) == "logits"
+def test_gpt2_small_graph_has_the_edge_count_of_eap_ig_and_mib():
+    """GPT-2 small's published shape (12 layers x 12 heads, sequential blocks: MLP l reads layer l's heads; the
+    learned positions belong to `input`): 32,491 edges, the count hannamw/EAP-IG and MIB give for it."""
+    from transformers import GPT2Config
+
+    g = Graph.from_config(GPT2Config(n_layer=12, n_head=12, n_embd=768))
+    assert (g.n_layers, g.n_heads, g.parallel_attn_mlp, g.n_kv_heads) == (12, 12, False, 12)
+    assert g.n_edges == edge_count(12, 12, parallel_attn_mlp=False) == 32_491
+    assert "a3.h1->m3" in g.edge_names and "a3.h1->a3.h2<q>" not in g.edge_names
+
+
+def _enumerate(L, H, K, parallel):
+    """Edges counted from the definition, reader by reader (independent of the formula and of the mask)."""
+    n = 0
+    for l in range(L):
+        before = 1 + l * (H + 1)
+        n += (H + 2 * K) * before + (before if parallel else before + H)
+    return n + 1 + L * (H + 1)
+
+
+@pytest.mark.parametrize("shape", [(30, 9, 3, False), (2, 4, 2, False), (4, 8, 1, True), (3, 4, 4, False)])
+def test_grouped_query_attention_edges(shape):
+    """SmolLM2-135M's shape (30 layers, 9 query heads, 3 key/value heads) among others: one k and one v reader
+    per key/value head, read by the H/K query heads of its group (h // (H/K), transformers' repeat_kv)."""
+    L, H, K, parallel = shape
+    g = Graph(L, H, parallel, K)
+    assert g.n_edges == edge_count(L, H, parallel, K) == _enumerate(L, H, K, parallel) == int(g.edge_mask.sum())
+    assert g.n_readers == L * (H + 2 * K + 1) + 1 == len(set(g.reader_names))
+    size = H // K
+    for h in range(H):
+        k = g.reader_index(L - 1, h, "k")
+        assert g.reader_names[k] == (f"a{L - 1}.kv{h // size}<k>" if K < H else f"a{L - 1}.h{h}<k>")
+        assert g.writer_index(L - 1, h) in g.reader_owners[k]
+        assert k in g.writer_readers[g.writer_index(L - 1, h)]
+    assert [len(o) for o in g.reader_owners[: H + 2 * K + 1]] == [1] * H + [size] * 2 * K + [1]
+
+
+def test_invalid_key_value_heads():
+    with pytest.raises(ValueError, match="n_kv_heads must divide n_heads = 6"):
+        Graph(2, 6, False, 4)
+
+
+def test_olmo2_is_refused_saying_why():
+    """OLMo 2 normalises each sublayer's output before the residual: per-head edges are not additive."""
+    from transformers import Olmo2Config
+
+    with pytest.raises(NotImplementedError, match="not additive"):
+        Graph.from_config(Olmo2Config(num_hidden_layers=2, num_attention_heads=4, hidden_size=32))

@@ -135,8 +135,8 @@ def _reader_hook_names(graph: Graph) -> list[tuple[str, int, list[int]]]:
     """``(hook name, n_upstream, reader columns)`` for every reader hook point, in forward order."""
     out = []
     for l in range(graph.n_layers):
-        for c in QKV:
-            cols = [graph.reader_index(l, h, c) for h in range(graph.n_heads)]
+        for c in QKV:  # q: [batch, pos, H, d_model]; k, v: [batch, pos, K, d_model] (K key/value heads)
+            cols = graph.reader_columns(l, c)
             out.append((f"blocks.{l}.hook_{c}_input", int(graph.n_upstream[cols[0]]), cols))
         m = graph.reader_index(l)
         out.append((f"blocks.{l}.hook_mlp_in", int(graph.n_upstream[m]), [m]))

@@ -126,15 +126,16 @@ def prune(graph: Graph, edges: np.ndarray) -> np.ndarray:
         The pruned mask: every remaining edge lies on a path from ``input`` to ``logits``.
     """
     mask = edges.copy() & graph.edge_mask
-    node_readers = graph.writer_readers
+    node_readers, owned = graph.writer_readers, graph.owner_mask
+    has_owner = owned.any(axis=0)  # every reader but the logits
     while True:
         changed = False
         has_child = mask.any(axis=1)  # writer has an outgoing edge
-        for w in range(1, graph.n_writers):
-            rs = node_readers[w]
-            if not has_child[w] and mask[:, rs].any():
-                mask[:, rs] = False
-                changed = True
+        # a reader none of whose nodes has an outgoing edge (a shared key/value input: none of its group's heads)
+        dead = has_owner & ~(owned & has_child[:, None]).any(axis=0) & mask.any(axis=0)
+        if dead.any():
+            mask[:, dead] = False
+            changed = True
         incoming = mask.any(axis=0)  # per reader
         for w in range(1, graph.n_writers):
             if mask[w].any() and not incoming[node_readers[w]].any():
@@ -147,8 +148,14 @@ def prune(graph: Graph, edges: np.ndarray) -> np.ndarray:
 
 def circuit_nodes(graph: Graph, mask: np.ndarray) -> list[str]:
     """Names of the nodes touched by the edges of ``mask`` (writers and readers' nodes), in graph order."""
-    nodes = set(np.array(graph.writer_names)[mask.any(axis=1)])
-    nodes |= {graph.reader_node(r) for r in np.nonzero(mask.any(axis=0))[0]}
+    has_child = mask.any(axis=1)
+    nodes = set(np.array(graph.writer_names)[has_child])
+    for r in np.nonzero(mask.any(axis=0))[0]:  # a shared key/value input counts for its group's live heads
+        owners = graph.reader_owners[r]
+        if len(owners) == 1 or r == graph.logits_index:
+            nodes.add(graph.reader_node(int(r)))
+        else:
+            nodes |= {graph.writer_names[w] for w in owners if has_child[w]}
     order = graph.writer_names + ["logits"]
     return [n for n in order if n in nodes]
 

@@ -114,17 +114,20 @@ def head_scores(bridge, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
 # position) and its bias (the same for every head) change no ranking below and are left out. The paper's code reads
 # the same product from TransformerLens-folded weights, whose writing weights are centred (reference.md §4.2,
 # §4.4); the bridge is unfolded, so the centring and the heads' own LayerNorms (:func:`head_inputs`) are applied
-# here explicitly.
+# here explicitly. With RMSNorm (Llama, OLMo 2) the final norm does not centre: C is the identity there. Bias-free
+# value projections (Llama, OLMo) have b_V = 0; a norm without a scale (OLMo 1's non-parametric LayerNorm) has
+# γ = 1; with grouped-query attention each query head's W_V^h is its key/value group's (:func:`ov_weights`).
 
 
 def ov_logits(x: torch.Tensor, W_V: torch.Tensor, b_V: torch.Tensor, W_O: torch.Tensor,
-              W_U: torch.Tensor) -> torch.Tensor:
+              W_U: torch.Tensor, centre: bool = True) -> torch.Tensor:
     """Direct logits each head of one layer writes when its OV circuit reads ``x``.
 
     Args:
         x: ``[n, d_model]`` head inputs (after the layer's attention LayerNorm).
         W_V: ``[n_heads, d_model, d_head]``; b_V: ``[n_heads, d_head]``; W_O: ``[n_heads, d_head, d_model]``.
         W_U: ``[d_model, d_vocab]`` unembedding, the final LayerNorm's scale folded in (or a subset of its columns).
+        centre: apply C (a final LayerNorm); False for a final RMSNorm, which does not centre.
 
     Returns:
         ``[n_heads, n, d_vocab]``: ``C((x W_V^h + b_V^h) W_O^h) W_U`` (module comment above: C removes the mean over
@@ -132,11 +135,11 @@ def ov_logits(x: torch.Tensor, W_V: torch.Tensor, b_V: torch.Tensor, W_O: torch.
     """
     v = torch.einsum("nd,hde->hne", x, W_V) + b_V[:, None, :]
     out = torch.einsum("hne,hed->hnd", v, W_O)
-    return (out - out.mean(-1, keepdim=True)) @ W_U
+    return ((out - out.mean(-1, keepdim=True)) if centre else out) @ W_U
 
 
 def copy_scores(x: torch.Tensor, names: torch.Tensor, W_V: torch.Tensor, b_V: torch.Tensor, W_O: torch.Tensor,
-                W_U: torch.Tensor, k: int = 5, negative: bool = False) -> torch.Tensor:
+                W_U: torch.Tensor, k: int = 5, negative: bool = False, centre: bool = True) -> torch.Tensor:
     """Name-mover copy score (Wang et al. 2023 §3.3; reference.md §4.4) of every head: the percentage of name
     positions whose name token is among the top ``k`` of the head's OV logits; ``negative`` flips their sign (the
     negative copy score of negative name-mover and copy-suppression heads, McDougall et al. 2023).
@@ -147,6 +150,7 @@ def copy_scores(x: torch.Tensor, names: torch.Tensor, W_V: torch.Tensor, b_V: to
         names: ``[n]`` token id of the name at each of those positions (compared as ids, not strings).
         W_V, b_V, W_O: ``[n_layers, n_heads, …]`` as in :func:`ov_logits`; W_U: ``[d_model, d_vocab]``.
         k: top-k (the paper: 5).
+        centre: as in :func:`ov_logits`.
 
     Returns:
         ``[n_layers, n_heads]`` in percent (0–100): ``100 · #{name in top k} / n``.
@@ -160,14 +164,14 @@ def copy_scores(x: torch.Tensor, names: torch.Tensor, W_V: torch.Tensor, b_V: to
         raise ValueError(f"k must lie in [1, {W_U.shape[1]}] (the vocabulary); got {k}")
     out = []
     for layer in range(x.shape[0]):
-        logits = ov_logits(x[layer], W_V[layer], b_V[layer], W_O[layer], W_U)  # [H, n, V]
+        logits = ov_logits(x[layer], W_V[layer], b_V[layer], W_O[layer], W_U, centre)  # [H, n, V]
         top = torch.topk(-logits if negative else logits, k, dim=-1).indices  # [H, n, k]
         out.append(100.0 * (top == names[None, :, None]).any(-1).float().mean(-1))
     return torch.stack(out)
 
 
 def successor_scores(x: torch.Tensor, tokens: torch.Tensor, sequences: list[list[int]], W_V: torch.Tensor,
-                     b_V: torch.Tensor, W_O: torch.Tensor, W_U: torch.Tensor) -> torch.Tensor:
+                     b_V: torch.Tensor, W_O: torch.Tensor, W_U: torch.Tensor, centre: bool = True) -> torch.Tensor:
     """Successor score (Gould et al. 2023, "Successor Heads", §2; reference.md §4.2) of every head: the fraction of
     (element, successor) pairs of ordinal sequences for which the head's OV logits, read over that sequence's own
     tokens, are highest at the successor alone. Departure: the paper's code counts a tie for the maximum as a
@@ -198,7 +202,7 @@ def successor_scores(x: torch.Tensor, tokens: torch.Tensor, sequences: list[list
         src = torch.tensor([row[t] for t in seq[:-1]])
         succ = torch.tensor([col[t] for t in seq[1:]])
         for layer in range(x.shape[0]):
-            logits = ov_logits(x[layer, src], W_V[layer], b_V[layer], W_O[layer], W_U[:, targets])  # [H, n-1, T]
+            logits = ov_logits(x[layer, src], W_V[layer], b_V[layer], W_O[layer], W_U[:, targets], centre)
             at_succ = logits.gather(-1, succ.expand(logits.shape[0], -1).unsqueeze(-1))  # [H, n-1, 1]
             others = logits.scatter(-1, succ.expand(logits.shape[0], -1).unsqueeze(-1), float("-inf"))
             hits[layer] += (at_succ.squeeze(-1) > others.max(-1).values).float().sum(-1)
@@ -207,18 +211,35 @@ def successor_scores(x: torch.Tensor, tokens: torch.Tensor, sequences: list[list
 
 
 # --------------------------------------------------------------------------------- the bridge's weights and inputs
-def _weight(norm) -> torch.Tensor:
-    """The scale γ (``[d_model]``) of a LayerNorm component of the bridge."""
-    return next(p for name, p in norm.named_parameters() if name.endswith("weight"))
+def _weight(norm, d_model: int) -> torch.Tensor:
+    """The scale γ (``[d_model]``) of a norm component of the bridge; ones for a norm without one (OLMo 1's
+    non-parametric LayerNorm)."""
+    found = [p for name, p in norm.named_parameters() if name.endswith("weight")]
+    return found[0] if found else torch.ones(d_model)
+
+
+def centres(bridge) -> bool:
+    """Whether the final norm centres the residual stream (LayerNorm: yes; RMSNorm: no), i.e. the ``centre``
+    argument of :func:`ov_logits` for this model."""
+    return bridge.cfg.normalization_type not in ("RMS", "RMSPre")
 
 
 def ov_weights(bridge) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(W_V [L, H, d_model, d_head], b_V [L, H, d_head], W_O [L, H, d_head, d_model], W_U [d_model, d_vocab])`` of
-    a TransformerLens 4 ``TransformerBridge``, W_U with the final LayerNorm's scale folded in (module comment), all
-    float32 on the CPU."""
-    W_U = _weight(bridge.ln_final).detach().float()[:, None] * bridge.W_U.detach().float()
-    return (bridge.W_V.detach().float().cpu(), bridge.b_V.detach().float().cpu(), bridge.W_O.detach().float().cpu(),
-            W_U.cpu())
+    a TransformerLens 4 ``TransformerBridge``, W_U with the final norm's scale folded in (module comment), all
+    float32 on the CPU. With grouped-query attention (``K`` key/value heads) the bridge's ``[L, K, …]`` value
+    weights are repeated for the ``H/K`` query heads of each group (query head h reads group h // (H/K)); a
+    bias-free value projection gives b_V = 0."""
+    H = bridge.cfg.n_heads
+    W_U = _weight(bridge.ln_final, bridge.cfg.d_model).detach().float()[:, None] * bridge.W_U.detach().float()
+    W_V = bridge.W_V.detach().float().cpu()
+    try:
+        b_V = bridge.b_V.detach().float().cpu()
+    except AttributeError:  # TransformerLens 4 exposes no stacked b_V for a bias-free projection
+        b_V = torch.zeros(W_V.shape[:2] + W_V.shape[3:])
+    if W_V.shape[1] != H:
+        W_V, b_V = W_V.repeat_interleave(H // W_V.shape[1], dim=1), b_V.repeat_interleave(H // b_V.shape[1], dim=1)
+    return W_V, b_V, bridge.W_O.detach().float().cpu(), W_U.cpu()
 
 
 def head_inputs(bridge, resid: torch.Tensor) -> torch.Tensor:
@@ -348,15 +369,16 @@ def ov_head_scores(bridge, ioi_frame=None, k: int = 5, resid0: torch.Tensor | No
     sequences = successor_sequences(bridge.tokenizer)
     tokens = torch.tensor(sorted({t for s in sequences for t in s}))
     x_succ = head_inputs(bridge, effective_embedding(bridge, tokens))
-    out = {"successor": successor_scores(x_succ, tokens, sequences, W_V, b_V, W_O, W_U)}
+    centre = centres(bridge)
+    out = {"successor": successor_scores(x_succ, tokens, sequences, W_V, b_V, W_O, W_U, centre)}
     if ioi_frame is not None:
         positions, names = ioi_name_positions(ioi_frame)
         resid = resid0 if resid0 is not None else residual_after_layer0(
             bridge, list(ioi_frame["clean"]), positions, bridge.tokenizer.pad_token_id)
         x = head_inputs(bridge, resid.flatten(0, 1))
         names = names.flatten()
-        out["copy"] = copy_scores(x, names, W_V, b_V, W_O, W_U, k)
-        out["negative_copy"] = copy_scores(x, names, W_V, b_V, W_O, W_U, k, negative=True)
+        out["copy"] = copy_scores(x, names, W_V, b_V, W_O, W_U, k, centre=centre)
+        out["negative_copy"] = copy_scores(x, names, W_V, b_V, W_O, W_U, k, negative=True, centre=centre)
     return out
 
 

@@ -212,7 +212,10 @@ def load_model(model: str, step: int, suite_dir: str | Path | None = None, devic
         ValueError: unknown model, step or dtype (before any loading).
         CorruptCheckpointError: a local checkpoint's weights file is truncated, corrupt or missing.
         OSError: from Hugging Face when a hub checkpoint cannot be downloaded.
-        RuntimeError: if the hooked reader inputs are not the pre-LayerNorm residual (:func:`check_reader_inputs`).
+        RuntimeError: if the hooked reader inputs are not the pre-LayerNorm residual or not the sum of their
+            upstream writers (:func:`check_reader_inputs`).
+        NotImplementedError: for an architecture whose head outputs are not additive (OLMo 2,
+            :data:`circuit_stability.graph.NOT_ADDITIVE`).
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {list(DTYPES)}")
@@ -226,6 +229,24 @@ def load_model(model: str, step: int, suite_dir: str | Path | None = None, devic
     else:
         bridge = TransformerBridge.boot_transformers(ckpt.model, device=device, dtype=getattr(torch, dtype),
                                                      revision=hub_revision(ckpt.model, ckpt.step))
+    return prepare_bridge(bridge)
+
+
+def prepare_bridge(bridge):
+    """Make any TransformerLens 4 ``TransformerBridge`` ready for edge attribution and patching, in place: eval mode,
+    frozen parameters (no parameter gradients are ever allocated), and the hook points the engine reads switched on
+    — per-head query/key/value inputs (``blocks.{l}.hook_{q,k,v}_input``, ``[batch, pos, H or K, d_model]``),
+    per-head outputs (``blocks.{l}.attn.hook_result``, ``[batch, pos, H, d_model]``) and ``blocks.{l}.hook_mlp_in``
+    — then checked on two probes against the model's graph (:func:`check_reader_inputs`). For a bridge booted from
+    any supported architecture (GPT-NeoX, GPT-2, Llama, OLMo), e.g. ``TransformerBridge.boot_transformers(name)``.
+
+    Returns:
+        The same bridge.
+
+    Raises:
+        NotImplementedError: for an architecture whose head outputs are not additive (OLMo 2).
+        RuntimeError: if a hooked reader input is not what the engine assumes (:func:`check_reader_inputs`).
+    """
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)
@@ -236,21 +257,33 @@ def load_model(model: str, step: int, suite_dir: str | Path | None = None, devic
     return bridge
 
 
-def check_reader_inputs(bridge, n_positions: int = 6) -> None:
-    """Check on a probe that the hooks edge patching reads are what the engine assumes (design §5): block 0's
-    query, key and value inputs (``blocks.0.hook_{q,k,v}_input``, ``[batch, pos, head, d_model]``) and MLP input
-    (``blocks.0.hook_mlp_in``) equal the ``input`` node's output (``hook_embed``) for every head, i.e. they are
-    the residual stream *before* the layer norm, and the embedding is the whole residual stream at layer 0 (no
-    learned positional embedding: rotary models only).
+def check_reader_inputs(bridge, graph=None, n_positions: int = 6) -> None:
+    """Check on two probes that the hooks edge patching reads are what the engine assumes (design §5), for the
+    model's own graph (:meth:`Graph.from_config` of ``bridge.cfg`` when ``graph`` is None):
+
+    1. block 0's query, key and value inputs (``blocks.0.hook_{q,k,v}_input``, ``[batch, pos, H or K, d_model]``)
+       are the residual stream *before* the layer norm (``blocks.0.hook_resid_pre``: the token embedding, plus the
+       learned position embedding where the model has one), for every head;
+    2. every reader input is the sum of its upstream writers' outputs plus terms that do not depend on the input
+       tokens (biases, position embeddings): between the two probes, Δ(input of reader v) = Σ_{u → v} Δa_u for every
+       reader hook of every layer, writers as the engine records them (``hook_embed``, ``attn.hook_result``,
+       ``hook_mlp_out``). This is what patching ``in_v ← in_v − a_u + a_u'`` needs, and it fails when the graph does
+       not describe the model (sequential blocks taken as parallel: an MLP also reads its own layer's heads) or
+       when a sublayer's output is normalised before the residual.
 
     TransformerLens only captures the pre-LayerNorm residual for split q/k/v inputs when its hooks are wired
     as expected; otherwise it silently hands the hook a post-LN tensor, and every score and patch would be wrong.
 
     Raises:
-        RuntimeError: naming the hook and the largest difference, if an input is not the embedding.
+        RuntimeError: naming the hook and the largest difference, if a check fails.
+        NotImplementedError: for an architecture :meth:`Graph.from_config` refuses (OLMo 2).
     """
     import torch
 
+    from circuit_stability.attribution import _reader_input_hooks, _writer_hooks
+    from circuit_stability.graph import Graph
+
+    graph = graph if graph is not None else Graph.from_config(bridge.cfg)
     seen: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
@@ -258,23 +291,43 @@ def check_reader_inputs(bridge, n_positions: int = 6) -> None:
             seen[name] = x.detach().float()
         return hook
 
-    names = ["hook_embed", "blocks.0.hook_q_input", "blocks.0.hook_k_input", "blocks.0.hook_v_input",
+    names = ["blocks.0.hook_resid_pre", "blocks.0.hook_q_input", "blocks.0.hook_k_input", "blocks.0.hook_v_input",
              "blocks.0.hook_mlp_in"]
     device = next(bridge.parameters()).device
-    tokens = (torch.arange(n_positions, device=device) % bridge.cfg.d_vocab).unsqueeze(0)
-    with torch.no_grad(), bridge.hooks(fwd_hooks=[(n, keep(n)) for n in names]):
-        bridge(tokens)
-    missing = [n for n in names if n not in seen]
-    if missing:
-        raise RuntimeError(f"hook point(s) {missing} did not fire on a probe forward: this bridge cannot be patched "
-                           "edge by edge")
-    embed = seen["hook_embed"]
-    tol = 1e-5 * max(1.0, float(embed.abs().max()))
-    for name in names[1:]:
-        x = seen[name]
-        x = x if x.ndim == 4 else x.unsqueeze(2)  # [batch, pos, head or 1, d_model]
-        diff = float((x - embed.unsqueeze(2)).abs().max())
+    probes = [(torch.arange(n_positions, device=device) * k % bridge.cfg.d_vocab).unsqueeze(0) for k in (1, 3)]
+    writers, readers = [], []
+    for tokens in probes:
+        buf = torch.empty((graph.n_writers, 1, n_positions, bridge.cfg.d_model), dtype=torch.float32, device=device)
+        store: dict[str, torch.Tensor] = {}
+        with torch.no_grad(), bridge.hooks(fwd_hooks=[(n, keep(n)) for n in names] + _writer_hooks(graph, buf)
+                                           + _reader_input_hooks(graph, store)):
+            bridge(tokens)
+        writers.append(buf)
+        readers.append(store)
+        missing = [n for n in names if n not in seen]
+        if missing:
+            raise RuntimeError(f"hook point(s) {missing} did not fire on a probe forward: this bridge cannot be "
+                               "patched edge by edge")
+        resid = seen["blocks.0.hook_resid_pre"]
+        tol = 1e-5 * max(1.0, float(resid.abs().max()))
+        for name in names[1:4]:
+            x = seen[name]
+            diff = float((x - resid.unsqueeze(2)).abs().max())
+            if diff > tol:
+                raise RuntimeError(f"{name} is not the pre-LayerNorm residual stream at layer 0 (max |difference| "
+                                   f"from blocks.0.hook_resid_pre = {diff:.3g} > {tol:.3g}): reader inputs must be the "
+                                   "residual stream before the layer norm for edge attribution and patching to be "
+                                   "correct")
+    delta = writers[1] - writers[0]  # [W, 1, pos, d]
+    from circuit_stability.attribution import _reader_hook_names
+
+    for name, n_up, _ in _reader_hook_names(graph):
+        got = readers[1][name] - readers[0][name]
+        want = delta[:n_up].sum(0)
+        tol = 1e-4 * max(1.0, float(readers[1][name].abs().max()))
+        diff = float((got - want).abs().max())
         if diff > tol:
-            raise RuntimeError(f"{name} is not the pre-LayerNorm residual stream at layer 0 (max |difference| from "
-                               f"hook_embed = {diff:.3g} > {tol:.3g}): reader inputs must be the residual stream "
-                               "before the layer norm for edge attribution and patching to be correct")
+            raise RuntimeError(f"{name}: the change of this reader input between two probes differs from the summed "
+                               f"change of its {n_up} upstream writers by {diff:.3g} (> {tol:.3g}): the graph {graph} "
+                               "does not describe this model (e.g. sequential blocks taken as parallel, or a sublayer "
+                               "output normalised before the residual), so edge patching would be wrong")

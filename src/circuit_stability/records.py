@@ -121,6 +121,21 @@ class BehaviorRecord:
 
 
 # ---------------------------------------------------------------- scores
+def graph_meta(graph: Graph) -> dict[str, Any]:
+    """The graph's shape as file metadata: n_layers, n_heads, parallel_attn_mlp, and n_kv_heads only under
+    grouped-query attention (so a file of a model without it is byte for byte what it was before the key existed)."""
+    meta = {"n_layers": graph.n_layers, "n_heads": graph.n_heads, "parallel_attn_mlp": graph.parallel_attn_mlp}
+    if graph.grouped:
+        meta["n_kv_heads"] = graph.n_kv_heads
+    return meta
+
+
+def graph_of(meta: dict[str, Any]) -> Graph:
+    """The :class:`Graph` a file's metadata (:func:`graph_meta`) describes."""
+    return Graph(int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["parallel_attn_mlp"]),
+                 int(meta.get("n_kv_heads", meta["n_heads"])))
+
+
 @dataclass(frozen=True)
 class ScoresRecord:
     """Edge scores of one (model, task, step) (design §4 "Scores parquet").
@@ -130,7 +145,7 @@ class ScoresRecord:
         scores: ``[n_writers, n_readers]`` float32, NaN off ``graph.edge_mask``; units: task-metric units;
             sign: score ≈ m(edge corrupted) − m(model), so a negative score supports the task.
         meta: the file metadata: model, step, task, method, ig_steps, ig_convention, n_examples, metric,
-            version, seed, tokens_seen (and the graph's n_layers, n_heads, parallel_attn_mlp); no wall time, so a
+            version, seed, tokens_seen (and the graph's :func:`graph_meta`); no wall time, so a
             rebuild from the same inputs gives the same bytes.
     """
 
@@ -155,8 +170,7 @@ class ScoresRecord:
         frame = pd.DataFrame({"src": pd.Categorical(w[src], categories=g.writer_names),
                               "dst": pd.Categorical(r[dst], categories=g.reader_names),
                               "score": self.scores[src, dst].astype(np.float32)})
-        write_parquet(frame, path, {**self.meta, "n_layers": g.n_layers, "n_heads": g.n_heads,
-                                    "parallel_attn_mlp": g.parallel_attn_mlp})
+        write_parquet(frame, path, {**self.meta, **graph_meta(g)})
 
     @classmethod
     def read_meta(cls, path: str | Path) -> dict[str, Any]:
@@ -192,7 +206,7 @@ class ScoresRecord:
         if list(frame.columns) != ["src", "dst", "score"]:
             raise RecordError("scores", path, f"does not match its contract: columns {list(frame.columns)} "
                               "(expected ['src', 'dst', 'score'])")
-        graph = Graph(int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["parallel_attn_mlp"]))
+        graph = graph_of(meta)
         try:
             src, dst = graph.edge_ids(frame["src"].astype(str).tolist(), frame["dst"].astype(str).tolist(), "it")
         except ValueError as e:
@@ -285,8 +299,7 @@ class ExampleScoresRecord:
             "src": pa.DictionaryArray.from_arrays(pa.array(self.src.astype(np.int32)), pa.array(g.writer_names)),
             "dst": pa.DictionaryArray.from_arrays(pa.array(self.dst.astype(np.int32)), pa.array(g.reader_names)),
             "scores": pa.FixedSizeListArray.from_arrays(flat, n)})
-        write_parquet(table, path, {**self.meta, "n_layers": g.n_layers, "n_heads": g.n_heads,
-                                    "parallel_attn_mlp": g.parallel_attn_mlp})
+        write_parquet(table, path, {**self.meta, **graph_meta(g)})
 
     @classmethod
     def read(cls, path: str | Path) -> "ExampleScoresRecord":
@@ -307,7 +320,7 @@ class ExampleScoresRecord:
         if missing or table.column_names != ["src", "dst", "scores"]:
             raise RecordError("per-example scores", path, f"does not match its contract (metadata lacks {missing}, "
                               f"columns {table.column_names}); {REBUILD}")
-        graph = Graph(int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["parallel_attn_mlp"]))
+        graph = graph_of(meta)
         try:
             src, dst = graph.edge_ids([str(x) for x in table.column("src").to_pylist()],
                                       [str(x) for x in table.column("dst").to_pylist()], "it")

@@ -73,7 +73,9 @@ def receiver_readers(graph: Graph, receiver_set: str, heads: list[tuple[int, int
         heads: ``(layer, head)`` of the name movers (C) or S-inhibition heads (D); ignored for the logits.
 
     Returns:
-        Reader indices (:meth:`Graph.reader_index`): ``[logits]``, the heads' ``q`` or their ``v`` inputs.
+        Reader indices (:meth:`Graph.reader_index`): ``[logits]``, the heads' ``q`` or their ``v`` inputs (with
+        grouped-query attention a head's ``v`` input is its key/value group's, shared with the group's other heads:
+        patching it is the one intervention the model allows on that head's values).
 
     Raises:
         ValueError: for an unknown receiver set, or a head that is not in the graph.
@@ -86,7 +88,8 @@ def receiver_readers(graph: Graph, receiver_set: str, heads: list[tuple[int, int
     if bad:
         raise ValueError(f"receiver heads {bad} are not heads of {graph}")
     qkv = "q" if receiver_set == "name_mover_queries" else "v"
-    return [graph.reader_index(l, h, qkv) for l, h in heads or []]
+    # with grouped-query attention two S-inhibition heads of one group share their value input: listed once
+    return list(dict.fromkeys(graph.reader_index(l, h, qkv) for l, h in heads or []))
 
 
 def senders_with_path(graph: Graph, readers: list[int]) -> list[tuple[int, int]]:
@@ -253,12 +256,11 @@ def path_patch(bridge, graph: Graph, prompts: Prompts, senders: list[tuple[int, 
     for r in readers:
         if r == graph.logits_index:
             continue
-        l, rem = divmod(r, graph.readers_per_layer)
-        if rem == 3 * H:
+        l, c, h = graph.reader_slot(r)  # h: the index along the hook's head axis (a key/value head for k, v)
+        if c == "mlp":
             raise ValueError(f"path patching into an MLP input ({graph.reader_names[r]}) is not supported; "
                              "receivers are the logits or head q/k/v inputs")
-        c, h = divmod(rem, H)
-        heads_in.setdefault((l, "qkv"[c]), []).append(h)
+        heads_in.setdefault((l, c), []).append(h)
     if heads_in and graph.logits_index in readers:
         raise ValueError("path patching into the logits and head inputs at once is not supported; one receiver set "
                          "is either the logits or head inputs")
