@@ -525,6 +525,35 @@ def cmd_audit(a: argparse.Namespace) -> None:
     raise SystemExit(1 if len(flagged) and not a.out else 0)
 
 
+def cmd_checkpoints(a: argparse.Namespace) -> None:
+    """List a hub repository's checkpoints (circuit_stability.revisions): its branches and tags from one
+    list_repo_refs request, each revision name turned into a training step and the tokens seen by its family's
+    scheme (Pythia, CRFM GPT-2, OLMo, OLMo 2, SmolLM2, Amber); --every k keeps every k-th, --log n about n
+    log-spaced ones (the first and last always). Prints one line per checkpoint (revision, step, tokens seen,
+    commit), or with --steps only the comma-separated steps, for a config's analysis.steps. Exits 2 if the hub
+    cannot be reached."""
+    from circuit_stability.revisions import every_kth, list_checkpoints, log_spaced
+
+    try:
+        found = list_checkpoints(a.repo, a.tokens_per_step)
+    except ValueError as e:  # no scheme for this repository: say which families have one
+        raise SystemExit(str(e)) from None
+    except ConnectionError as e:
+        _log(str(e))
+        raise SystemExit(2) from None
+    if a.every:
+        found = every_kth(found, a.every)
+    if a.log:
+        found = log_spaced(found, a.log)
+    if a.steps:
+        print(",".join(str(c.step) for c in found))
+        return
+    for c in found:
+        tokens = "unknown" if c.tokens_seen is None else f"{c.tokens_seen:,}"
+        print(f"{c.revision}\tstep {c.step:,}\ttokens {tokens}\t{c.commit[:12]}")
+    _log(f"{a.repo}: {len(found)} checkpoint(s)")
+
+
 def cmd_view(a: argparse.Namespace) -> None:
     """The circuit over training, interactive (circuit_stability.views): one self-contained HTML page for a model,
     with each task's minimal circuit at every scored checkpoint behind a step slider, nodes by layer and head,
@@ -701,6 +730,16 @@ def _versioning_commands(sub) -> None:
                         "the model's own step 0 than to theirs")
     s.add_argument("--out", default=None, help="write the table to this parquet file (then exit 0 once written)")
     s.set_defaults(fn=cmd_audit)
+
+    s = sub.add_parser("checkpoints", help="list a hub repository's checkpoints: revision, step, tokens seen",
+                       description=cmd_checkpoints.__doc__)
+    s.add_argument("repo", help="a hub repository, e.g. allenai/OLMo-1B-0724-hf or stanford-crfm/alias-gpt2-small-x21")
+    s.add_argument("--every", type=int, default=None, help="keep every k-th checkpoint (the first and last always)")
+    s.add_argument("--log", type=int, default=None, help="keep about n checkpoints log-spaced in step")
+    s.add_argument("--tokens-per-step", type=int, default=None,
+                   help="tokens per optimiser step, for a family whose scheme does not publish it (SmolLM2, Amber)")
+    s.add_argument("--steps", action="store_true", help="print only the comma-separated steps")
+    s.set_defaults(fn=cmd_checkpoints)
 
     s = sub.add_parser("view", help="the circuit over training, interactive: one HTML page per model",
                        description=cmd_view.__doc__)
