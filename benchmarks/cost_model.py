@@ -19,6 +19,12 @@ cluster" says which):
 - I/O: every job loads its checkpoint (behaviour, components and path patching once, scores and circuits once per
   task) at ``--read-gbps``.
 
+A second table gives the other families (docs/architectures.md) per 100 checkpoints × 4 tasks, in bfloat16 with
+float32 accumulation: parameters from each model's published shape (:func:`n_parameters`: attention with K
+key/value heads, plain or gated MLP, tied or untied embeddings; they reproduce the published totals, e.g. GPT-2
+small 124M, SmolLM2-135M 135M, OLMo-7B 6.9B, Llama-3-8B 8.0B), edges of the sequential graph, GPU memory at the
+batch given, and the largest batch whose EAP-IG fits an 80 GB GPU.
+
 Usage: ``python benchmarks/cost_model.py [--tflops 300] [--ig-steps 5]``.
 """
 
@@ -61,6 +67,47 @@ def costs(size: str, tflops: float, m: int, read_gbps: float) -> dict:
             "checkpoint_gb": 2 * n / 1e9}
 
 
+# Published shapes: layers, d_model, query heads, key/value heads, d_mlp, gated MLP, vocabulary, tied embeddings,
+# learned positions (GPT-2's 1,024). Sources: the models' config.json on the hub (GPT-2: Radford et al. 2019; OLMo:
+# Groeneveld et al. 2024, Table 1; SmolLM2: Allal et al. 2025; Llama 3: Dubey et al. 2024, Table 3).
+FAMILIES = {
+    "gpt2-small": (12, 768, 12, 12, 3072, False, 50257, True, 1024),
+    "gpt2-medium": (24, 1024, 16, 16, 4096, False, 50257, True, 1024),
+    "smollm2-135m": (30, 576, 9, 3, 1536, True, 49152, True, 0),
+    "smollm2-1.7b": (24, 2048, 32, 32, 8192, True, 49152, True, 0),
+    "olmo-1b": (16, 2048, 16, 16, 8192, True, 50304, True, 0),
+    "olmo-7b": (32, 4096, 32, 32, 11008, True, 50304, False, 0),
+    "llama-3-8b": (32, 4096, 32, 8, 14336, True, 128256, False, 0),
+}
+GPU_GB = 80.0
+
+
+def n_parameters(L: int, d: int, H: int, K: int, d_mlp: int, gated: bool, V: int, tied: bool, positions: int) -> int:
+    """Parameters of a decoder: per layer 2d² (query, output) + 2·d·K·(d/H) (key, value) attention and
+    (3 if gated else 2)·d·d_mlp MLP; V·d embedding (twice if untied) and the learned positions; biases and norms
+    left out (under 0.1%)."""
+    attention = 2 * d * d + 2 * d * K * (d // H)
+    mlp = (3 if gated else 2) * d * d_mlp
+    return L * (attention + mlp) + V * d * (1 if tied else 2) + positions * d
+
+
+def family_costs(name: str, tflops: float, m: int, batch: int) -> dict:
+    """Per 100 checkpoints × 4 tasks of a model of :data:`FAMILIES`, bfloat16 weights: GPU-hours (the same FLOP
+    count as :func:`costs`, path patching at every checkpoint), GPU memory of EAP-IG at ``batch`` (weights + 3× the
+    float32 Δa buffer, IOI's 17 tokens), and the largest batch that fits :data:`GPU_GB`."""
+    L, d, H, K, d_mlp, gated, V, tied, pos = FAMILIES[name]
+    n = n_parameters(L, d, H, K, d_mlp, gated, V, tied, pos)
+    g = Graph(L, H, False, K)
+    flops = 0.0
+    for tokens in TASK_TOKENS.values():
+        flops += 2 * 2 * n * tokens + ((2 + 3 * m) + 25) * 2 * n * tokens + (m + 24) * 2 * tokens * d * g.n_edges
+    flops += 10 * 2 * n * 8 * 40 + 6 * L * H * 0.5 * 2 * n * TASK_TOKENS["ioi"]
+    per_example = 3 * g.n_writers * 17 * d * 4
+    return {"params": n, "edges": g.n_edges, "gpu_hours": 100 * flops / (tflops * 1e12) / 3600,
+            "gpu_gb": (2 * n + batch * per_example) / 1e9,
+            "max_batch": int((GPU_GB * 1e9 - 2 * n) // per_example)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tflops", type=float, default=300.0,
@@ -79,6 +126,14 @@ def main() -> None:
         print(f"{size:6} {c['params'] / 1e9:6.2f}B {c['edges']:9,d} {c['gpu_hours']:9.2f} {c['compute_share']:7.0%} "
               f"{c['gpu_gb']:7.1f} {c['checkpoint_gb']:7.2f} {c['disk_tb']:7.2f}")
     print(f"total: {total:.1f} GPU-hours for all eight sizes")
+    batch = 16
+    print(f"\nother families, bfloat16, per 100 checkpoints x {len(TASK_TOKENS)} tasks; GPU memory of EAP-IG at batch "
+          f"{batch}; largest batch on one {GPU_GB:.0f} GB GPU")
+    print(f"{'model':13} {'params':>7} {'edges':>9} {'GPU-h/100':>9} {'GPU GB':>7} {'max batch':>9}")
+    for name in FAMILIES:
+        c = family_costs(name, a.tflops, a.ig_steps, batch)
+        print(f"{name:13} {c['params'] / 1e9:6.3f}B {c['edges']:9,d} {c['gpu_hours']:9.2f} {c['gpu_gb']:7.1f} "
+              f"{c['max_batch']:9d}")
 
 
 if __name__ == "__main__":
