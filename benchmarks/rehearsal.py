@@ -7,6 +7,11 @@ Hugging Face folders, and the pipeline's own commands run on them, one process p
 behaviour, EAP-IG scores (m = 5, with the per-example scores of the bootstrap), the minimal-circuit search with the
 faithfulness curves, the components (head scores) and path patching, on the IOI task. Graphs: 3,580 and 32,347 edges.
 
+``--models olmo-1b`` rehearses a sequential architecture at a real 1B shape instead: OLMo-1B's published
+hyperparameters (allenai/OLMo-1B-0724-hf's config: 16 layers x 2048 x 16 heads, SwiGLU MLP of 8,192, non-parametric
+LayerNorm, rotary, tied 50,304-row embedding; 1.18B parameters, 101,273 edges), its peak memory to compare with
+benchmarks/cost_model.py's estimate.
+
 Random weights do not do the task, and the circuit search (and after it path patching) stops at once where the
 model does not (circuit validity, design §5). So each "checkpoint" is the next weight seed (from FIRST_SEED) whose IOI
 logit difference is positive and above the corrupted run's, and the circuit stage runs with validity margin 0,
@@ -37,6 +42,24 @@ LEARNT_ANYTHING = json.dumps({"p_value": 1 - 1e-9, "floors": {"logit_diff": 0.0,
 # seeds at 10 and 12 and 160m's at 1 and 2 (with 4 examples, from these starts: 10, 11 and 1, 5); starting there
 # saves building and rejecting the seeds before.
 FIRST_SEED = {"70m": 10, "160m": 1}
+SEQUENTIAL = {"olmo-1b": (16, 2048, 16)}  # layers, d_model, heads of the sequential shapes rehearsed
+
+
+def _config(size: str):
+    """The Hugging Face config and model class of a rehearsed shape: a Pythia size, or OLMo-1B."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, OlmoConfig, OlmoForCausalLM
+
+    from circuit_stability.scale import PYTHIA_SHAPES, PYTHIA_VOCAB
+
+    if size == "olmo-1b":
+        return OlmoConfig(vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=16,
+                          intermediate_size=8192, max_position_embeddings=2048, tie_word_embeddings=True,
+                          initializer_range=0.02, pad_token_id=1, bos_token_id=None, eos_token_id=0), OlmoForCausalLM
+    n_layers, d_model, n_heads = PYTHIA_SHAPES[size]
+    return GPTNeoXConfig(vocab_size=PYTHIA_VOCAB, hidden_size=d_model, num_hidden_layers=n_layers,
+                         num_attention_heads=n_heads, intermediate_size=4 * d_model, rotary_pct=0.25,
+                         rotary_emb_base=10000, use_parallel_residual=True, max_position_embeddings=2048,
+                         tie_word_embeddings=False, initializer_range=0.02), GPTNeoXForCausalLM
 
 
 def _peak_kb(pid: int) -> int:
@@ -86,28 +109,22 @@ def build_checkpoints(size: str, folder: Path, dataset: Path, n_checkpoints: int
     """Write ``n_checkpoints`` random pythia-``size`` models to ``folder/step{k}``, each the next weight seed whose
     IOI logit difference m(M) is positive and above the corrupted run's. Returns the seeds."""
     import torch
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     from circuit_stability.attribution import Prompts
     from circuit_stability.behavior import example_metrics
     from circuit_stability.models import load_model
     from circuit_stability.records import read_dataset
-    from circuit_stability.scale import PYTHIA_SHAPES, PYTHIA_VOCAB
     from circuit_stability.suite import corpus
     from circuit_stability.suite.tokenizer import build_tokenizer
 
-    n_layers, d_model, n_heads = PYTHIA_SHAPES[size]
-    config = GPTNeoXConfig(vocab_size=PYTHIA_VOCAB, hidden_size=d_model, num_hidden_layers=n_layers,
-                           num_attention_heads=n_heads, intermediate_size=4 * d_model, rotary_pct=0.25,
-                           rotary_emb_base=10000, use_parallel_residual=True, max_position_embeddings=2048,
-                           tie_word_embeddings=False, initializer_range=0.02)
+    config, model_class = _config(size)
     tokenizer = build_tokenizer(corpus.lexicon_sample())
     ds = read_dataset(dataset)
     seeds, seed = [], FIRST_SEED.get(size, 0)
     while len(seeds) < n_checkpoints:
         torch.manual_seed(seed)
         step = folder / f"step{len(seeds)}"
-        GPTNeoXForCausalLM(config).save_pretrained(step)
+        model_class(config).save_pretrained(step)
         tokenizer.save_pretrained(step)
         bridge = load_model(step.parent.name, len(seeds), folder.parent)
         clean, corrupted = example_metrics(bridge, Prompts.from_dataset(ds, bridge.tokenizer.pad_token_id), 70)
@@ -116,7 +133,7 @@ def build_checkpoints(size: str, folder: Path, dataset: Path, n_checkpoints: int
             seeds.append(seed)
         seed += 1
         if seed > FIRST_SEED.get(size, 0) + 50:
-            raise RuntimeError(f"fewer than {n_checkpoints} valid random pythia-{size} among 51 weight seeds")
+            raise RuntimeError(f"fewer than {n_checkpoints} valid random {size} among 51 weight seeds")
     return seeds
 
 
@@ -130,7 +147,7 @@ def rehearse(size: str, root: Path, examples: int, in_process: bool = False) -> 
     from circuit_stability.suite.tokenizer import build_tokenizer
     from circuit_stability.tasks import make_dataset
 
-    name = f"pythia-{size}"
+    name = size if size in SEQUENTIAL else f"pythia-{size}"
     dataset = root / "ioi.parquet"
     if not dataset.exists():
         write_dataset(make_dataset("ioi", build_tokenizer(corpus.lexicon_sample()), examples, 42), dataset)
@@ -160,7 +177,7 @@ def rehearse(size: str, root: Path, examples: int, in_process: bool = False) -> 
         seconds, peak = (_run_in_process if in_process else _run)(commands[stage], logs / f"{stage}.log")
         stages[stage] = {"seconds": round(seconds, 2), "peak_mb": None if peak is None else round(peak)}
         print(f"  {name} {stage:9}: {seconds:7.1f} s" + ("" if peak is None else f", peak {peak:7.0f} MB"), flush=True)
-    graph = Graph(*PYTHIA_SHAPES[size][::2])
+    graph = Graph(*SEQUENTIAL[size][::2], False) if size in SEQUENTIAL else Graph(*PYTHIA_SHAPES[size][::2])
     scores = ScoresRecord.read(res / "scores" / "step1.parquet")
     circuits = [CircuitRecord.read(res / "circuits" / f"step{s}.json") for s in (0, 1)]
     import pandas as pd
@@ -174,7 +191,7 @@ def rehearse(size: str, root: Path, examples: int, in_process: bool = False) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="70m,160m", help="comma-separated Pythia sizes")
+    ap.add_argument("--models", default="70m,160m", help="comma-separated Pythia sizes, or olmo-1b")
     ap.add_argument("--examples", type=int, default=70, help="IOI examples (the paper: 70)")
     ap.add_argument("--out", default=None, help="write the results as JSON")
     ap.add_argument("--workdir", default=None, help="folder for the models and results (default: a temporary one)")

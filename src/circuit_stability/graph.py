@@ -7,7 +7,7 @@ read the residual stream: each head's query input ``a{l}.h{h}<q>``, each key/val
 logits. An edge ``u->v`` joins a writer to a reader downstream of it. With parallel attention + MLP (GPT-NeoX/Pythia)
 MLP ``l`` does not read layer ``l``'s heads; with sequential blocks (GPT-2, OLMo, Llama) it does.
 
-**Grouped-query attention** (Llama, SmolLM2, OLMo 2's larger members: ``K`` key/value heads shared by groups of
+**Grouped-query attention** (Llama: SmolLM2, Llama 3; ``K`` key/value heads shared by groups of
 ``H/K`` query heads; query head ``h`` uses key/value head ``h // (H/K)``, as ``repeat_kv`` in transformers): a key or
 value input is a reader *per key/value head*, ``a{l}.kv{g}<k>`` / ``<v>``, read by every query head of its group.
 Patching such an input changes the keys (values) of all ``H/K`` heads of the group at once — the intervention the

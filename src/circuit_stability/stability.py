@@ -22,7 +22,10 @@ paths carry the corrupted sender. Two forms (reference.md §5):
 
 A head in the receivers' layer or later has no path to them: its effect is exactly 0 in both forms (not run).
 With GPT-NeoX's parallel attention an MLP reads only earlier layers, so the two forms agree for a sender with no MLP
-between it and the receivers (e.g. a last-layer head and the logits).
+between it and the receivers (e.g. a last-layer head and the logits); with sequential blocks (GPT-2, Llama, OLMo)
+the sender's own layer's MLP reads it too, so form (a) counts that path as well. Under grouped-query attention the
+values of an S-inhibition head are its key/value group's value input, shared with the group's other heads (patched
+once per group: :func:`receiver_readers`).
 
 **Receiver sets and classes** (the paper's Fig. 4; reference.md §5):
 
