@@ -15,6 +15,12 @@ from circuit_stability.cli import build_parser
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _copy_docs(tmp_path: Path) -> Path:
+    """A copy of docs/ (without generated pages) beside a copy of examples/, which a page includes."""
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    return shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("reference", "_build"))
+
+
 def _build(src: Path, out: Path, capsys) -> tuple[int, str]:
     """Build the site from ``src`` into ``out`` in this process (so a test can change what conf.py imports), with
     warnings as errors; returns the exit status and everything Sphinx printed."""
@@ -26,7 +32,7 @@ def _build(src: Path, out: Path, capsys) -> tuple[int, str]:
 
 
 def test_the_site_builds_with_warnings_as_errors_and_documents_every_key_and_stage(tmp_path, capsys):
-    src = shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("reference", "_build"))
+    src = _copy_docs(tmp_path)
     code, text = _build(src, tmp_path / "site", capsys)
     assert code == 0, text[-3000:]
     config = (tmp_path / "site/reference/config.html").read_text()
@@ -50,7 +56,7 @@ def test_a_key_without_description_or_a_link_to_a_missing_page_fails_the_build(t
         docs.config_reference(schema)
     broken = tmp_path / "schema.yaml"
     broken.write_text(yaml.safe_dump(schema))
-    src = shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("reference", "_build"))
+    src = _copy_docs(tmp_path)
     monkeypatch.setattr(docs, "SCHEMA", broken)
     code, text = _build(src, tmp_path / "site", capsys)
     assert code != 0 and "suite.integrity" in text, text[-3000:]

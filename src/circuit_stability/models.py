@@ -267,9 +267,10 @@ def check_reader_inputs(bridge, graph=None, n_positions: int = 6) -> None:
     2. every reader input is the sum of its upstream writers' outputs plus terms that do not depend on the input
        tokens (biases, position embeddings): between the two probes, Δ(input of reader v) = Σ_{u → v} Δa_u for every
        reader hook of every layer, writers as the engine records them (``hook_embed``, ``attn.hook_result``,
-       ``hook_mlp_out``). This is what patching ``in_v ← in_v − a_u + a_u'`` needs, and it fails when the graph does
-       not describe the model (sequential blocks taken as parallel: an MLP also reads its own layer's heads) or
-       when a sublayer's output is normalised before the residual.
+       ``hook_mlp_out``), to 1e-4 of the input's scale (8 machine epsilons of the model's dtype where that is
+       larger: 0.03 in bfloat16). This is what patching ``in_v ← in_v − a_u + a_u'`` needs, and it fails when the
+       graph does not describe the model (sequential blocks taken as parallel: an MLP also reads its own layer's
+       heads) or when a sublayer's output is normalised before the residual.
 
     TransformerLens only captures the pre-LayerNorm residual for split q/k/v inputs when its hooks are wired
     as expected; otherwise it silently hands the hook a post-LN tensor, and every score and patch would be wrong.
@@ -321,10 +322,12 @@ def check_reader_inputs(bridge, graph=None, n_positions: int = 6) -> None:
     delta = writers[1] - writers[0]  # [W, 1, pos, d]
     from circuit_stability.attribution import _reader_hook_names
 
+    # the residual stream is accumulated in the model's dtype: bfloat16 rounds each sum to ~0.4%
+    rel = max(1e-4, 8 * torch.finfo(next(bridge.parameters()).dtype).eps)
     for name, n_up, _ in _reader_hook_names(graph):
         got = readers[1][name] - readers[0][name]
         want = delta[:n_up].sum(0)
-        tol = 1e-4 * max(1.0, float(readers[1][name].abs().max()))
+        tol = rel * max(1.0, float(readers[1][name].abs().max()))
         diff = float((got - want).abs().max())
         if diff > tol:
             raise RuntimeError(f"{name}: the change of this reader input between two probes differs from the summed "
