@@ -344,3 +344,83 @@ def versioned_study_as_built(versioned_study) -> Path:
     finished: tests that compare another build with it run at the end of the session, after others have changed
     the study (tests/test_tracking.py edits a circuit record)."""
     return versioned_study.parent / "as-built"
+
+
+# ---------------------------------------------------------------- references computed the long way, by hooks
+def largest_direct_effect_by_hand(bridge, graph, prompts) -> tuple[int, int, float, float]:
+    """A head's direct effect rebuilt by hand: the logits read resid_post(corrupted) + a_H(clean) − a_H(corrupted)
+    through the model's final norm and unembedding (every node otherwise clean), for the head whose patch moves the
+    mean metric most. Returns ``(layer, head, patched mean metric, corrupted mean metric)``."""
+    results = [f"blocks.{l}.attn.hook_result" for l in range(graph.n_layers)]
+    resid = f"blocks.{graph.n_layers - 1}.hook_resid_post"
+    names = [*results, resid]
+    _, clean = bridge.run_with_cache(prompts.clean, names_filter=lambda n: n in names)
+    _, corr = bridge.run_with_cache(prompts.corrupted, names_filter=lambda n: n in names)
+
+    def by_hand(layer: int, h: int) -> float:
+        patched = corr[resid] + clean[results[layer]][:, :, h] - corr[results[layer]][:, :, h]
+        with torch.no_grad():
+            return float(prompts.metric_values(bridge.unembed(bridge.ln_final(patched))).mean())
+
+    with torch.no_grad():
+        m_corrupted = float(prompts.metric_values(bridge(prompts.corrupted)).mean())
+    heads = [(l, h) for l in range(graph.n_layers) for h in range(graph.n_heads)]
+    layer, head = max(heads, key=lambda lh: abs(by_hand(*lh) - m_corrupted))
+    return layer, head, by_hand(layer, head), m_corrupted
+
+
+def hooked_paper_form(bridge, graph, prompts, sender, readers):
+    """Path patching form (a) the long way (McDougall's three runs) for any block layout: run 2 is a full clean
+    forward with every head's q/k/v inputs held at the clean run's, the sender's Δ added to every MLP input that
+    reads it (with sequential blocks: from the sender's own layer on) and recorded at the receivers' inputs, the
+    MLPs recomputed by the model, whose logits are the answer for the logits as receivers; otherwise run 3, a clean
+    forward with the receivers' inputs replaced."""
+    from circuit_stability.attribution import writer_outputs
+
+    L = graph.n_layers
+    w = graph.writer_index(*sender)
+    slots = [graph.reader_slot(r) for r in readers]
+    clean_in, recorded = {}, {}
+
+    def keep(key):
+        def f(x, hook):
+            clean_in[key] = x.detach().clone()
+        return f
+
+    with torch.no_grad(), bridge.hooks(fwd_hooks=[(f"blocks.{l}.hook_{c}_input", keep((l, c)))
+                                                  for l in range(L) for c in "qkv"]):
+        bridge(prompts.clean)
+    a_clean, _ = writer_outputs(bridge, graph, prompts.clean)
+    a_corr, _ = writer_outputs(bridge, graph, prompts.corrupted)
+    delta = a_corr[w] - a_clean[w]
+
+    def freeze(layer, c):
+        def f(x, hook):
+            idx = [i for l, k, i in slots if (l, k) == (layer, c)]
+            if idx and w < graph.n_upstream[graph.reader_columns(layer, c)[0]]:
+                recorded[(layer, c)] = x[:, :, idx] + delta[:, :, None]
+            return clean_in[(layer, c)]
+        return f
+
+    def mlp_in(layer):
+        def f(x, hook):
+            return x + delta if w < graph.n_upstream[graph.reader_index(layer)] else x
+        return f
+
+    hooks = [(f"blocks.{l}.hook_{c}_input", freeze(l, c)) for l in range(L) for c in "qkv"]
+    hooks += [(f"blocks.{l}.hook_mlp_in", mlp_in(l)) for l in range(L)]
+    hooks += [(f"blocks.{L - 1}.hook_resid_post", lambda x, hook: x + delta)]  # the sender's own Δ
+    with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
+        run2 = float(prompts.metric_values(bridge(prompts.clean)).mean())
+    if readers == [graph.logits_index]:  # the logits read run 2's final residual
+        return run2
+
+    def patch(key):
+        def f(x, hook):
+            x = x.clone()
+            x[:, :, [i for l, k, i in slots if (l, k) == key]] = recorded[key]
+            return x
+        return f
+
+    with torch.no_grad(), bridge.hooks(fwd_hooks=[(f"blocks.{l}.hook_{c}_input", patch((l, c))) for l, c in recorded]):
+        return float(prompts.metric_values(bridge(prompts.clean)).mean())

@@ -17,6 +17,7 @@ from circuit_stability.models import check_reader_inputs, load_model
 from circuit_stability.suite import corpus
 from circuit_stability.suite.tokenizer import build_tokenizer
 from circuit_stability.tasks import make_dataset
+from conftest import hooked_paper_form, largest_direct_effect_by_hand
 
 B = 16
 
@@ -104,22 +105,7 @@ def test_partial_mask_equals_the_value_rebuilt_by_hand(arch_model):
     read resid_post(corrupted) + a_H(clean) − a_H(corrupted), rebuilt through the final norm and unembedding."""
     arch, bridge, prompts = arch_model
     graph = Graph.from_config(bridge.cfg)
-    results = [f"blocks.{l}.attn.hook_result" for l in range(graph.n_layers)]
-    resid = f"blocks.{graph.n_layers - 1}.hook_resid_post"
-    names = [*results, resid]
-    _, clean = bridge.run_with_cache(prompts.clean, names_filter=lambda n: n in names)
-    _, corr = bridge.run_with_cache(prompts.corrupted, names_filter=lambda n: n in names)
-
-    def by_hand(layer: int, h: int) -> float:
-        patched = corr[resid] + clean[results[layer]][:, :, h] - corr[results[layer]][:, :, h]
-        with torch.no_grad():
-            return float(prompts.metric_values(bridge.unembed(bridge.ln_final(patched))).mean())
-
-    with torch.no_grad():
-        m_corrupted = float(prompts.metric_values(bridge(prompts.corrupted)).mean())
-    heads = [(l, h) for l in range(graph.n_layers) for h in range(graph.n_heads)]
-    layer, head = max(heads, key=lambda lh: abs(by_hand(*lh) - m_corrupted))
-    expected = by_hand(layer, head)
+    layer, head, expected, m_corrupted = largest_direct_effect_by_hand(bridge, graph, prompts)
     assert abs(expected - m_corrupted) > 0.01  # the patch moves the metric
     keep = torch.from_numpy(graph.edge_mask.copy()).unsqueeze(0)
     keep[0, :, graph.logits_index] = False
@@ -228,63 +214,6 @@ def test_ov_weights_of_each_family(tmp_path_factory):
             torch.testing.assert_close(W_U, gamma[:, None] * hf.lm_head.weight.detach().T)
 
 
-def _hooked_paper_form(bridge, graph, prompts, sender, readers):
-    """Path patching form (a) the long way (McDougall's three runs) for any block layout: run 2 is a full clean
-    forward with every head's q/k/v inputs held at the clean run's, the sender's Δ added to every MLP input that
-    reads it (with sequential blocks: from the sender's own layer on) and recorded at the receivers' inputs, the
-    MLPs recomputed by the model, whose logits are the answer for the logits as receivers; otherwise run 3, a clean
-    forward with the receivers' inputs replaced."""
-    from circuit_stability.attribution import writer_outputs
-
-    L = graph.n_layers
-    w = graph.writer_index(*sender)
-    slots = [graph.reader_slot(r) for r in readers]
-    clean_in, recorded = {}, {}
-
-    def keep(key):
-        def f(x, hook):
-            clean_in[key] = x.detach().clone()
-        return f
-
-    with torch.no_grad(), bridge.hooks(fwd_hooks=[(f"blocks.{l}.hook_{c}_input", keep((l, c)))
-                                                  for l in range(L) for c in "qkv"]):
-        bridge(prompts.clean)
-    a_clean, _ = writer_outputs(bridge, graph, prompts.clean)
-    a_corr, _ = writer_outputs(bridge, graph, prompts.corrupted)
-    delta = a_corr[w] - a_clean[w]
-
-    def freeze(layer, c):
-        def f(x, hook):
-            idx = [i for l, k, i in slots if (l, k) == (layer, c)]
-            if idx and w < graph.n_upstream[graph.reader_columns(layer, c)[0]]:
-                recorded[(layer, c)] = x[:, :, idx] + delta[:, :, None]
-            return clean_in[(layer, c)]
-        return f
-
-    def mlp_in(layer):
-        def f(x, hook):
-            return x + delta if w < graph.n_upstream[graph.reader_index(layer)] else x
-        return f
-
-    hooks = [(f"blocks.{l}.hook_{c}_input", freeze(l, c)) for l in range(L) for c in "qkv"]
-    hooks += [(f"blocks.{l}.hook_mlp_in", mlp_in(l)) for l in range(L)]
-    hooks += [(f"blocks.{L - 1}.hook_resid_post", lambda x, hook: x + delta)]  # the sender's own Δ
-    with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
-        run2 = float(prompts.metric_values(bridge(prompts.clean)).mean())
-    if readers == [graph.logits_index]:  # the logits read run 2's final residual
-        return run2
-
-    def patch(key):
-        def f(x, hook):
-            x = x.clone()
-            x[:, :, [i for l, k, i in slots if (l, k) == key]] = recorded[key]
-            return x
-        return f
-
-    with torch.no_grad(), bridge.hooks(fwd_hooks=[(f"blocks.{l}.hook_{c}_input", patch((l, c))) for l, c in recorded]):
-        return float(prompts.metric_values(bridge(prompts.clean)).mean())
-
-
 def test_path_patching_on_each_architecture(arch_model):
     """Path patching (circuit_stability.stability) on each family: form (b) equals the engine's edge-mask patch
     dropping exactly sender -> receivers, and form (a) equals the three hooked runs, for the logits, two layer-2
@@ -307,7 +236,7 @@ def test_path_patching_on_each_architecture(arch_model):
             keep[i, graph.writer_index(*s), readers] = False
         torch.testing.assert_close(ours, patched_metric(bridge, graph, prompts, keep, B), atol=2e-5, rtol=1e-5)
         paper = path_patch(bridge, graph, prompts, senders, readers, "paper")
-        slow = torch.tensor([_hooked_paper_form(bridge, graph, prompts, s, readers) for s in senders])
+        slow = torch.tensor([hooked_paper_form(bridge, graph, prompts, s, readers) for s in senders])
         torch.testing.assert_close(paper, slow, atol=2e-5, rtol=1e-5, msg=lambda m: f"{readers}: {m}")
         moved = max(moved, float((paper - float(example_metrics(bridge, prompts, B)[0].mean())).abs().max()))
     assert moved > 1e-3  # the patches do something

@@ -8,7 +8,7 @@ from scipy.stats import pearsonr, spearmanr
 from circuit_stability.attribution import (edge_attribution, exact_scores, interpolation_points, patched_metric)
 from circuit_stability.behavior import example_metrics
 from circuit_stability.graph import Graph
-from conftest import TRAINED_CFG, trainable
+from conftest import TRAINED_CFG, largest_direct_effect_by_hand, trainable
 
 IG5, EAP = interpolation_points("EAP-IG", 5, "paper"), interpolation_points("EAP", 1, "paper")
 B = 70  # examples per forward pass
@@ -147,22 +147,7 @@ def test_partial_mask_equals_the_value_rebuilt_by_hand(trained_bridge, ioi_promp
     (tolerance 1e-4), for the head with the largest direct effect."""
     bridge, graph = trained_bridge, Graph.from_config(trained_bridge.cfg)
     prompts = next(ioi_prompts.chunks(8))
-    results = [f"blocks.{l}.attn.hook_result" for l in range(graph.n_layers)]
-    resid = f"blocks.{graph.n_layers - 1}.hook_resid_post"
-    names = [*results, resid]
-    _, clean = bridge.run_with_cache(prompts.clean, names_filter=lambda n: n in names)
-    _, corr = bridge.run_with_cache(prompts.corrupted, names_filter=lambda n: n in names)
-
-    def by_hand(layer: int, h: int) -> float:
-        patched = corr[resid] + clean[results[layer]][:, :, h] - corr[results[layer]][:, :, h]
-        with torch.no_grad():
-            return float(prompts.metric_values(bridge.unembed(bridge.ln_final(patched))).mean())
-
-    with torch.no_grad():
-        m_corrupted = float(prompts.metric_values(bridge(prompts.corrupted)).mean())
-    heads = [(l, h) for l in range(graph.n_layers) for h in range(graph.n_heads)]
-    layer, head = max(heads, key=lambda lh: abs(by_hand(*lh) - m_corrupted))
-    expected = by_hand(layer, head)
+    layer, head, expected, m_corrupted = largest_direct_effect_by_hand(bridge, graph, prompts)
     assert abs(expected - m_corrupted) > 0.5  # the patch moves the metric
     keep = torch.from_numpy(graph.edge_mask.copy()).unsqueeze(0)
     keep[0, :, graph.logits_index] = False

@@ -12,6 +12,7 @@ import torch
 from circuit_stability.graph import Graph
 from circuit_stability.stability import (_runs, algorithm_rows, class_share, ioi_classes, path_patch,
                                          path_patching_effects, receiver_readers, senders_with_path)
+from conftest import hooked_paper_form
 
 
 # ---------------------------------------------------------------- hand-checked arithmetic
@@ -98,58 +99,6 @@ def test_algorithm_table_marks_formed_checkpoints(tmp_path):
 
 
 # ---------------------------------------------------------------- path patching on a trained model
-def _hooked_paper_form(bridge, graph, prompts, sender, heads, qkv):
-    """Form (a) the long way, as McDougall's path_patch does it: run 2 is a full forward on the clean prompts with
-    every head's q/k/v inputs held at the clean run's (heads frozen), the sender's Δ added to every MLP input and to
-    the receivers' inputs downstream of it, the MLPs recomputed by the model; run 3 a full clean forward with the
-    receivers' inputs replaced. One sender at a time; the mean metric."""
-    from circuit_stability.attribution import writer_outputs
-
-    L = graph.n_layers
-    l_s, h_s = sender
-    clean_in, recorded = {}, {}
-
-    def keep(layer):
-        def f(x, hook):
-            clean_in[layer] = x.detach().clone()
-        return f
-
-    with torch.no_grad(), bridge.hooks(fwd_hooks=[(f"blocks.{l}.hook_{c}_input", keep((l, c)))
-                                                  for l in range(L) for c in "qkv"]):
-        bridge(prompts.clean)
-    a_clean, _ = writer_outputs(bridge, graph, prompts.clean)
-    a_corr, _ = writer_outputs(bridge, graph, prompts.corrupted)
-    w = graph.writer_index(l_s, h_s)
-    delta = a_corr[w] - a_clean[w]
-
-    def freeze(layer, c):
-        def f(x, hook):
-            if c == qkv and layer > l_s:
-                recorded[layer] = x[:, :, [h for l, h in heads if l == layer]] + delta[:, :, None]
-            return clean_in[(layer, c)]
-        return f
-
-    def mlp_in(layer):
-        def f(x, hook):
-            return x + delta if layer > l_s else x
-        return f
-
-    hooks = [(f"blocks.{l}.hook_{c}_input", freeze(l, c)) for l in range(L) for c in "qkv"]
-    hooks += [(f"blocks.{l}.hook_mlp_in", mlp_in(l)) for l in range(L)]
-
-    def patch(layer):
-        def f(x, hook):
-            x = x.clone()
-            x[:, :, [h for l, h in heads if l == layer]] = recorded[layer]
-            return x
-        return f
-
-    with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
-        bridge(prompts.clean)
-    with torch.no_grad(), bridge.hooks(fwd_hooks=[(f"blocks.{l}.hook_{qkv}_input", patch(l)) for l in recorded]):
-        return float(prompts.metric_values(bridge(prompts.clean)).mean())
-
-
 def test_paper_form_equals_the_three_run_path_patch(trained_bridge, ioi_prompts):
     """The position-wise form (a) (MLPs recomputed on [batch, d] vectors, no attention in run 2) equals McDougall's
     three full forward runs built from hooks, for senders in layers 0 and 1 into two layer-2 values."""
@@ -158,7 +107,7 @@ def test_paper_form_equals_the_three_run_path_patch(trained_bridge, ioi_prompts)
     heads, senders = [(2, 3), (2, 5)], [(0, 0), (1, 0)]
     readers = [graph.reader_index(l, h, "v") for l, h in heads]
     fast = path_patch(bridge, graph, prompts, senders, readers, "paper")
-    slow = torch.tensor([_hooked_paper_form(bridge, graph, prompts, s, heads, "v") for s in senders])
+    slow = torch.tensor([hooked_paper_form(bridge, graph, prompts, s, readers) for s in senders])
     torch.testing.assert_close(fast, slow, atol=2e-5, rtol=1e-5)
     clean = float(prompts.metric_values(bridge(prompts.clean)).mean())
     assert (fast - clean).abs().min() > 1e-4  # the patches do something

@@ -281,7 +281,7 @@ def check_reader_inputs(bridge, graph=None, n_positions: int = 6) -> None:
     """
     import torch
 
-    from circuit_stability.attribution import _reader_input_hooks, _writer_hooks
+    from circuit_stability.attribution import _reader_hook_names, _reader_input_hooks, _writer_hooks
     from circuit_stability.graph import Graph
 
     graph = graph if graph is not None else Graph.from_config(bridge.cfg)
@@ -320,8 +320,6 @@ def check_reader_inputs(bridge, graph=None, n_positions: int = 6) -> None:
                                    "residual stream before the layer norm for edge attribution and patching to be "
                                    "correct")
     delta = writers[1] - writers[0]  # [W, 1, pos, d]
-    from circuit_stability.attribution import _reader_hook_names
-
     # the residual stream is accumulated in the model's dtype: bfloat16 rounds each sum to ~0.4%
     rel = max(1e-4, 8 * torch.finfo(next(bridge.parameters()).dtype).eps)
     for name, n_up, _ in _reader_hook_names(graph):
