@@ -26,6 +26,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from circuit_stability.scale import thin
+
 PYTHIA_TOKENS_PER_STEP = 2_097_152
 CRFM_TOKENS_PER_STEP = 512 * 1024
 
@@ -130,17 +132,13 @@ def checkpoints_from_refs(repo: str, refs, tokens_per_step: int | None = None) -
 
 
 def every_kth(checkpoints: list[HubCheckpoint], k: int) -> list[HubCheckpoint]:
-    """Every ``k``-th checkpoint in order, the first and the last always kept.
+    """Every ``k``-th checkpoint in order, the first and the last always kept (:func:`scale.thin` on their
+    positions).
 
     Raises:
         ValueError: if ``k < 1``.
     """
-    if k < 1:
-        raise ValueError(f"every must be >= 1; got {k}")
-    kept = checkpoints[::k]
-    if checkpoints and kept[-1] is not checkpoints[-1]:
-        kept.append(checkpoints[-1])
-    return kept
+    return [checkpoints[i] for i in thin(list(range(len(checkpoints))), k)]
 
 
 def log_spaced(checkpoints: list[HubCheckpoint], n: int) -> list[HubCheckpoint]:
