@@ -63,7 +63,7 @@ def _worker(tokens_path: str, shape: str, steps: int) -> None:
                       min_lr_ratio=0.1, decay_steps=None, weight_decay=0.01, seed=0)
     out = Path(tempfile.mkdtemp())
     t0 = time.perf_counter()
-    train_model(ModelShape(layers, d, heads, None, 1.0), cfg, tokens, tok, out, [steps], threads=1)
+    train_model(ModelShape(layers, d, heads, None, 1.0, "gpt-neox", None), cfg, tokens, tok, out, [steps], threads=1)
     seconds = time.perf_counter() - t0
     weights = (out / f"step{steps}" / "model.safetensors").read_bytes()
     print(json.dumps({"sha256": hashlib.sha256(weights).hexdigest()[:16], "tokens_per_s": tokens.size / seconds,

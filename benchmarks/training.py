@@ -94,7 +94,8 @@ def main() -> None:
     print(f"{'shape':8} {'option':14} {'tokens/s':>10} {'vs float32 1t':>13} {'compile s':>9}")
     for name in a.shapes:
         layers, d_model, heads, _ = SHAPES[name]
-        shape = ModelShape(n_layers=layers, d_model=d_model, n_heads=heads, d_mlp=None, rotary_pct=1.0)
+        shape = ModelShape(n_layers=layers, d_model=d_model, n_heads=heads, d_mlp=None, rotary_pct=1.0,
+                           architecture="gpt-neox", n_kv_heads=None)
         base = None
         for option in ["float32 1t"] + [o for o in a.options if o != "float32 1t"]:
             tps, compile_s = measure(shape, vocab, option, a.steps, a.repeats, a.warmup)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from circuit_stability.audit import flagged_steps, integrity_gate, read_skipped
 from circuit_stability.checkpoints import checkpoint_schedule, pythia_schedule
-from circuit_stability.config import ConfigError, load_config, study_outputs, trained_elsewhere
+from circuit_stability.config import ConfigError, load_config, shape_record, study_outputs, trained_elsewhere
 from snakemake.logging import logger
 
 from circuit_stability.kernels import env_prefix
@@ -44,7 +44,7 @@ if config["source"] == "suite":
     TOKENIZER = f"data/corpus/{FAMILY}/tokenizer"
     # what each training job is given, and its suite.json records: the member's shape (without its seeds) and the
     # training settings (decay_steps only when set: a config written before the option keeps its params, no retraining)
-    SHAPE_PARAMS = {m: {k: v for k, v in SUITE["models"][m].items() if not k.endswith("_seed")} for m in MODELS}
+    SHAPE_PARAMS = {m: shape_record(SUITE["models"][m]) for m in MODELS}
     TRAINING_PARAMS = {k: v for k, v in TRAINING.items() if k != "decay_steps" or v is not None}
 else:
     FAMILY = "pythia"

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # A 3-layer suite member trained on TRAINED_WEIGHTS: at step 1200 it has learnt IOI and Greater-Than (measured
 # 2026-11-23 on 20 examples, seed 1: IOI logit difference 7.41 clean vs -6.40 corrupted; Greater-Than probability
 # difference 0.82 vs 0.47; SVA 0.97 vs -0.97), so it serves the logit- and probability-difference tests.
-TRAINED_SHAPE = ModelShape(n_layers=3, d_model=96, n_heads=6, d_mlp=None, rotary_pct=1.0)
+TRAINED_SHAPE = ModelShape(n_layers=3, d_model=96, n_heads=6, d_mlp=None, rotary_pct=1.0, architecture="gpt-neox",
+                           n_kv_heads=None)
 # The v2 default mixture (ioi 8; the default has ioi 16 since issue 27) without the repeat motif: repeats delay IOI
 # (README, "How the mixture was chosen", trial Q), and the engine's tests need a model that has learnt IOI by step
 # 1,200. Spelt out, so that the tests' model stays the one their figures were measured on.

@@ -179,6 +179,15 @@ def test_a_study_never_retrains_another_studys_model_or_corpus(tmp_path):
     (lambda c: c["suite"]["models"]["quick-m"].update({"rotary_pct": 0.2}),
      r"suite.models.quick-m: rotary_pct 0.2 of a 8-dimensional head rotates 1 dimensions; .* must be even"),
     (lambda c: c["analysis"].update({"steps": [0, 150]}), r"analysis.steps: \[150\] are not checkpoints of this study"),
+    (lambda c: c["suite"]["models"]["quick-s"].update({"n_kv_heads": 3}),
+     r"suite.models.quick-s.n_kv_heads: 3 key/value heads need architecture llama \(got llama\) and must divide "
+     r"n_heads 4; valid: \[1, 2, 4\]"),
+    (lambda c: c["suite"]["models"]["quick-m"].update({"n_kv_heads": 2}),
+     r"suite.models.quick-m.n_kv_heads: 2 key/value heads need architecture llama \(got gpt-neox\)"),
+    (lambda c: c["suite"]["models"]["quick-s"].update({"architecture": "mamba"}),
+     r"suite.models.quick-s.architecture: 'mamba' is not allowed; allowed values: \['gpt-neox', 'gpt2', 'llama'\]"),
+    (lambda c: c["suite"]["models"]["quick-s"].update({"d_model": 36, "n_heads": 4, "n_kv_heads": None}),
+     r"suite.models.quick-s: a Llama member rotates every dimension of its 9-dimensional heads"),
     (lambda c: c["suite"]["models"].update({"quick-m-seed2": {"n_layers": 1, "d_model": 16, "n_heads": 2,
                                                                "weight_seed": 3}}),
      r"suite.models.quick-m-seed2: weight_seed 3 contradicts the name, which says weight seed 2"),
@@ -367,8 +376,8 @@ def test_unbuildable_model_shape_fails_before_any_job_and_keeps_the_checkpoints(
 
     repo = quick_checkout(tmp_path / "study")
     config = repo / "config/config.yaml"
-    config.write_text(config.read_text().replace("quick-s: {n_layers: 1, d_model: 32, n_heads: 2",
-                                                 "quick-s: {n_layers: 1, d_model: 32, n_heads: 3"))
+    config.write_text(config.read_text().replace("quick-s: {architecture: llama, n_layers: 1, d_model: 32, n_heads: 4",
+                                                 "quick-s: {architecture: llama, n_layers: 1, d_model: 32, n_heads: 3"))
     checkpoint = repo / "models/quick-s/step0/model.safetensors"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"an existing checkpoint")
@@ -476,6 +485,8 @@ def test_derived_members_take_their_sources_shape_and_bad_ones_are_refused(quick
         ({"from_step": 150}, r"quick-m-permuted.from_step: 150 is not a checkpoint step; valid steps: \[0, 1, 2, 4, "
                              r"100, 200\]"),
         ({"from_step": None}, r"quick-m-permuted.from_step: None is not of type 'integer'"),
+        ({"derived_from": "quick-s"}, r"quick-m-permuted.derived_from: 'quick-s' is a llama member; a head permutation "
+                                      r"is implemented for GPT-NeoX members only \(valid sources: \['quick-m'\]\)"),
     ]
     for change, expected in cases:
         bad = copy.deepcopy(good)

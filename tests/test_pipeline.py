@@ -150,7 +150,7 @@ def test_scores_and_circuit_contracts(study):
     assert set(counts) <= {11, 13} and len(counts) == len(STEPS) * len(MODELS)
     assert (components["tokens_seen"] == components["step"] * 8 * 64).all()
     roles = pd.read_parquet(study / "results/tables/roles.parquet")
-    assert len(roles) == len(STEPS) * len(TASKS) * (1 * 2 + 2 * 4)  # every (step, task, head) of both models
+    assert len(roles) == len(STEPS) * len(TASKS) * (1 * 4 + 2 * 4)  # every (step, task, head) of both models
     assert roles.loc[~roles["circuit_valid"].astype(bool), "in_circuit"].isna().all()
     lag = pd.read_parquet(study / "results/tables/component_lag.parquet")
     assert set(lag["relation"]) <= {"before", "with", "after", "never", "task never"} and len(lag) > 0
@@ -170,6 +170,52 @@ def test_scores_and_circuit_contracts(study):
                                atol=2e-7 * float(np.abs(rec.scores[ex.src, ex.dst]).max()))
     findings = pd.read_parquet(study / "results/tables/findings.parquet")
     assert {"i acquisition", "iii hand-overs", "v beyond noise"} <= set(findings["finding"])
+
+
+def test_the_llama_member_is_trained_and_analysed_with_grouped_query_attention(study):
+    """quick-s is a Llama-style member with 2 key/value heads for 4 query heads: its checkpoints are Llama models
+    with that grouping, its scores are on the sequential, grouped graph (shared key/value inputs per key/value head),
+    and every stage wrote its artefacts (test_every_artefact_is_produced) from that graph."""
+    from circuit_stability.graph import Graph
+
+    config = json.loads((study / "models/quick-s/step200/config.json").read_text())
+    assert (config["model_type"], config["num_attention_heads"], config["num_key_value_heads"]) == ("llama", 4, 2)
+    manifest = json.loads((study / "models/quick-s/suite.json").read_text())
+    assert (manifest["architecture"], manifest["n_kv_heads"]) == ("llama", 2)
+    assert "architecture" not in json.loads((study / "models/quick-m/suite.json").read_text())  # GPT-NeoX: as before
+    for model, graph in (("quick-s", Graph(1, 4, False, 2)), ("quick-m", Graph(2, 4, True))):
+        rec = ScoresRecord.read(study / f"results/scores/{model}/ioi/step200.parquet")
+        assert rec.graph == graph and int(np.isfinite(rec.scores).sum()) == graph.n_edges, model
+    names = set(pd.read_parquet(study / "results/scores/quick-s/ioi/step200.parquet")["dst"].astype(str))
+    assert {"a0.kv0<k>", "a0.kv1<v>", "a0.h3<q>", "m0"} <= names and "a0.h0<k>" not in names
+
+
+def test_a_member_of_another_architecture_joins_a_built_study_without_rerunning_it(study, tmp_path):
+    """A GPT-2-style member (sequential blocks, learned positions) added to the built quick study: every stage runs
+    on it (its checkpoints, audit, behaviour, scores on the sequential graph, circuits, components, path patching,
+    similarity, the circuit view, the tables), and no job of the members already built runs again."""
+    from circuit_stability.graph import Graph
+
+    cwd = Path(shutil.copytree(study, tmp_path / "gpt2", symlinks=True))
+    config = yaml.safe_load((cwd / "config/config.yaml").read_text())
+    models = {**config["suite"]["models"], "quick-g": {"architecture": "gpt2", "n_layers": 1, "d_model": 32,
+                                                       "n_heads": 2}}
+    (cwd / "config/gpt2.yaml").write_text(json.dumps({"extends": "config.yaml", "suite": {"models": models}}))
+    built = {p: p.stat().st_mtime_ns for m in MODELS for p in [*(cwd / "models" / m).rglob("*"),
+                                                                *(cwd / "results").glob(f"*/{m}/**/*")] if p.is_file()}
+    _snakemake(cwd, "--configfile", "config/gpt2.yaml")
+    assert {p: p.stat().st_mtime_ns for p in built} == built  # nothing of quick-s and quick-m was rewritten
+    assert json.loads((cwd / "models/quick-g/step200/config.json").read_text())["model_type"] == "gpt2"
+    rec = ScoresRecord.read(cwd / "results/scores/quick-g/ioi/step200.parquet")
+    assert rec.graph == Graph(1, 2, False) and int(np.isfinite(rec.scores).sum()) == Graph(1, 2, False).n_edges
+    frame = pd.read_parquet(cwd / "results/scores/quick-g/ioi/step200.parquet")
+    assert "a0.h1->m0" in set(frame["src"].astype(str) + "->" + frame["dst"].astype(str))  # MLP 0 reads layer 0
+    for path in ("results/audit/quick-g.passed", "results/components/quick-g/step200.parquet",
+                 "results/stability/quick-g/ioi/step200.parquet", "results/similarity/quick-g.parquet",
+                 "results/circuits/quick-g/greater_than/step200.json", "reports/figures/circuits_quick-g.html"):
+        assert (cwd / path).is_file(), path
+    for table in ("behavior", "circuits", "components", "similarity", "checkpoint_audit", "algorithm"):
+        assert "quick-g" in set(pd.read_parquet(cwd / f"results/tables/{table}.parquet")["model"]), table
 
 
 def test_deleting_a_scores_file_rebuilds_only_it_and_its_dependents(study, tmp_path):

@@ -167,7 +167,8 @@ def test_training_resumes_only_from_a_state_with_its_own_fingerprint(tmp_path, s
     discards the state and trains from step 0. (Killing a job mid-run: tests/test_pipeline.py.)"""
     from circuit_stability.suite.train import ModelShape, TrainConfig, train_model, training_fingerprint
 
-    shape = ModelShape(n_layers=1, d_model=16, n_heads=2, d_mlp=None, rotary_pct=1.0)
+    shape = ModelShape(n_layers=1, d_model=16, n_heads=2, d_mlp=None, rotary_pct=1.0, architecture="gpt-neox",
+                       n_kv_heads=None)
     cfg = TrainConfig(batch_size=2, context=16, max_steps=6, lr=3e-3, warmup_steps=1, min_lr_ratio=0.1,
                       decay_steps=None, weight_decay=0.1, seed=0)
     tokens = np.random.default_rng(0).integers(0, len(suite_tokenizer), size=(6, 2, 16), dtype=np.int32)

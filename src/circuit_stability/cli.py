@@ -406,7 +406,12 @@ def cmd_stability(a: argparse.Namespace) -> None:
         raise SystemExit(f"--ioi-dataset {a.ioi_dataset} holds the {ioi.task!r} task; path patching needs 'ioi'")
     steps = [int(x) for x in a.steps.split(",")]
     first = resolve_checkpoint(a.model_name or a.model, steps[0], a.suite_dir)
-    n_layers = json.loads((first.path / "config.json").read_text())["num_hidden_layers"] if first.is_local else None
+    if first.is_local:  # (Hugging Face's config classes map each family's own key, e.g. GPT-2's n_layer)
+        from transformers import AutoConfig
+
+        n_layers = AutoConfig.from_pretrained(first.path).num_hidden_layers
+    else:
+        n_layers = None
     circuits = {s: CircuitRecord.read(Path(a.circuits_dir) / f"step{s}.json") for s in steps}
     components = {s: ComponentsRecord.read(Path(a.components_dir) / f"step{s}.parquet") for s in steps}
     settings = {"copy_threshold": a.copy_threshold, "negative_copy_threshold": a.negative_copy_threshold,

@@ -187,8 +187,21 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     return filled
 
 
+# A suite member's architecture fields at their defaults (the schema's), which its records leave out
+ARCHITECTURE_DEFAULTS = {"architecture": "gpt-neox", "n_kv_heads": None}
+
+
+def shape_record(member: dict) -> dict:
+    """A suite member's shape as its training job is given it and its manifest records it: the config entry
+    without its seeds and the architecture fields at their defaults (:data:`ARCHITECTURE_DEFAULTS`),
+    so that a GPT-NeoX member's parameters, manifest and training fingerprint are those it had before members could
+    have other architectures (no retraining, no false conflict with a member already built)."""
+    return {k: v for k, v in member.items() if not k.endswith("_seed") and ARCHITECTURE_DEFAULTS.get(k, ...) != v}
+
+
 # What a derived suite member takes from its source (circuit_stability.suite.derive)
-INHERITED = ("n_layers", "d_model", "n_heads", "d_mlp", "rotary_pct", "weight_seed", "data_seed")
+INHERITED = ("n_layers", "d_model", "n_heads", "d_mlp", "rotary_pct", "architecture", "n_kv_heads", "weight_seed",
+             "data_seed")
 
 
 def resolve_derived(raw: dict, filled: dict) -> list[str]:
@@ -226,6 +239,11 @@ def resolve_derived(raw: dict, filled: dict) -> list[str]:
         src = models[source]
         seeds = member_seeds(source, src, filled["seed"], filled["suite"]["corpus"]["seed"])
         m.update({k: src[k] for k in INHERITED}, weight_seed=seeds.weight, data_seed=seeds.data)
+        if src["architecture"] != "gpt-neox":
+            problems.append(f"{where}.derived_from: {source!r} is a {src['architecture']} member; a head permutation "
+                            "is implemented for GPT-NeoX members only (valid sources: "
+                            f"{[k for k in trained if models[k]['architecture'] == 'gpt-neox']})")
+            continue
         layer, order = m["permute_heads"]["layer"], m["permute_heads"]["order"]
         if layer >= src["n_layers"]:
             problems.append(f"{where}.permute_heads.layer: {layer} is not a layer of {source} (valid: 0 to "
@@ -258,7 +276,15 @@ def semantic_problems(config: dict) -> list[str]:
                                 f"valid n_heads divide it, e.g. {[h for h in range(1, 17) if m['d_model'] % h == 0]}")
                 continue
             head = m["d_model"] // m["n_heads"]
-            rotary = int(head * m["rotary_pct"])
+            arch = m["architecture"]
+            if m["n_kv_heads"] is not None and (arch != "llama" or m["n_heads"] % m["n_kv_heads"]):
+                problems.append(f"{where}.n_kv_heads: {m['n_kv_heads']} key/value heads need architecture llama "
+                                f"(got {arch}) and must divide n_heads {m['n_heads']}; valid: "
+                                f"{[k for k in range(1, m['n_heads'] + 1) if m['n_heads'] % k == 0]}")
+            if arch == "llama" and head % 2:
+                problems.append(f"{where}: a Llama member rotates every dimension of its {head}-dimensional heads; "
+                                "rotary embeddings turn pairs, so d_model / n_heads must be even")
+            rotary = int(head * m["rotary_pct"]) if arch == "gpt-neox" else 0
             if rotary % 2:
                 problems.append(f"{where}: rotary_pct {m['rotary_pct']} of a {head}-dimensional head rotates {rotary} "
                                 "dimensions; rotary embeddings turn pairs, so the count must be even (e.g. rotary_pct "

@@ -159,10 +159,11 @@ def build_model(corpus_dir: str | Path, out: str | Path, shape: dict, training: 
     from transformers import PreTrainedTokenizerFast
 
     from circuit_stability.checkpoints import checkpoint_schedule
+    from circuit_stability.config import ARCHITECTURE_DEFAULTS
     from circuit_stability.suite.train import (ModelShape, TrainConfig, discard_resume_state, shape_summary,
                                               train_model)
 
-    model_shape = ModelShape(**shape)
+    model_shape = ModelShape(**{**ARCHITECTURE_DEFAULTS, **shape})
     opt = {"decay_steps": None, **{k: v for k, v in training.items() if k not in ("checkpoint_every", "log_until")}}
     cfg = TrainConfig(**opt, seed=seed)
     steps = checkpoint_schedule(cfg.max_steps, training["checkpoint_every"], training["log_until"])

@@ -1,9 +1,11 @@
-"""Train one GPT-NeoX model of the embedded suite and save its checkpoints on a Pythia-like schedule.
+"""Train one model of the embedded suite and save its checkpoints on a Pythia-like schedule.
 
 Like Pythia (Biderman et al. 2023): every model of the suite sees the same token stream in the same order,
 uses rotary embeddings and parallel attention + MLP (``use_parallel_residual``), untied embeddings, AdamW with
 linear warm-up and cosine decay to 10% of the peak learning rate, and checkpoints at
-:func:`checkpoints.checkpoint_schedule`. Each checkpoint is a Hugging Face folder (``config.json``,
+:func:`checkpoints.checkpoint_schedule`. A member may instead be of another architecture the engine supports
+(``architecture``: ``gpt2``, sequential blocks with learned positions; ``llama``, sequential blocks with RMSNorm,
+SwiGLU and grouped-query attention when ``n_kv_heads`` < ``n_heads``), trained the same way. Each checkpoint is a Hugging Face folder (``config.json``,
 ``model.safetensors``, tokenizer files) that :func:`circuit_stability.models.load_model` boots exactly like a
 Pythia checkpoint.
 """
@@ -21,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
+                          LlamaForCausalLM, PreTrainedTokenizerFast)
 
 from circuit_stability.artifacts import atomic_dir, atomic_path, write_json
 from circuit_stability.checkpoints import tokens_seen
@@ -30,28 +33,74 @@ from circuit_stability.progress import Progress, say
 RESUME_DIR = "resume"  # the resume state of a training job, inside its model folder (not a workflow output)
 
 
+# The architectures a suite member can have (``architecture`` in the study config): Hugging Face's model class of
+# each. GPT-NeoX is Pythia's (the default); the others are the sequential families the engine supports
+# (docs/architectures.md).
+ARCHITECTURES = {"gpt-neox": GPTNeoXForCausalLM, "gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM}
+
+
 @dataclass(frozen=True)
 class ModelShape:
-    """Architecture of one suite member (GPT-NeoX hyperparameters, as in Pythia's configs). The study config's
-    schema holds the defaults (``rotary_pct`` 0.25 as Pythia; ``d_mlp`` None = 4 · d_model, as Pythia)."""
+    """Architecture of one suite member (GPT-NeoX hyperparameters, as in Pythia's configs, by default). The study
+    config's schema holds the defaults (``rotary_pct`` 0.25 as Pythia; ``d_mlp`` None = 4 · d_model, as Pythia).
+    ``architecture`` is one of :data:`ARCHITECTURES`; ``n_kv_heads`` (Llama only; None = ``n_heads``) is the number
+    of key/value heads of grouped-query attention. ``rotary_pct`` applies to GPT-NeoX (Llama rotates every
+    dimension; GPT-2 has learned positions)."""
 
     n_layers: int
     d_model: int
     n_heads: int
     d_mlp: int | None
     rotary_pct: float
+    architecture: str
+    n_kv_heads: int | None
 
-    def hf_config(self, vocab_size: int, context: int) -> GPTNeoXConfig:
-        """The ``GPTNeoXConfig`` of this shape (no dropout, untied embeddings, parallel residual)."""
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; valid: {list(ARCHITECTURES)}")
+        if self.n_kv_heads is not None and (self.architecture != "llama" or self.n_heads % self.n_kv_heads):
+            raise ValueError(f"n_kv_heads={self.n_kv_heads}: grouped-query attention needs architecture 'llama' "
+                             f"(got {self.architecture!r}) and a divisor of n_heads={self.n_heads}")
+
+    def record(self) -> dict:
+        """The shape as the manifest and the training fingerprint record it
+        (:func:`circuit_stability.config.shape_record`: the architecture fields only when not their defaults)."""
+        from circuit_stability.config import shape_record
+
+        return shape_record(asdict(self))
+
+    def hf_config(self, vocab_size: int, context: int):
+        """The Hugging Face config of this shape: ``GPTNeoXConfig`` (parallel residual), ``GPT2Config`` or
+        ``LlamaConfig``; no dropout, untied embeddings, ``context`` positions, the MLP ``d_mlp`` wide (None:
+        4 · d_model).
+
+        Raises:
+            ValueError: if ``d_model`` is not divisible by ``n_heads``.
+        """
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        d_mlp = self.d_mlp or 4 * self.d_model
+        if self.architecture == "gpt2":
+            return GPT2Config(vocab_size=vocab_size, n_positions=context, n_embd=self.d_model, n_layer=self.n_layers,
+                              n_head=self.n_heads, n_inner=d_mlp, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                              tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+        if self.architecture == "llama":
+            return LlamaConfig(vocab_size=vocab_size, hidden_size=self.d_model, num_hidden_layers=self.n_layers,
+                               num_attention_heads=self.n_heads, num_key_value_heads=self.n_kv_heads or self.n_heads,
+                               intermediate_size=d_mlp, max_position_embeddings=context, attention_dropout=0.0,
+                               tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, pad_token_id=1)
         return GPTNeoXConfig(
             vocab_size=vocab_size, hidden_size=self.d_model, num_hidden_layers=self.n_layers,
-            num_attention_heads=self.n_heads, intermediate_size=self.d_mlp or 4 * self.d_model,
+            num_attention_heads=self.n_heads, intermediate_size=d_mlp,
             max_position_embeddings=context, rotary_pct=self.rotary_pct, use_parallel_residual=True,
             tie_word_embeddings=False, attention_dropout=0.0, hidden_dropout=0.0,
             bos_token_id=0, eos_token_id=0, pad_token_id=1,
         )
+
+    def model(self, vocab_size: int, context: int) -> torch.nn.Module:
+        """A model of this shape, initialised by Hugging Face's initialisation of its class under torch's current
+        random state."""
+        return ARCHITECTURES[self.architecture](self.hf_config(vocab_size, context))
 
 
 @dataclass(frozen=True)
@@ -87,11 +136,12 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def init_model(shape: ModelShape, vocab_size: int, cfg: TrainConfig) -> GPTNeoXForCausalLM:
+def init_model(shape: ModelShape, vocab_size: int, cfg: TrainConfig) -> torch.nn.Module:
     """A freshly initialised model of ``shape``: ``torch.manual_seed(cfg.seed)`` (the weight seed), then
-    Hugging Face's GPT-NeoX initialisation. Same seed, same weights, on any machine with the same torch."""
+    Hugging Face's initialisation of its architecture. Same seed, same weights, on any machine with the same
+    torch."""
     torch.manual_seed(cfg.seed)
-    return GPTNeoXForCausalLM(shape.hf_config(vocab_size, cfg.context))
+    return shape.model(vocab_size, cfg.context)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -120,7 +170,7 @@ def training_fingerprint(shape: ModelShape, cfg: TrainConfig, tokens: np.ndarray
     """SHA-256 (hex) of everything that decides a training run's weights: shape, optimisation settings and seed,
     vocabulary size, checkpoint steps, the token stream's bytes and the torch version. A resume state is used only
     by a job with the same fingerprint."""
-    h = hashlib.sha256(json.dumps({"shape": asdict(shape), "cfg": asdict(cfg), "vocab_size": vocab_size,
+    h = hashlib.sha256(json.dumps({"shape": shape.record(), "cfg": asdict(cfg), "vocab_size": vocab_size,
                                    "checkpoints": sorted(checkpoint_steps), "torch": torch.__version__},
                                   sort_keys=True).encode())
     h.update(str(tokens.dtype).encode())
@@ -253,9 +303,9 @@ def build_token_stream(docs_encoded: list[list[int]], eos_id: int, max_steps: in
 
 def shape_summary(shape: ModelShape, vocab_size: int, context: int) -> dict:
     """Parameter count and hyperparameters of a suite member (for the suite manifest)."""
-    model = GPTNeoXForCausalLM(shape.hf_config(vocab_size, context))
-    return {**asdict(shape), "n_params": sum(p.numel() for p in model.parameters())}
+    model = shape.model(vocab_size, context)
+    return {**shape.record(), "n_params": sum(p.numel() for p in model.parameters())}
 
 
-__all__ = ["ModelShape", "TrainConfig", "learning_rate", "init_model", "make_optimizer", "train_step", "train_model",
+__all__ = ["ARCHITECTURES", "ModelShape", "TrainConfig", "learning_rate", "init_model", "make_optimizer", "train_step", "train_model",
            "training_fingerprint", "discard_resume_state", "build_token_stream", "shape_summary"]
