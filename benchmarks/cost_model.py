@@ -20,7 +20,7 @@ cluster" says which):
   task) at ``--read-gbps``.
 
 A second table gives the other families (docs/architectures.md) per 100 checkpoints × 4 tasks, in bfloat16 with
-float32 accumulation: parameters from each model's published shape (:func:`n_parameters`: attention with K
+float32 accumulation: parameters from each model's published shape (:attr:`circuit_stability.scale.PublishedShape.n_parameters`: attention with K
 key/value heads, plain or gated MLP, tied or untied embeddings; they reproduce the published totals, e.g. GPT-2
 small 124M, SmolLM2-135M 135M, OLMo-7B 6.9B, Llama-3-8B 8.0B), edges of the sequential graph, GPU memory at the
 batch given, and the largest batch whose EAP-IG fits an 80 GB GPU.
@@ -34,7 +34,7 @@ import argparse
 
 from circuit_stability.checkpoints import pythia_schedule
 from circuit_stability.graph import Graph
-from circuit_stability.scale import PYTHIA_SHAPES, PYTHIA_VOCAB, Shape, thin
+from circuit_stability.scale import PUBLISHED_SHAPES, PYTHIA_SHAPES, PYTHIA_VOCAB, Shape, thin
 
 # Prompt tokens per task dataset (examples × mean prompt length in Pythia's tokenizer, as in the paper's data).
 TASK_TOKENS = {"ioi": 70 * 17, "gp": 70 * 10, "greater_than": 200 * 12, "sva": 200 * 7}
@@ -67,36 +67,18 @@ def costs(size: str, tflops: float, m: int, read_gbps: float) -> dict:
             "checkpoint_gb": 2 * n / 1e9}
 
 
-# Published shapes: layers, d_model, query heads, key/value heads, d_mlp, gated MLP, vocabulary, tied embeddings,
-# learned positions (GPT-2's 1,024). Sources: the models' config.json on the hub (GPT-2: Radford et al. 2019; OLMo:
-# Groeneveld et al. 2024, Table 1; SmolLM2: Allal et al. 2025; Llama 3: Dubey et al. 2024, Table 3).
-FAMILIES = {
-    "gpt2-small": (12, 768, 12, 12, 3072, False, 50257, True, 1024),
-    "gpt2-medium": (24, 1024, 16, 16, 4096, False, 50257, True, 1024),
-    "smollm2-135m": (30, 576, 9, 3, 1536, True, 49152, True, 0),
-    "smollm2-1.7b": (24, 2048, 32, 32, 8192, True, 49152, True, 0),
-    "olmo-1b": (16, 2048, 16, 16, 8192, True, 50304, True, 0),
-    "olmo-7b": (32, 4096, 32, 32, 11008, True, 50304, False, 0),
-    "llama-3-8b": (32, 4096, 32, 8, 14336, True, 128256, False, 0),
-}
+# The other families' rows: published shapes (circuit_stability.scale.PUBLISHED_SHAPES, with their sources)
+FAMILIES = ("gpt2-small", "gpt2-medium", "smollm2-135m", "smollm2-1.7b", "olmo-1b", "olmo-7b", "llama-3-8b")
 GPU_GB = 80.0
 
 
-def n_parameters(L: int, d: int, H: int, K: int, d_mlp: int, gated: bool, V: int, tied: bool, positions: int) -> int:
-    """Parameters of a decoder: per layer 2d² (query, output) + 2·d·K·(d/H) (key, value) attention and
-    (3 if gated else 2)·d·d_mlp MLP; V·d embedding (twice if untied) and the learned positions; biases and norms
-    left out (under 0.1%)."""
-    attention = 2 * d * d + 2 * d * K * (d // H)
-    mlp = (3 if gated else 2) * d * d_mlp
-    return L * (attention + mlp) + V * d * (1 if tied else 2) + positions * d
-
-
 def family_costs(name: str, tflops: float, m: int, batch: int) -> dict:
-    """Per 100 checkpoints × 4 tasks of a model of :data:`FAMILIES`, bfloat16 weights: GPU-hours (the same FLOP
+    """Per 100 checkpoints × 4 tasks of a published shape (:data:`circuit_stability.scale.PUBLISHED_SHAPES`), bfloat16 weights: GPU-hours (the same FLOP
     count as :func:`costs`, path patching at every checkpoint), GPU memory of EAP-IG at ``batch`` (weights + 3× the
     float32 Δa buffer, IOI's 17 tokens), and the largest batch that fits :data:`GPU_GB`."""
-    L, d, H, K, d_mlp, gated, V, tied, pos = FAMILIES[name]
-    n = n_parameters(L, d, H, K, d_mlp, gated, V, tied, pos)
+    shape = PUBLISHED_SHAPES[name]
+    L, d, H, K = shape.n_layers, shape.d_model, shape.n_heads, shape.n_kv_heads
+    n = shape.n_parameters
     g = Graph(L, H, False, K)
     flops = 0.0
     for tokens in TASK_TOKENS.values():

@@ -42,19 +42,21 @@ LEARNT_ANYTHING = json.dumps({"p_value": 1 - 1e-9, "floors": {"logit_diff": 0.0,
 # seeds at 10 and 12 and 160m's at 1 and 2 (with 4 examples, from these starts: 10, 11 and 1, 5); starting there
 # saves building and rejecting the seeds before.
 FIRST_SEED = {"70m": 10, "160m": 1}
-SEQUENTIAL = {"olmo-1b": (16, 2048, 16)}  # layers, d_model, heads of the sequential shapes rehearsed
+SEQUENTIAL = ("olmo-1b",)  # the sequential shapes rehearsed (circuit_stability.scale.PUBLISHED_SHAPES)
 
 
 def _config(size: str):
     """The Hugging Face config and model class of a rehearsed shape: a Pythia size, or OLMo-1B."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, OlmoConfig, OlmoForCausalLM
 
-    from circuit_stability.scale import PYTHIA_SHAPES, PYTHIA_VOCAB
+    from circuit_stability.scale import PUBLISHED_SHAPES, PYTHIA_SHAPES, PYTHIA_VOCAB
 
     if size == "olmo-1b":
-        return OlmoConfig(vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=16,
-                          intermediate_size=8192, max_position_embeddings=2048, tie_word_embeddings=True,
-                          initializer_range=0.02, pad_token_id=1, bos_token_id=None, eos_token_id=0), OlmoForCausalLM
+        s = PUBLISHED_SHAPES[size]
+        return OlmoConfig(vocab_size=s.d_vocab, hidden_size=s.d_model, num_hidden_layers=s.n_layers,
+                          num_attention_heads=s.n_heads, intermediate_size=s.d_mlp, max_position_embeddings=2048,
+                          tie_word_embeddings=s.tied, initializer_range=0.02, pad_token_id=1, bos_token_id=None,
+                          eos_token_id=0), OlmoForCausalLM
     n_layers, d_model, n_heads = PYTHIA_SHAPES[size]
     return GPTNeoXConfig(vocab_size=PYTHIA_VOCAB, hidden_size=d_model, num_hidden_layers=n_layers,
                          num_attention_heads=n_heads, intermediate_size=4 * d_model, rotary_pct=0.25,
@@ -142,7 +144,7 @@ def rehearse(size: str, root: Path, examples: int, in_process: bool = False) -> 
     process, or all in this one with ``in_process``)."""
     from circuit_stability.graph import Graph
     from circuit_stability.records import CircuitRecord, ScoresRecord, write_dataset
-    from circuit_stability.scale import PYTHIA_SHAPES
+    from circuit_stability.scale import PUBLISHED_SHAPES, PYTHIA_SHAPES
     from circuit_stability.suite import corpus
     from circuit_stability.suite.tokenizer import build_tokenizer
     from circuit_stability.tasks import make_dataset
@@ -177,7 +179,8 @@ def rehearse(size: str, root: Path, examples: int, in_process: bool = False) -> 
         seconds, peak = (_run_in_process if in_process else _run)(commands[stage], logs / f"{stage}.log")
         stages[stage] = {"seconds": round(seconds, 2), "peak_mb": None if peak is None else round(peak)}
         print(f"  {name} {stage:9}: {seconds:7.1f} s" + ("" if peak is None else f", peak {peak:7.0f} MB"), flush=True)
-    graph = Graph(*SEQUENTIAL[size][::2], False) if size in SEQUENTIAL else Graph(*PYTHIA_SHAPES[size][::2])
+    graph = (Graph(PUBLISHED_SHAPES[size].n_layers, PUBLISHED_SHAPES[size].n_heads, False) if size in SEQUENTIAL
+             else Graph(*PYTHIA_SHAPES[size][::2]))
     scores = ScoresRecord.read(res / "scores" / "step1.parquet")
     circuits = [CircuitRecord.read(res / "circuits" / f"step{s}.json") for s in (0, 1)]
     import pandas as pd

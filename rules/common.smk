@@ -11,9 +11,9 @@ from circuit_stability.config import ConfigError, load_config, shape_record, stu
 from snakemake.logging import logger
 
 from circuit_stability.kernels import env_prefix
-from circuit_stability.models import hub_steps, parse_hub_name
+from circuit_stability.models import hub_family, hub_steps
 from circuit_stability.records import check_artefact
-from circuit_stability.scale import Shape, job_resources, pythia_shape, thin
+from circuit_stability.scale import Shape, hub_shape, job_resources, thin
 from circuit_stability.suite.seeds import corpus_name, corpus_seed, member_seeds
 
 THREADS = config["threads"]
@@ -47,7 +47,7 @@ if config["source"] == "suite":
     SHAPE_PARAMS = {m: shape_record(SUITE["models"][m]) for m in MODELS}
     TRAINING_PARAMS = {k: v for k, v in TRAINING.items() if k != "decay_steps" or v is not None}
 else:
-    FAMILY = "pythia"
+    FAMILY = hub_family(config["hub"]["models"][0])  # one per study (validate_config): pythia, crfm, olmo, ...
     MODEL_NAMES = {name.split("/")[-1]: name for name in config["hub"]["models"]}
     MODELS = list(MODEL_NAMES)
     STEPS = pythia_schedule() if config["hub"]["steps"] == "all" else sorted(config["hub"]["steps"])
@@ -121,7 +121,7 @@ if config["source"] == "suite":  # (4096: above the suite tokenizer's vocabulary
                          4096) for m in MODELS}
     SETTINGS_OF = {m: {} for m in MODELS}
 else:
-    SHAPE_OF = {m: pythia_shape(parse_hub_name(MODEL_NAMES[m]).size) for m in MODELS}
+    SHAPE_OF = {m: hub_shape(MODEL_NAMES[m]) for m in MODELS}
     SETTINGS_OF = {m: config["hub"]["settings"].get(MODEL_NAMES[m], {}) for m in MODELS}
 # (a model's own setting, else the study's; stability_every has no study-wide setting: every scored checkpoint)
 BATCH_OF = {m: {"batch_size": ANALYSIS["batch_size"], **SETTINGS_OF[m]}["batch_size"] for m in MODELS}

@@ -263,8 +263,9 @@ def test_library_example_runs_on_any_bridge(trained_suite, tmp_path):
 
 
 def test_cost_model_shapes_reproduce_published_parameter_counts():
-    """benchmarks/cost_model.py's other-family rows: parameters from each published shape land within 1% of the
-    totals the publishers give (GPT-2 124M and 355M, SmolLM2 135M and 1.7B, OLMo 1.2B and 6.9B, Llama 3 8.0B), and
+    """The published shapes (circuit_stability.scale, the cost model's other-family rows and the scheduler's hub
+    resources): parameters from each shape land within 1% of the totals the publishers give (GPT-2 124M and 355M,
+    SmolLM2 135M, 362M and 1.7B, OLMo 1.2B and 6.9B, Amber (Llama-7B's shape) 6.7B, Llama 3 8.0B), and
     Llama-3-8B's EAP-IG fits one 80 GB GPU at a batch of at least 16 (bfloat16 weights, float32 buffers)."""
     import importlib.util
     from pathlib import Path
@@ -272,9 +273,11 @@ def test_cost_model_shapes_reproduce_published_parameter_counts():
     spec = importlib.util.spec_from_file_location("cost_model", Path(__file__).parents[1] / "benchmarks" / "cost_model.py")
     cost = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cost)
-    published = {"gpt2-small": 124e6, "gpt2-medium": 355e6, "smollm2-135m": 135e6, "smollm2-1.7b": 1.71e9,
-                 "olmo-1b": 1.18e9, "olmo-7b": 6.89e9, "llama-3-8b": 8.03e9}
+    from circuit_stability.scale import PUBLISHED_SHAPES
+
+    published = {"gpt2-small": 124e6, "gpt2-medium": 355e6, "smollm2-135m": 135e6, "smollm2-360m": 362e6,
+                 "smollm2-1.7b": 1.71e9, "olmo-1b": 1.18e9, "olmo-7b": 6.89e9, "amber": 6.74e9, "llama-3-8b": 8.03e9}
     for name, total in published.items():
-        assert cost.n_parameters(*cost.FAMILIES[name]) == pytest.approx(total, rel=0.01), name
+        assert PUBLISHED_SHAPES[name].n_parameters == pytest.approx(total, rel=0.01), name
     llama = cost.family_costs("llama-3-8b", 300.0, 5, 16)
     assert llama["edges"] == Graph(32, 32, False, 8).n_edges and 16 <= llama["max_batch"] and llama["gpu_gb"] < 80

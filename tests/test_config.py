@@ -24,7 +24,9 @@ def quick():
 def test_shipped_configs_are_valid():
     from circuit_stability.config import load_config
 
-    for name in ("config.yaml", "quick.yaml", "pythia.yaml", "seeds.yaml", "long.yaml", "long-deep.yaml"):
+    shipped = sorted(p.name for p in (ROOT / "config").glob("*.yaml") if p.name != "schema.yaml")
+    assert {"config.yaml", "quick.yaml", "pythia.yaml", "crfm-gpt2.yaml", "olmo.yaml", "smollm2.yaml"} <= set(shipped)
+    for name in shipped:
         validate_config(load_config(ROOT / "config" / name), SCHEMA)
 
 
@@ -512,3 +514,26 @@ def test_a_derived_member_is_derived_not_trained(tmp_path, quick):
     assert out.returncode == 0, text[-3000:]
     assert "Deriving quick-m-permuted from models/quick-m" in text and "Training suite model quick-m " in text
     assert "Training suite model quick-m-permuted" not in text
+
+
+@pytest.mark.parametrize("models, steps, expected", [
+    (["stanford-crfm/alias-gpt2-small-x21"], "all",
+     r"hub.steps: 'all' names Pythia's 154 checkpoints; a crfm repository's are known only from the hub: list them "
+     r"\(`circuit-stability checkpoints stanford-crfm/alias-gpt2-small-x21 --steps`"),
+    (["stanford-crfm/alias-gpt2-small-x21", "EleutherAI/pythia-70m"], [0],
+     r"hub.models: a study's hub models come from one family .* these come from \['crfm', 'pythia'\]"),
+    (["allenai/OLMo-2-0425-1B"], [0], r"hub.models.0: allenai/OLMo-2-0425-1B: OLMo 2 normalises each attention"),
+    (["EleutherAI/gpt-j-6b"], [0], r"hub.models.0: no checkpoint naming scheme for 'EleutherAI/gpt-j-6b'; known "
+                                   r"families: pythia"),
+    (["stanford-crfm/alias-gpt2-large-x21"], [0],
+     r"hub.models.0: no published shape known for 'stanford-crfm/alias-gpt2-large-x21'"),
+    (["EleutherAI/pythia-70m"], [1001], r"hub.steps: \[1001\] are not Pythia checkpoints")])
+def test_hub_studies_of_other_families_are_checked_before_planning(models, steps, expected):
+    """A hub study takes repositories of one family with published checkpoints; 'all' steps only for Pythia (the
+    one family whose checkpoints are known offline); OLMo 2, unknown families and shapes are refused by name."""
+    from circuit_stability.config import load_config
+
+    config = load_config(ROOT / "config/pythia.yaml")
+    config["hub"].update(models=models, steps=steps, settings={})
+    with pytest.raises(ConfigError, match=expected):
+        validate_config(config, SCHEMA)

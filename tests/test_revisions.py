@@ -92,3 +92,49 @@ def test_checkpoints_command_offline_says_it_needs_the_hub(monkeypatch, capsys):
     assert "cannot list the revisions of allenai/OLMo-1B-0724-hf" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no checkpoint naming scheme for 'foo/bar'"):
         main(["checkpoints", "foo/bar"])
+
+
+def test_a_steps_revision_formatted_or_found_among_the_refs_or_in_the_cache(tmp_path, monkeypatch):
+    """Names that are a function of the step are formatted offline (each parses back to its step); OLMo's, which
+    carry the tokens too, are found among the hub's refs or, in an analysis job, among the refs the download left
+    in the Hugging Face cache (its on-disk layout: models--owner--name/refs/<revision>); a missing step names the
+    nearest published ones; Pythia's go through its 154-step check and OLMo 2 is refused."""
+    from circuit_stability.models import checkpoint_revision, hub_family
+    from circuit_stability.revisions import cached_revisions, parse_revision, revision_of
+
+    for repo, step, name in [("stanford-crfm/alias-gpt2-small-x21", 100, "checkpoint-100"),
+                             ("HuggingFaceTB/SmolLM2-135M-intermediate-checkpoints", 40000, "step-40000"),
+                             ("LLM360/Amber", 7, "ckpt_007"), ("EleutherAI/pythia-70m", 1000, "step1000")]:
+        assert revision_of(repo, step) == name
+        assert parse_revision(scheme_of(repo), name).step == step
+    olmo = "allenai/OLMo-1B-0724-hf"
+    refs = _refs(["main", "step1000-tokens4B", "step20000-tokens84B"])
+    assert revision_of(olmo, 20000, refs) == "step20000-tokens84B"
+    with pytest.raises(LookupError, match=r"no checkpoint of step 3000 on the hub; nearest steps: \[1000, 20000\]"):
+        revision_of(olmo, 3000, refs)
+    cache = tmp_path / "hub"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    with pytest.raises(LookupError, match="in the Hugging Face cache .*no checkpoint found there at all"):
+        checkpoint_revision(olmo, 1000)
+    (cache / "models--allenai--OLMo-1B-0724-hf" / "refs").mkdir(parents=True)
+    (cache / "models--allenai--OLMo-1B-0724-hf" / "refs" / "step1000-tokens4B").write_text("a" * 40)
+    assert cached_revisions(olmo) == ["step1000-tokens4B"]
+    assert checkpoint_revision(olmo, 1000) == "step1000-tokens4B"
+    with pytest.raises(ValueError, match="has no checkpoint at step 1001"):
+        checkpoint_revision("EleutherAI/pythia-70m", 1001)
+    assert [hub_family(r) for r in ("EleutherAI/pythia-70m-seed3", olmo, "LLM360/Amber")] == ["pythia", "olmo", "amber"]
+    with pytest.raises(NotImplementedError, match="OLMo 2 normalises each attention and MLP output"):
+        hub_family("allenai/OLMo-2-0425-1B")
+
+
+def test_hub_shapes_of_the_families_for_the_scheduler():
+    """Each family's repositories map to their published shape (the scheduler's memory and time); Pythia's to its
+    size; an unknown repository is named."""
+    from circuit_stability.scale import PUBLISHED_SHAPES, hub_shape, pythia_shape
+
+    assert hub_shape("EleutherAI/pythia-1.4b-deduped") == pythia_shape("1.4b")
+    assert hub_shape("stanford-crfm/caprica-gpt2-medium-x81").n_parameters == PUBLISHED_SHAPES["gpt2-medium"].n_parameters
+    assert hub_shape("allenai/OLMo-7B-0724-hf").n_layers == 32
+    assert hub_shape("HuggingFaceTB/SmolLM2-360M-intermediate-checkpoints").d_model == 960
+    with pytest.raises(ValueError, match="no published shape known for 'stanford-crfm/x-gpt2-large-x1'"):
+        hub_shape("stanford-crfm/x-gpt2-large-x1")

@@ -195,6 +195,13 @@ def test_unreachable_hub_fails_the_download_naming_model_step_and_revision(tmp_p
     bad = subprocess.run(["circuit-stability", "download", "--model-name", "EleutherAI/pythia-70m", "--step", "1001",
                           "--out", str(tmp_path / "m.json")], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "has no checkpoint at step 1001" in bad.stderr
+    # other families: CRFM's revision is formatted from the step; OLMo's must be found among the hub's branches
+    for repo, said in [("stanford-crfm/alias-gpt2-small-x21",
+                        "stanford-crfm/alias-gpt2-small-x21 step 1000 (revision 'checkpoint-1000')"),
+                       ("allenai/OLMo-1B-0724-hf", "allenai/OLMo-1B-0724-hf step 1000: listing its revisions failed")]:
+        out = subprocess.run(["circuit-stability", "download", "--model-name", repo, "--step", "1000", "--out",
+                              str(tmp_path / "m.json")], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode != 0 and said in out.stderr and "the hub cannot be reached" in out.stderr, out.stderr
 
 
 def test_evict_deletes_the_revision_from_the_cache(tmp_path):
@@ -251,3 +258,38 @@ def test_evict_jobs_wait_for_every_reader_of_their_checkpoint(tmp_path):
                 *(("Minimal circuits", t) for t in tasks)} | ({("Path patching", None)} if patched else set())
         assert jobs == want, (size, step)
         assert size == "70m" or (step in thin(steps, 3)) == patched  # the test's own premise
+
+
+@pytest.mark.parametrize("study, models, steps, family", [
+    ("crfm-gpt2", 5, 6, "crfm"), ("olmo", 1, 4, "olmo"), ("smollm2", 1, 4, "smollm2")])
+def test_other_family_studies_plan_offline(tmp_path, study, models, steps, family):
+    """config/crfm-gpt2.yaml, olmo.yaml and smollm2.yaml plan with no network: a download, behaviour and components
+    job per (model, checkpoint), scores and circuits per task too, the audit of each model before them, datasets
+    tokenised with the family's tokenizer, and each model job's resources from the family's published shape."""
+    from circuit_stability.config import load_config
+    from circuit_stability.scale import hub_shape
+
+    for name in ("Snakefile", "rules", "config", "report", "profiles"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, tmp_path / name)
+    out = subprocess.run(_offline(["snakemake", "-n", "-p", "--configfile", f"config/{study}.yaml",
+                                   "--resources", "gpu=4", "hf_io=2"]),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    table = text.split("Job stats:")[1].split("\n\n")[0]
+    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    n = models * steps
+    assert {k: counts[k] for k in ("audit", "download", "behavior", "components", "scores", "circuit", "stability",
+                                   "dataset")} == {"audit": models, "download": n, "behavior": n, "components": n,
+                                                   "scores": 4 * n, "circuit": 4 * n, "stability": n, "dataset": 4}
+    assert f"data/tasks/{family}/ioi.parquet" in text
+    config = load_config(tmp_path / f"config/{study}.yaml")
+    names = {r.split("/")[-1]: r for r in config["hub"]["models"]}
+    jobs = re.findall(r"^Job \d+: (Behaviour|Edge scores|Minimal circuits|Components|Path patching)[^:]*: model "
+                      r"(\S+?),.*\[gpu (\d+), (\d+) MB, (\d+) min, batch (\d+)\]$", text, re.M)
+    assert len(jobs) == 11 * n
+    for what, model, gpu, mem, runtime, batch in jobs:
+        settings = config["hub"]["settings"][names[model]]
+        want = job_resources(KIND[what], hub_shape(names[model]), settings["dtype"], settings["batch_size"], 1, 1, 1)
+        assert (int(gpu), int(mem), int(runtime), int(batch)) == (
+            want["gpu"], want["mem_mb"], want["runtime"], want["batch_size"]), (what, model)

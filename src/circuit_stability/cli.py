@@ -97,7 +97,7 @@ def cmd_download(a: argparse.Namespace) -> None:
 
     try:
         marker = download_checkpoint(a.model_name, a.step, a.out)
-    except (DownloadError, ValueError) as e:
+    except (DownloadError, ValueError, NotImplementedError) as e:
         raise SystemExit(f"circuit-stability download: {e}") from None
     _log(f"downloaded {a.model_name} step {a.step} ({marker['revision']}, commit {marker['commit'][:10]}): "
          f"{len(marker['files'])} files, {marker['bytes'] / 1e9:.2f} GB")
@@ -481,21 +481,43 @@ def cmd_audit(a: argparse.Namespace) -> None:
     from circuit_stability.audit import (file_level_audit, hub_weight_hashes, lineage_audit, local_weight_hashes,
                                          tensor_level_audit)
     from circuit_stability.checkpoints import pythia_schedule
-    from circuit_stability.models import HUB_PREFIX, hub_revision, hub_steps, local_steps
+    from circuit_stability.models import HUB_PREFIX, checkpoint_revision, hub_family, hub_steps, local_steps
 
-    if a.model.startswith(HUB_PREFIX):
+    if "/" in a.model:  # a hub repository
         if a.tensors or a.lineage_with:
             raise SystemExit("--tensors and --lineage-with read the weights: they audit a local model (a hub model's "
                              "checkpoints are audited at the file level, from the hub's metadata)")
-        steps = hub_steps(a.model, a.steps or pythia_schedule(), warn=lambda m: print(m))
-        revisions = {s: hub_revision(a.model, s) for s in steps}
         try:
+            family = hub_family(a.model)
+        except (ValueError, NotImplementedError) as e:
+            raise SystemExit(str(e)) from None
+        if family != "pythia" and not a.steps:
+            raise SystemExit(f"{a.model}: give --steps (only Pythia's checkpoints are known offline; "
+                             f"`circuit-stability checkpoints {a.model} --steps` lists this repository's)")
+        steps = hub_steps(a.model, a.steps or pythia_schedule(), warn=lambda m: print(m))
+        revisions: dict[int, str] = {}
+        try:
+            if family == "olmo":  # its revision names carry the tokens seen: read them from the hub
+                from huggingface_hub import HfApi
+
+                try:
+                    refs = HfApi().list_repo_refs(a.model)
+                except Exception as e:
+                    raise ConnectionError(f"cannot list the revisions of {a.model} on the hub ({type(e).__name__}: "
+                                          f"{e})") from e
+                revisions = {s: checkpoint_revision(a.model, s, refs) for s in steps}
+            else:
+                revisions = {s: checkpoint_revision(a.model, s) for s in steps}
             hashes = hub_weight_hashes(a.model, revisions)
+        except LookupError as e:
+            raise SystemExit(str(e)) from None
         except ConnectionError as e:
+            which = (f"{len(revisions)} revisions of {a.model} ({revisions[steps[0]]} … {revisions[steps[-1]]})"
+                     if revisions else f"the revisions of {len(steps)} checkpoints of {a.model} (steps {steps[0]} … "
+                     f"{steps[-1]})")
             print(f"{e}\nnot audited: the file-level audit would have compared the weight files' SHA-256 (git LFS "
-                  f"metadata, no weights downloaded) of {len(revisions)} revisions of {a.model} "
-                  f"({revisions[steps[0]]} … {revisions[steps[-1]]}): steps serving the same weights, and steps "
-                  f"serving the final step's")
+                  f"metadata, no weights downloaded) of {which}: steps serving the same weights, and steps serving "
+                  "the final step's")
             raise SystemExit(2) from None
         table = file_level_audit(a.model, hashes, final_step=max(steps))
     else:
@@ -723,7 +745,8 @@ def _versioning_commands(sub) -> None:
 
     s = sub.add_parser("audit", help="audit a model's checkpoints: duplicates, final weights under early labels, "
                        "trajectory breaks", description=cmd_audit.__doc__)
-    s.add_argument("model", help="a suite member (under --suite-dir) or a hub name, e.g. EleutherAI/pythia-2.8b")
+    s.add_argument("model", help="a suite member (under --suite-dir) or a hub name, e.g. EleutherAI/pythia-2.8b "
+                                 "(another family's repository needs --steps)")
     s.add_argument("--suite-dir", default="models", help="folder of the local suite (default: %(default)s)")
     s.add_argument("--tensors", action="store_true", help="a local model: also the tensor-level audit")
     s.add_argument("--all", action="store_true", help="print every checkpoint's row, not only the flagged ones")
@@ -802,7 +825,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train one embedded suite model", description=cmd_train.__doc__)
     s.add_argument("--corpus", required=True, help="corpus folder")
     s.add_argument("--out", required=True, help="models/<name>")
-    s.add_argument("--shape", required=True, help="JSON: n_layers, d_model, n_heads, d_mlp, rotary_pct")
+    s.add_argument("--shape", required=True, help="JSON: n_layers, d_model, n_heads, d_mlp, rotary_pct (and "
+                                                  "architecture, n_kv_heads when not GPT-NeoX)")
     s.add_argument("--training", required=True,
                    help="JSON: batch_size, context, max_steps, lr, warmup_steps, min_lr_ratio, decay_steps, "
                         "weight_decay, checkpoint_every, log_until")
@@ -827,8 +851,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_dataset)
 
     s = sub.add_parser("download", help="download one hub checkpoint into HF_HOME", description=cmd_download.__doc__)
-    s.add_argument("--model-name", required=True, help="hub name, e.g. EleutherAI/pythia-160m")
-    s.add_argument("--step", required=True, type=int, help="checkpoint step (revision step<STEP>)")
+    s.add_argument("--model-name", required=True, help="hub name, e.g. EleutherAI/pythia-160m or "
+                                                      "stanford-crfm/alias-gpt2-small-x21")
+    s.add_argument("--step", required=True, type=int, help="checkpoint step (its family's revision: Pythia "
+                                                           "step<STEP>, CRFM checkpoint-<STEP>, ...)")
     s.add_argument("--out", required=True, help="marker JSON, written once every file is in the cache")
     s.set_defaults(fn=cmd_download)
 

@@ -301,20 +301,35 @@ def semantic_problems(config: dict) -> list[str]:
                             "them")
         steps = checkpoint_schedule(t["max_steps"], t["checkpoint_every"], t["log_until"])
     else:
-        from circuit_stability.models import parse_hub_name
+        from circuit_stability.models import hub_family
+        from circuit_stability.scale import hub_shape
 
+        families = {}
         for i, name in enumerate(config["hub"]["models"]):
             try:
-                parse_hub_name(name)
-            except ValueError as e:
+                families[name] = hub_family(name)
+                hub_shape(name)  # the scheduler's resources need the model's size
+            except (ValueError, NotImplementedError) as e:
                 problems.append(f"hub.models.{i}: {e}")
-        steps = pythia_schedule()
+        kinds = sorted(set(families.values()))
+        if len(kinds) > 1:  # one tokenizer per study: its task datasets are tokenised once (rules/datasets.smk)
+            problems.append(f"hub.models: a study's hub models come from one family (they share its tokenizer and "
+                            f"its datasets); these come from {kinds}: {families}; write a study per family")
         hub = config["hub"]["steps"]
-        bad = [] if hub == "all" else sorted(set(hub) - set(steps))
-        if bad:
-            problems.append(f"hub.steps: {bad} are not Pythia checkpoints; valid: 0, 1, 2, 4, ..., 512, then every "
-                            "1000 to 143000")
-        steps = steps if hub == "all" else sorted(set(hub) & set(steps))
+        if kinds in ([], ["pythia"]):
+            steps = pythia_schedule()
+            bad = [] if hub == "all" else sorted(set(hub) - set(steps))
+            if bad:
+                problems.append(f"hub.steps: {bad} are not Pythia checkpoints; valid: 0, 1, 2, 4, ..., 512, then "
+                                "every 1000 to 143000")
+            steps = steps if hub == "all" else sorted(set(hub) & set(steps))
+        elif hub == "all":
+            problems.append(f"hub.steps: 'all' names Pythia's 154 checkpoints; a {'/'.join(kinds)} "
+                            "repository's are known only from the hub: list them (`circuit-stability checkpoints "
+                            f"{config['hub']['models'][0]} --steps`, or --every k / --log n for a subset)")
+            steps = []
+        else:  # checked against the repository's revisions when each is downloaded
+            steps = sorted(hub)
         from circuit_stability.models import hub_steps
 
         for name in config["hub"]["models"]:

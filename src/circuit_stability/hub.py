@@ -1,5 +1,6 @@
-"""Pythia checkpoints from the Hugging Face hub: download one (model, step) into the cache (``HF_HOME``), and
-delete it again once every job that reads it has finished (``hub.evict``).
+"""Checkpoints from the Hugging Face hub (Pythia and the other families of :mod:`circuit_stability.revisions`):
+download one (model, step) into the cache (``HF_HOME``), and delete it again once every job that reads it has
+finished (``hub.evict``).
 
 The download rule (rules/download.smk) runs :func:`download_checkpoint` per (model, step) and writes a marker
 JSON; every model job then reads the cache with ``HF_HUB_OFFLINE=1``, so nothing but the download rule ever
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 
 from circuit_stability.audit import content_id
-from circuit_stability.models import hub_revision
+from circuit_stability.models import checkpoint_revision, hub_family
 
 # What a TransformerBridge needs of a Pythia revision: the config, the tokenizer and the weights (safetensors when
 # the revision has them, else the PyTorch pickle; never both).
@@ -25,27 +26,43 @@ class DownloadError(RuntimeError):
 
 
 def download_checkpoint(name: str, step: int, out: str | Path) -> dict:
-    """Download checkpoint ``step`` of hub model ``name`` (revision ``step<step>``) into the Hugging Face cache
-    and write the marker ``out`` (JSON: model, step, revision, commit, files, bytes, cache folder, the weight
-    files' git-LFS ``sha256`` and their ``content`` id as the checkpoint audit computes it).
+    """Download checkpoint ``step`` of hub model ``name`` (its family's revision of that step:
+    :func:`circuit_stability.models.checkpoint_revision`) into the Hugging Face cache and write the marker ``out``
+    (JSON: model, step, revision, commit, files, bytes, cache folder, the weight files' git-LFS ``sha256`` and
+    their ``content`` id as the checkpoint audit computes it).
 
     Args:
-        name: a Pythia or PolyPythias hub name (``EleutherAI/pythia-160m``).
-        step: a Pythia checkpoint step.
+        name: a Pythia or PolyPythias hub name (``EleutherAI/pythia-160m``) or a repository of another family
+            (``stanford-crfm/alias-gpt2-small-x21``, ``allenai/OLMo-1B-0724-hf``; :func:`~circuit_stability.models.
+            hub_family`). An OLMo revision name carries the tokens seen, so its revision is found among the
+            repository's branches and tags (one ``list_repo_refs`` request).
+        step: a checkpoint step of that model.
         out: the marker file, written only after every file is in the cache.
 
     Returns:
         The marker's contents.
 
     Raises:
-        ValueError: unknown model or step (:func:`circuit_stability.models.hub_revision`), before any network use.
-        DownloadError: the hub cannot be reached, the repository or revision does not exist, or a file fails
-            to download; naming model, step and revision.
+        ValueError: unknown model, or a step Pythia does not have, before any network use.
+        NotImplementedError: an OLMo 2 repository (:func:`~circuit_stability.models.hub_family`).
+        DownloadError: the hub cannot be reached, the repository or revision does not exist (naming the nearest
+            published steps where the repository was listed), or a file fails to download; naming model, step and
+            revision.
     """
-    revision = hub_revision(name, step)
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
+    refs = None
+    if hub_family(name) == "olmo":
+        try:
+            refs = HfApi().list_repo_refs(name)
+        except Exception as e:
+            raise DownloadError(f"cannot download {name} step {step}: listing its revisions failed, the hub cannot "
+                                f"be reached or has no such repository ({type(e).__name__}: {e})") from e
+    try:
+        revision = checkpoint_revision(name, step, refs)
+    except LookupError as e:
+        raise DownloadError(f"cannot download {name} step {step}: {e}") from e
     where = f"{name} step {step} (revision {revision!r})"
     try:
         info = HfApi().model_info(name, revision=revision, files_metadata=True)

@@ -97,7 +97,47 @@ def hub_revision(name: str, step: int) -> str:
     if step in HUB_MISSING.get(name, ()):
         raise ValueError(f"{name} step {step} is missing upstream (known gap in the PolyPythias release); valid "
                          f"steps: Pythia's 154 but {list(HUB_MISSING[name])}")
-    return f"step{step}"
+    from circuit_stability.revisions import SCHEMES
+
+    return SCHEMES["pythia"].template.format(step=step)  # step<N>, the one naming of Pythia's revisions
+
+
+def hub_family(name: str) -> str:
+    """The checkpoint family of hub repository ``name`` (a key of :data:`circuit_stability.revisions.SCHEMES`),
+    after checking the name: Pythia and PolyPythias names as :func:`parse_hub_name`, another family's repository by
+    its revision scheme (CRFM GPT-2, OLMo, SmolLM2, Amber; docs/architectures.md).
+
+    Raises:
+        ValueError: a Pythia name that is not one, or a repository of no known family (naming the families).
+        NotImplementedError: an OLMo 2 repository, saying why (:data:`circuit_stability.graph.NOT_ADDITIVE`).
+    """
+    if name.startswith(HUB_PREFIX):
+        parse_hub_name(name)
+        return "pythia"
+    from circuit_stability.graph import NOT_ADDITIVE
+    from circuit_stability.revisions import scheme_of
+
+    family = scheme_of(name).name
+    if family in NOT_ADDITIVE:
+        raise NotImplementedError(f"{name}: {NOT_ADDITIVE[family]}")
+    return family
+
+
+def checkpoint_revision(name: str, step: int, refs=None) -> str:
+    """The hub revision of checkpoint ``step`` of hub repository ``name``, any family: Pythia's
+    (:func:`hub_revision`, checked against its 154 steps), else the family's revision scheme
+    (:func:`circuit_stability.revisions.revision_of`: formatted from the step, or, for OLMo's names that carry
+    the tokens too, found among ``refs`` or the Hugging Face cache).
+
+    Raises:
+        ValueError, NotImplementedError: as :func:`hub_family`; ValueError for a step Pythia does not have.
+        LookupError: no revision of that step (:func:`circuit_stability.revisions.revision_of`).
+    """
+    if hub_family(name) == "pythia":
+        return hub_revision(name, step)
+    from circuit_stability.revisions import revision_of
+
+    return revision_of(name, step, refs)
 
 
 def hub_steps(name: str, steps: list[int], warn=None) -> list[int]:
@@ -167,20 +207,23 @@ def resolve_checkpoint(model: str, step: int, suite_dir: str | Path | None = Non
     """Check that ``(model, step)`` exists, before any expensive work.
 
     Args:
-        model: a suite member name (looked up under ``suite_dir``) or a hub name ``EleutherAI/pythia-<size>``
-            (optionally with ``-deduped``) or a PolyPythias name (:func:`parse_hub_name`).
+        model: a suite member name (looked up under ``suite_dir``), a hub name ``EleutherAI/pythia-<size>``
+            (optionally with ``-deduped``) or a PolyPythias name (:func:`parse_hub_name`), or a repository of another
+            family with published checkpoints (:func:`hub_family`; its steps are checked when it is downloaded).
         step: training step.
         suite_dir: folder of the local suite (``models/`` by default).
 
     Raises:
         ValueError: naming the model or step and listing the valid ones.
+        NotImplementedError: an OLMo 2 repository (:func:`hub_family`).
         CorruptCheckpointError: if a local checkpoint's weights file is truncated, corrupt or missing
             (:func:`check_weights_readable`).
     """
     if step < 0:
         raise ValueError(f"step must be >= 0; got {step}")
-    if model.startswith(HUB_PREFIX):
-        hub_revision(model, step)  # checks the name and the step
+    if "/" in model:  # a hub repository (a suite member's name has no "/")
+        if hub_family(model) == "pythia":
+            hub_revision(model, step)  # checks the step too: Pythia's checkpoints are known offline
         return Checkpoint(model, step, None)
     suite_dir = Path(suite_dir or "models")
     folder = suite_dir / model / f"step{step}"
@@ -200,7 +243,8 @@ def load_model(model: str, step: int, suite_dir: str | Path | None = None, devic
     """Load ``(model, step)`` as a ``TransformerBridge`` with the hooks edge patching needs.
 
     Args:
-        model, step, suite_dir: see :func:`resolve_checkpoint`.
+        model, step, suite_dir: see :func:`resolve_checkpoint`; a hub repository of another family than Pythia
+            (:func:`hub_family`) is read at its revision of ``step`` (:func:`checkpoint_revision`).
         device: torch device string; default CUDA when available, else CPU.
         dtype: one of :data:`DTYPES`.
 
@@ -212,6 +256,7 @@ def load_model(model: str, step: int, suite_dir: str | Path | None = None, devic
         ValueError: unknown model, step or dtype (before any loading).
         CorruptCheckpointError: a local checkpoint's weights file is truncated, corrupt or missing.
         OSError: from Hugging Face when a hub checkpoint cannot be downloaded.
+        LookupError: an OLMo checkpoint whose revision is neither formatted from the step nor in the cache.
         RuntimeError: if the hooked reader inputs are not the pre-LayerNorm residual or not the sum of their
             upstream writers (:func:`check_reader_inputs`).
         NotImplementedError: for an architecture whose head outputs are not additive (OLMo 2,
@@ -228,7 +273,7 @@ def load_model(model: str, step: int, suite_dir: str | Path | None = None, devic
         bridge = TransformerBridge.boot_transformers(str(ckpt.path), device=device, dtype=getattr(torch, dtype))
     else:
         bridge = TransformerBridge.boot_transformers(ckpt.model, device=device, dtype=getattr(torch, dtype),
-                                                     revision=hub_revision(ckpt.model, ckpt.step))
+                                                     revision=checkpoint_revision(ckpt.model, ckpt.step))
     return prepare_bridge(bridge)
 
 

@@ -43,21 +43,24 @@ class Scheme:
     repos: re.Pattern
     tokens_per_step: int | None
     source: str
+    template: str | None = None  # the revision of a step (``str.format(step=N)``); None: the name carries more
 
 
 SCHEMES = {
     "pythia": Scheme("pythia", re.compile(r"^step(?P<step>\d+)$"), re.compile(r"^EleutherAI/pythia-"),
-                     PYTHIA_TOKENS_PER_STEP, "Biderman et al. 2023, §2.1: batch 1,024 x context 2,048"),
+                     PYTHIA_TOKENS_PER_STEP, "Biderman et al. 2023, §2.1: batch 1,024 x context 2,048", "step{step}"),
     "crfm": Scheme("crfm", re.compile(r"^checkpoint-(?P<step>\d+)$"), re.compile(r"^stanford-crfm/[a-z]+-gpt2-"),
-                   CRFM_TOKENS_PER_STEP, "stanford-crfm/mistral training configs: batch 512 x GPT-2 context 1,024"),
+                   CRFM_TOKENS_PER_STEP, "stanford-crfm/mistral training configs: batch 512 x GPT-2 context 1,024",
+                   "checkpoint-{step}"),
     "olmo": Scheme("olmo", re.compile(r"^step(?P<step>\d+)-tokens(?P<tokens>\d+)B$"), re.compile(r"^allenai/OLMo-\d+B"),
                    None, "the revision name (billions of tokens)"),
     "olmo2": Scheme("olmo2", re.compile(r"^(?P<stage>stage1|stage2-ingredient\d+)-step(?P<step>\d+)-tokens(?P<tokens>\d+)B$"),
                     re.compile(r"^allenai/OLMo-2-"), None, "the revision name (billions of tokens)"),
     "smollm2": Scheme("smollm2", re.compile(r"^step-(?P<step>\d+)$"),
-                      re.compile(r"^HuggingFaceTB/SmolLM2-.*intermediate"), None, "not published in a source read here"),
+                      re.compile(r"^HuggingFaceTB/SmolLM2-.*intermediate"), None, "not published in a source read here",
+                      "step-{step}"),
     "amber": Scheme("amber", re.compile(r"^ckpt_(?P<step>\d+)$"), re.compile(r"^LLM360/Amber$"), None,
-                    "not published in a source read here (the name is the checkpoint's index)"),
+                    "not published in a source read here (the name is the checkpoint's index)", "ckpt_{step:03d}"),
 }
 
 
@@ -129,6 +132,44 @@ def checkpoints_from_refs(repo: str, refs, tokens_per_step: int | None = None) -
                              f"twice, as {found[key].revision!r} and {ckpt.revision!r}")
         found[key] = ckpt
     return [found[k] for k in sorted(found)]
+
+
+def revision_of(repo: str, step: int, refs=None) -> str:
+    """The revision (branch or tag) of checkpoint ``step`` of ``repo``.
+
+    Where the family's names are a function of the step (Pythia ``step{N}``, CRFM ``checkpoint-{N}``, SmolLM2
+    ``step-{N}``, Amber ``ckpt_{NNN}``) it is formatted, offline. Where a name carries more than the step (OLMo's
+    ``step{N}-tokens{M}B``) it is looked up among ``refs`` (``huggingface_hub.GitRefs``: the download job lists the
+    hub's), else among the revisions already in the Hugging Face cache (:func:`cached_revisions`: what an analysis
+    job, offline, reads after the download job fetched them).
+
+    Raises:
+        ValueError: from :func:`scheme_of`.
+        LookupError: naming the repository, the step and the nearest steps found, if no revision has that step.
+    """
+    scheme = scheme_of(repo)
+    if scheme.template is not None:
+        return scheme.template.format(step=step)
+    names = [r.name for r in [*refs.branches, *refs.tags]] if refs is not None else cached_revisions(repo)
+    found = {c.step: c.revision for n in names if (c := parse_revision(scheme, n)) is not None and not c.stage}
+    if step in found:
+        return found[step]
+    where = "on the hub" if refs is not None else "in the Hugging Face cache (HF_HOME; the download job fills it)"
+    near = sorted(found, key=lambda s: (abs(s - step), s))[:4]
+    raise LookupError(f"{repo} has no checkpoint of step {step} {where}; "
+                      + (f"nearest steps: {sorted(near)}" if near else "no checkpoint found there at all"))
+
+
+def cached_revisions(repo: str, cache_dir: str | None = None) -> list[str]:
+    """The revision names of ``repo`` that the Hugging Face cache (``cache_dir``, default the hub cache under
+    ``HF_HOME``) holds a ref for (``models--{owner}--{name}/refs/<revision>``, written by every download by
+    revision); [] when none."""
+    from pathlib import Path
+
+    from huggingface_hub import constants
+
+    refs = Path(cache_dir or constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs"
+    return sorted(str(p.relative_to(refs)) for p in refs.rglob("*") if p.is_file()) if refs.is_dir() else []
 
 
 def every_kth(checkpoints: list[HubCheckpoint], k: int) -> list[HubCheckpoint]:

@@ -35,13 +35,89 @@ class Shape:
     d_model: int
     n_heads: int
     d_vocab: int
+    params: int | None = None  # the parameter count where known (a published shape's); None: the formula below
 
     @property
     def n_parameters(self) -> int:
-        """Parameters of a GPT-NeoX decoder with a 4·d_model MLP and untied embedding and unembedding:
-        ``12·L·d² + 2·V·d`` (attention 4d², MLP 8d² per layer; Kaplan et al. 2020, Table 1), biases and layer
-        norms left out (under 0.1%)."""
+        """``params`` where given, else the parameters of a GPT-NeoX decoder with a 4·d_model MLP and untied
+        embedding and unembedding: ``12·L·d² + 2·V·d`` (attention 4d², MLP 8d² per layer; Kaplan et al. 2020,
+        Table 1), biases and layer norms left out (under 0.1%)."""
+        if self.params is not None:
+            return self.params
         return 12 * self.n_layers * self.d_model**2 + 2 * self.d_vocab * self.d_model
+
+
+@dataclass(frozen=True)
+class PublishedShape:
+    """A published decoder's shape, any family: layers, d_model, query heads, key/value heads, MLP width, gated
+    (SwiGLU) MLP or not, vocabulary rows, tied embeddings or not, learned positions (0: rotary)."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    d_mlp: int
+    gated: bool
+    d_vocab: int
+    tied: bool
+    positions: int
+
+    @property
+    def n_parameters(self) -> int:
+        """Per layer ``2d² + 2·d·K·(d/H)`` attention (query and output; key and value at K heads) and
+        ``(3 if gated else 2)·d·d_mlp`` MLP; ``V·d`` embedding (twice if untied) and the learned positions; biases
+        and norms left out (under 0.1%)."""
+        d = self.d_model
+        attention = 2 * d * d + 2 * d * self.n_kv_heads * (d // self.n_heads)
+        mlp = (3 if self.gated else 2) * d * self.d_mlp
+        return (self.n_layers * (attention + mlp) + self.d_vocab * d * (1 if self.tied else 2)
+                + self.positions * d)
+
+    def shape(self) -> Shape:
+        """The :class:`Shape` a job's resources are computed from, with this shape's parameter count."""
+        return Shape(self.n_layers, self.d_model, self.n_heads, self.d_vocab, self.n_parameters)
+
+
+# Published shapes of the other families (from each model's config.json on the hub; GPT-2: Radford et al. 2019;
+# OLMo: Groeneveld et al. 2024, Table 1; SmolLM2: Allal et al. 2025; Amber: LLM360, Liu et al. 2023 (Llama-7B's
+# shape); Llama 3: Dubey et al. 2024, Table 3).
+PUBLISHED_SHAPES = {
+    "gpt2-small": PublishedShape(12, 768, 12, 12, 3072, False, 50257, True, 1024),
+    "gpt2-medium": PublishedShape(24, 1024, 16, 16, 4096, False, 50257, True, 1024),
+    "smollm2-135m": PublishedShape(30, 576, 9, 3, 1536, True, 49152, True, 0),
+    "smollm2-360m": PublishedShape(32, 960, 15, 5, 2560, True, 49152, True, 0),
+    "smollm2-1.7b": PublishedShape(24, 2048, 32, 32, 8192, True, 49152, True, 0),
+    "olmo-1b": PublishedShape(16, 2048, 16, 16, 8192, True, 50304, True, 0),
+    "olmo-7b": PublishedShape(32, 4096, 32, 32, 11008, True, 50304, False, 0),
+    "amber": PublishedShape(32, 4096, 32, 32, 11008, True, 32000, False, 0),
+    "llama-3-8b": PublishedShape(32, 4096, 32, 8, 14336, True, 128256, False, 0),
+}
+# Which published shape a hub repository of another family has (regular expression on owner/name)
+HUB_SHAPES = (
+    (r"^stanford-crfm/[a-z]+-gpt2-small-", "gpt2-small"), (r"^stanford-crfm/[a-z]+-gpt2-medium-", "gpt2-medium"),
+    (r"^allenai/OLMo-1B", "olmo-1b"), (r"^allenai/OLMo-7B", "olmo-7b"),
+    (r"^HuggingFaceTB/SmolLM2-135M", "smollm2-135m"), (r"^HuggingFaceTB/SmolLM2-360M", "smollm2-360m"),
+    (r"^HuggingFaceTB/SmolLM2-1.7B", "smollm2-1.7b"), (r"^LLM360/Amber$", "amber"),
+)
+
+
+def hub_shape(repo: str) -> Shape:
+    """The shape of hub repository ``repo`` for a job's resources: a Pythia or PolyPythias model's
+    (:func:`pythia_shape` of its size), else the published shape of its family (:data:`HUB_SHAPES`).
+
+    Raises:
+        ValueError: naming the repository and the repositories with a known shape.
+    """
+    import re
+
+    m = re.match(r"^EleutherAI/pythia-([0-9.]+[mb])", repo)
+    if m:
+        return pythia_shape(m[1])
+    for pattern, name in HUB_SHAPES:
+        if re.match(pattern, repo):
+            return PUBLISHED_SHAPES[name].shape()
+    raise ValueError(f"no published shape known for {repo!r} (the scheduler's resources need one); known: "
+                     f"EleutherAI/pythia-<size> and {[p.lstrip('^').rstrip('$') for p, _ in HUB_SHAPES]}")
 
 
 def pythia_shape(size: str) -> Shape:
