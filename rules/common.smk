@@ -11,7 +11,7 @@ from circuit_stability.config import ConfigError, load_config, shape_record, stu
 from snakemake.logging import logger
 
 from circuit_stability.kernels import env_prefix
-from circuit_stability.models import hub_family, hub_steps
+from circuit_stability.models import checkpoint_revision, hub_family, hub_steps
 from circuit_stability.records import check_artefact
 from circuit_stability.scale import Shape, hub_shape, job_resources, thin
 from circuit_stability.suite.seeds import corpus_name, corpus_seed, member_seeds

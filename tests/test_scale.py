@@ -260,9 +260,15 @@ def test_evict_jobs_wait_for_every_reader_of_their_checkpoint(tmp_path):
         assert size == "70m" or (step in thin(steps, 3)) == patched  # the test's own premise
 
 
-@pytest.mark.parametrize("study, models, steps, family", [
-    ("crfm-gpt2", 5, 6, "crfm"), ("olmo", 1, 4, "olmo"), ("smollm2", 1, 4, "smollm2")])
-def test_other_family_studies_plan_offline(tmp_path, study, models, steps, family):
+def test_the_paper_scale_datasets_read_pythias_tokenizer_at_the_last_checkpoint(paper_dag):
+    assert "dataset --task ioi --tokenizer EleutherAI/pythia-70m --revision step143000 --n-examples 70" in paper_dag
+
+
+@pytest.mark.parametrize("study, models, steps, family, tokenizer", [
+    ("crfm-gpt2", 5, 6, "crfm", "stanford-crfm/alias-gpt2-small-x21 --revision checkpoint-400000 "),
+    ("olmo", 1, 4, "olmo", ""),  # (its revision is read from the download marker as the job runs)
+    ("smollm2", 1, 4, "smollm2", "HuggingFaceTB/SmolLM2-135M-intermediate-checkpoints --revision step-1200000 ")])
+def test_other_family_studies_plan_offline(tmp_path, study, models, steps, family, tokenizer):
     """config/crfm-gpt2.yaml, olmo.yaml and smollm2.yaml plan with no network: a download, behaviour and components
     job per (model, checkpoint), scores and circuits per task too, the audit of each model before them, datasets
     tokenised with the family's tokenizer, and each model job's resources from the family's published shape."""
@@ -282,7 +288,7 @@ def test_other_family_studies_plan_offline(tmp_path, study, models, steps, famil
     assert {k: counts[k] for k in ("audit", "download", "behavior", "components", "scores", "circuit", "stability",
                                    "dataset")} == {"audit": models, "download": n, "behavior": n, "components": n,
                                                    "scores": 4 * n, "circuit": 4 * n, "stability": n, "dataset": 4}
-    assert f"data/tasks/{family}/ioi.parquet" in text
+    assert f"data/tasks/{family}/ioi.parquet" in text and f"dataset --task ioi --tokenizer {tokenizer}" in text
     config = load_config(tmp_path / f"config/{study}.yaml")
     names = {r.split("/")[-1]: r for r in config["hub"]["models"]}
     jobs = re.findall(r"^Job \d+: (Behaviour|Edge scores|Minimal circuits|Components|Path patching)[^:]*: model "

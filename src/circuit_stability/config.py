@@ -259,9 +259,11 @@ def resolve_derived(raw: dict, filled: dict) -> list[str]:
 
 def semantic_problems(config: dict) -> list[str]:
     """What the schema cannot say about a (filled) config: every suite model can be built (d_model divisible by
-    n_heads; an even number of rotary dimensions, since rotary embeddings turn pairs of dimensions, or none; seeds
-    that agree with the model's name, :mod:`circuit_stability.suite.seeds`), and every analysed step is a
-    checkpoint of the study (Pythia's 154 for the hub)."""
+    n_heads; an even number of rotary dimensions, since rotary embeddings turn pairs of dimensions, or none;
+    ``n_kv_heads`` only for Llama and dividing n_heads; seeds that agree with the model's name,
+    :mod:`circuit_stability.suite.seeds`); a hub study's models are of one known, analysable family with a known
+    shape, and ``steps: all`` only for Pythia; and every analysed step is a checkpoint of the study (Pythia's 154 for
+    a Pythia study, the listed steps for another family's)."""
     from circuit_stability.checkpoints import checkpoint_schedule, pythia_schedule
     from circuit_stability.suite.seeds import member_seeds
 

@@ -5,9 +5,9 @@ uses rotary embeddings and parallel attention + MLP (``use_parallel_residual``),
 linear warm-up and cosine decay to 10% of the peak learning rate, and checkpoints at
 :func:`checkpoints.checkpoint_schedule`. A member may instead be of another architecture the engine supports
 (``architecture``: ``gpt2``, sequential blocks with learned positions; ``llama``, sequential blocks with RMSNorm,
-SwiGLU and grouped-query attention when ``n_kv_heads`` < ``n_heads``), trained the same way. Each checkpoint is a Hugging Face folder (``config.json``,
-``model.safetensors``, tokenizer files) that :func:`circuit_stability.models.load_model` boots exactly like a
-Pythia checkpoint.
+SwiGLU and grouped-query attention when ``n_kv_heads`` < ``n_heads``), trained the same way. Each checkpoint is a
+Hugging Face folder (``config.json``, ``model.safetensors``, tokenizer files) that
+:func:`circuit_stability.models.load_model` boots exactly like a Pythia checkpoint.
 """
 
 from __future__ import annotations
@@ -45,7 +45,11 @@ class ModelShape:
     config's schema holds the defaults (``rotary_pct`` 0.25 as Pythia; ``d_mlp`` None = 4 · d_model, as Pythia).
     ``architecture`` is one of :data:`ARCHITECTURES`; ``n_kv_heads`` (Llama only; None = ``n_heads``) is the number
     of key/value heads of grouped-query attention. ``rotary_pct`` applies to GPT-NeoX (Llama rotates every
-    dimension; GPT-2 has learned positions)."""
+    dimension; GPT-2 has learned positions).
+
+    Raises:
+        ValueError: an unknown ``architecture``, or ``n_kv_heads`` without Llama or not dividing ``n_heads``.
+    """
 
     n_layers: int
     d_model: int
