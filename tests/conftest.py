@@ -370,6 +370,15 @@ def largest_direct_effect_by_hand(bridge, graph, prompts) -> tuple[int, int, flo
     return layer, head, by_hand(layer, head), m_corrupted
 
 
+def direct_effect_mask(graph, layer: int, head: int) -> torch.Tensor:
+    """``[1, n_writers, n_readers]`` bool: every edge kept but those into the logits, of which only
+    a{layer}.h{head} -> logits (the edge-mask form of that head's direct effect, :func:`largest_direct_effect_by_hand`)."""
+    keep = torch.from_numpy(graph.edge_mask.copy()).unsqueeze(0)
+    keep[0, :, graph.logits_index] = False
+    keep[0, graph.writer_index(layer, head), graph.logits_index] = True
+    return keep
+
+
 def hooked_paper_form(bridge, graph, prompts, sender, readers):
     """Path patching form (a) the long way (McDougall's three runs) for any block layout: run 2 is a full clean
     forward with every head's q/k/v inputs held at the clean run's, the sender's Δ added to every MLP input that

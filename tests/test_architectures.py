@@ -17,7 +17,7 @@ from circuit_stability.models import check_reader_inputs, load_model
 from circuit_stability.suite import corpus
 from circuit_stability.suite.tokenizer import build_tokenizer
 from circuit_stability.tasks import make_dataset
-from conftest import hooked_paper_form, largest_direct_effect_by_hand
+from conftest import direct_effect_mask, hooked_paper_form, largest_direct_effect_by_hand
 
 B = 16
 
@@ -107,9 +107,7 @@ def test_partial_mask_equals_the_value_rebuilt_by_hand(arch_model):
     graph = Graph.from_config(bridge.cfg)
     layer, head, expected, m_corrupted = largest_direct_effect_by_hand(bridge, graph, prompts)
     assert abs(expected - m_corrupted) > 0.01  # the patch moves the metric
-    keep = torch.from_numpy(graph.edge_mask.copy()).unsqueeze(0)
-    keep[0, :, graph.logits_index] = False
-    keep[0, graph.writer_index(layer, head), graph.logits_index] = True
+    keep = direct_effect_mask(graph, layer, head)
     for form in ("keep", "drop"):
         assert float(patched_metric(bridge, graph, prompts, keep, B, form=form)[0]) == pytest.approx(expected, abs=1e-4)
 

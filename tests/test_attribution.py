@@ -8,7 +8,7 @@ from scipy.stats import pearsonr, spearmanr
 from circuit_stability.attribution import (edge_attribution, exact_scores, interpolation_points, patched_metric)
 from circuit_stability.behavior import example_metrics
 from circuit_stability.graph import Graph
-from conftest import TRAINED_CFG, largest_direct_effect_by_hand, trainable
+from conftest import TRAINED_CFG, direct_effect_mask, largest_direct_effect_by_hand, trainable
 
 IG5, EAP = interpolation_points("EAP-IG", 5, "paper"), interpolation_points("EAP", 1, "paper")
 B = 70  # examples per forward pass
@@ -149,9 +149,7 @@ def test_partial_mask_equals_the_value_rebuilt_by_hand(trained_bridge, ioi_promp
     prompts = next(ioi_prompts.chunks(8))
     layer, head, expected, m_corrupted = largest_direct_effect_by_hand(bridge, graph, prompts)
     assert abs(expected - m_corrupted) > 0.5  # the patch moves the metric
-    keep = torch.from_numpy(graph.edge_mask.copy()).unsqueeze(0)
-    keep[0, :, graph.logits_index] = False
-    keep[0, graph.writer_index(layer, head), graph.logits_index] = True
+    keep = direct_effect_mask(graph, layer, head)
     for form in ("keep", "drop"):
         engine = float(patched_metric(bridge, graph, prompts, keep, B, form=form)[0])
         assert engine == pytest.approx(expected, abs=1e-4), form

@@ -151,11 +151,7 @@ def circuit_nodes(graph: Graph, mask: np.ndarray) -> list[str]:
     has_child = mask.any(axis=1)
     nodes = set(np.array(graph.writer_names)[has_child])
     for r in np.nonzero(mask.any(axis=0))[0]:  # a shared key/value input counts for its group's live heads
-        owners = graph.reader_owners[r]
-        if len(owners) == 1 or r == graph.logits_index:
-            nodes.add(graph.reader_node(int(r)))
-        else:
-            nodes |= {graph.writer_names[w] for w in owners if has_child[w]}
+        nodes.update(graph.reader_nodes(int(r), has_child))
     order = graph.writer_names + ["logits"]
     return [n for n in order if n in nodes]
 

@@ -481,7 +481,7 @@ def cmd_audit(a: argparse.Namespace) -> None:
     from circuit_stability.audit import (file_level_audit, hub_weight_hashes, lineage_audit, local_weight_hashes,
                                          tensor_level_audit)
     from circuit_stability.checkpoints import pythia_schedule
-    from circuit_stability.models import HUB_PREFIX, checkpoint_revision, hub_family, hub_steps, local_steps
+    from circuit_stability.models import HUB_PREFIX, checkpoint_revisions, hub_family, hub_steps, local_steps
 
     if "/" in a.model:  # a hub repository
         if a.tensors or a.lineage_with:
@@ -497,17 +497,7 @@ def cmd_audit(a: argparse.Namespace) -> None:
         steps = hub_steps(a.model, a.steps or pythia_schedule(), warn=lambda m: print(m))
         revisions: dict[int, str] = {}
         try:
-            if family == "olmo":  # its revision names carry the tokens seen: read them from the hub
-                from huggingface_hub import HfApi
-
-                try:
-                    refs = HfApi().list_repo_refs(a.model)
-                except Exception as e:
-                    raise ConnectionError(f"cannot list the revisions of {a.model} on the hub ({type(e).__name__}: "
-                                          f"{e})") from e
-                revisions = {s: checkpoint_revision(a.model, s, refs) for s in steps}
-            else:
-                revisions = {s: checkpoint_revision(a.model, s) for s in steps}
+            revisions = checkpoint_revisions(a.model, steps)  # (OLMo's, whose names carry tokens, from the hub)
             hashes = hub_weight_hashes(a.model, revisions)
         except LookupError as e:
             raise SystemExit(str(e)) from None

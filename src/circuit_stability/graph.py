@@ -281,6 +281,15 @@ class Graph:
         w = int(self.reader_writer[reader])
         return self.writer_names[w] if w >= 0 else self.reader_names[reader].split("<")[0]
 
+    def reader_nodes(self, reader: int, live: np.ndarray) -> list[str]:
+        """The node(s) an edge into ``reader`` ends at: the reader's own node (:meth:`reader_node`), or, for a
+        key/value input shared by a group of query heads (grouped-query attention), the heads of the group that are
+        live (``live``: ``[n_writers]`` bool, e.g. the writers with an outgoing edge in a circuit)."""
+        owners = self.reader_owners[reader]
+        if len(owners) <= 1:
+            return [self.reader_node(reader)]
+        return [self.writer_names[w] for w in owners if live[w]]
+
     def check_scores(self, scores: np.ndarray, where: str = "edge scores") -> None:
         """The one validation of a dense score table, wherever scores are written, read or used.
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from circuit_stability.audit import content_id
-from circuit_stability.models import checkpoint_revision, hub_family
+from circuit_stability.models import checkpoint_revisions
 
 # What a TransformerBridge needs of a Pythia revision: the config, the tokenizer and the weights (safetensors when
 # the revision has them, else the PyTorch pickle; never both).
@@ -52,15 +52,11 @@ def download_checkpoint(name: str, step: int, out: str | Path) -> dict:
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-    refs = None
-    if hub_family(name) == "olmo":
-        try:
-            refs = HfApi().list_repo_refs(name)
-        except Exception as e:
-            raise DownloadError(f"cannot download {name} step {step}: listing its revisions failed, the hub cannot "
-                                f"be reached or has no such repository ({type(e).__name__}: {e})") from e
     try:
-        revision = checkpoint_revision(name, step, refs)
+        revision = checkpoint_revisions(name, [step])[step]
+    except ConnectionError as e:
+        raise DownloadError(f"cannot download {name} step {step}: listing its revisions failed, the hub cannot be "
+                            f"reached or has no such repository ({e})") from e
     except LookupError as e:
         raise DownloadError(f"cannot download {name} step {step}: {e}") from e
     where = f"{name} step {step} (revision {revision!r})"

@@ -140,6 +140,24 @@ def checkpoint_revision(name: str, step: int, refs=None) -> str:
     return revision_of(name, step, refs)
 
 
+def checkpoint_revisions(name: str, steps: list[int]) -> dict[int, str]:
+    """``{step: revision}`` of hub repository ``name`` (:func:`checkpoint_revision`), listing the repository's
+    branches and tags on the hub first (one request) only where the family's names carry more than the step
+    (OLMo's tokens seen): what a job that may use the network (download, audit) calls.
+
+    Raises:
+        ValueError, NotImplementedError, LookupError: as :func:`checkpoint_revision`.
+        ConnectionError: the hub could not be reached to list an OLMo repository's revisions
+            (:func:`circuit_stability.revisions.list_refs`).
+    """
+    from circuit_stability.revisions import list_refs, scheme_of
+
+    refs = None
+    if hub_family(name) != "pythia" and scheme_of(name).template is None:
+        refs = list_refs(name)
+    return {s: checkpoint_revision(name, s, refs) for s in steps}
+
+
 def hub_steps(name: str, steps: list[int], warn=None) -> list[int]:
     """``steps`` without the checkpoints of ``name`` known to be missing upstream (:data:`HUB_MISSING`); the
     skipped ones are named in one message passed to ``warn`` (default :func:`warnings.warn`, a ``UserWarning``;

@@ -214,12 +214,20 @@ def list_checkpoints(repo: str, tokens_per_step: int | None = None, api=None) ->
         ConnectionError: naming the repository, if the hub cannot be reached (offline, or ``HF_HUB_OFFLINE``).
     """
     scheme_of(repo)
+    return checkpoints_from_refs(repo, list_refs(repo, api), tokens_per_step)
+
+
+def list_refs(repo: str, api=None):
+    """A repository's branches and tags from the hub (``huggingface_hub.GitRefs``, one ``list_repo_refs`` request).
+
+    Raises:
+        ConnectionError: naming the repository, if the hub cannot be reached (offline, or ``HF_HUB_OFFLINE``) or has
+            no such repository.
+    """
     from huggingface_hub import HfApi
 
-    api = api or HfApi()
     try:
-        refs = api.list_repo_refs(repo)
+        return (api or HfApi()).list_repo_refs(repo)
     except Exception as e:  # huggingface_hub raises several kinds for an unreachable hub; all mean the same here
         raise ConnectionError(f"cannot list the revisions of {repo} on the hub ({type(e).__name__}: {e}); this "
-                              "command needs the hub (or a mirror in HF_ENDPOINT)") from e
-    return checkpoints_from_refs(repo, refs, tokens_per_step)
+                              "needs the hub (or a mirror in HF_ENDPOINT)") from e

@@ -16,6 +16,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 # roles in the order a head holding several is coloured by (the IOI algorithm's classes first)
@@ -165,15 +166,6 @@ def circuit_view_page(model: str, figures: dict[str, object]) -> str:
             + "".join(parts) + "</body></html>")
 
 
-def _reader_nodes(graph, reader: int, live: set[str]) -> list[str]:
-    """The drawn node(s) a circuit edge into ``reader`` ends at: its node, or for a key/value input shared by a
-    group of query heads (grouped-query attention) those of the group that write into the circuit (``live``)."""
-    owners = graph.reader_owners[reader]
-    if len(owners) <= 1:
-        return [graph.reader_node(reader)]
-    return [graph.writer_names[w] for w in owners if graph.writer_names[w] in live]
-
-
 def collect_views(model: str, tasks: list[str], steps: list[int], circuits_dir: Path, scores_dir: Path,
                   tables: Path) -> tuple[dict[str, list[StepView]], int, int]:
     """Read what the views of ``model`` show: the circuits (``circuits_dir/{task}/step{step}.json``), their edges'
@@ -205,9 +197,10 @@ def collect_views(model: str, tasks: list[str], steps: list[int], circuits_dir: 
             if record.edges:
                 src, dst = zip(*(e.split("->") for e in record.edges))
                 w, r = g.edge_ids(list(src), list(dst), f"circuit of {model} {task} step {step}")
-                live = set(src)  # a shared key/value input (grouped-query attention) is drawn into its live heads
+                live = np.zeros(g.n_writers, dtype=bool)  # a shared key/value input (grouped-query attention)
+                live[w] = True                            # is drawn into its group's heads that are in the circuit
                 edges = [(s, node, float(scores.scores[wi, ri])) for s, wi, ri in zip(src, w, r)
-                         for node in _reader_nodes(g, int(ri), live)]
+                         for node in g.reader_nodes(int(ri), live)]
             held = roles[(roles["task"] == task) & (roles["step"] == step)]
             role_of = {}
             for row in held.itertuples():
